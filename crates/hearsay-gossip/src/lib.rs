@@ -1,0 +1,1 @@
+//! hearsay-gossip: see its Cargo.toml description. (Skeleton; filled by its issue.)

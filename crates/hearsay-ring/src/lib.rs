@@ -1,0 +1,1 @@
+//! hearsay-ring: see its Cargo.toml description. (Skeleton; filled by its issue.)

@@ -1,0 +1,1 @@
+//! hearsay-sim: see its Cargo.toml description. (Skeleton; filled by its issue.)

@@ -1,0 +1,23 @@
+//! Hearsay's storage engine: a log-structured merge tree per keyspace, sharing one commit log.
+//!
+//! Owns: the commit log (durability), memtables, SSTables (immutable sorted files), the
+//! manifest of live files, compaction (size-tiered, leveled, time-window), TTL and tombstone
+//! garbage collection, and the block cache. Cells are keyed by `(token, key)` so a token range
+//! is a contiguous scan. Last write wins by [`hearsay_types::Timestamp`], ties broken by
+//! [`Cell::reconcile_cmp`].
+//!
+//! Synchronous by design: no async runtime; the engine owns its flush and compaction threads.
+//! Depends only on `hearsay-types`; must never depend on the ring, gossip, cluster or server.
+
+pub mod cell;
+pub mod error;
+pub mod fs;
+
+pub use cell::{Cell, CellKey};
+pub use error::{Error, Result};
+pub use fs::{FaultyFs, Fs, RealFs};
+
+// Owned by the SSTable work.
+pub mod bloom;
+pub mod cache;
+pub mod sstable;
