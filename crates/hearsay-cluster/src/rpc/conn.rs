@@ -1,0 +1,336 @@
+//! Pieces shared by both ends of a connection: the shared context, the writer task, the
+//! connection's close state, handshake frame I/O and clock observation.
+
+use super::config::{ConfigError, RpcConfig};
+use super::frame::{Frame, FrameError, FrameKind, decode_frame, encode_to_bytes};
+use super::handshake::{HandshakeMsg, Identity};
+use super::stats::{PeerClock, PeerClocks};
+use bytes::{Bytes, BytesMut};
+use hearsay_types::{Hlc, Timestamp};
+use parking_lot::Mutex;
+use std::sync::Arc;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+/// Everything both the client and the server of one node share.
+#[derive(Debug)]
+pub struct RpcContext {
+    pub identity: Identity,
+    pub config: RpcConfig,
+    /// The node's clock: every frame sent carries a reading; every frame received advances it.
+    pub hlc: Arc<Hlc>,
+    /// Skew estimate per peer node.
+    pub clocks: PeerClocks,
+}
+
+impl RpcContext {
+    /// Validates `config` and bundles the node's RPC identity and clock.
+    pub fn new(
+        identity: Identity,
+        config: RpcConfig,
+        hlc: Arc<Hlc>,
+    ) -> Result<Arc<RpcContext>, ConfigError> {
+        config.validate()?;
+        Ok(Arc::new(RpcContext {
+            identity,
+            config,
+            hlc,
+            clocks: PeerClocks::default(),
+        }))
+    }
+
+    /// Advances our HLC past an authenticated peer's reading and records the skew sample.
+    pub(crate) fn observe(&self, clock: &PeerClock, seen: Timestamp, peer: &dyn std::fmt::Display) {
+        self.hlc.observe(seen);
+        let wall = self.hlc.clock().wall_micros();
+        let skew_us = i128::from(seen.0) - i128::from(wall);
+        let skew_us = skew_us.clamp(i128::from(i64::MIN), i128::from(i64::MAX)) as i64;
+        if clock.record(skew_us, self.config.clock_skew_warn_us) {
+            tracing::warn!(
+                %peer,
+                skew_ms = skew_us / 1_000,
+                threshold_ms = self.config.clock_skew_warn_us / 1_000,
+                "clock skew to peer above threshold"
+            );
+        }
+    }
+
+    /// A frame stamped with a fresh HLC reading.
+    pub(crate) fn frame(&self, kind: FrameKind, request_id: u64, body: Bytes) -> Frame {
+        Frame::new(kind, request_id, self.hlc.now(), body)
+    }
+}
+
+/// How a connection ends: a token its tasks watch, and the first reason given.
+#[derive(Debug)]
+pub(crate) struct ConnState {
+    pub(crate) token: CancellationToken,
+    reason: Mutex<Option<String>>,
+}
+
+impl ConnState {
+    pub(crate) fn new(token: CancellationToken) -> ConnState {
+        ConnState {
+            token,
+            reason: Mutex::new(None),
+        }
+    }
+
+    /// Closes the connection (idempotent; the first reason wins).
+    pub(crate) fn close(&self, reason: impl Into<String>) {
+        {
+            let mut r = self.reason.lock();
+            if r.is_none() {
+                *r = Some(reason.into());
+            }
+        }
+        self.token.cancel();
+    }
+
+    pub(crate) fn is_closed(&self) -> bool {
+        self.token.is_cancelled()
+    }
+
+    pub(crate) fn reason(&self) -> String {
+        self.reason
+            .lock()
+            .clone()
+            .unwrap_or_else(|| "connection closed".to_string())
+    }
+}
+
+/// Largest batch the writer hands the kernel in one `write_all`, in bytes: big enough to
+/// coalesce many small frames into one syscall, small enough not to copy a lot at once.
+const WRITE_BATCH_BYTES: usize = 64 * 1024;
+
+/// Writes queued frames until the connection closes; coalesces whatever is queued into one
+/// write so many concurrent small requests cost few syscalls.
+pub(crate) fn spawn_writer(
+    mut w: OwnedWriteHalf,
+    mut rx: mpsc::Receiver<Bytes>,
+    state: Arc<ConnState>,
+) {
+    tokio::spawn(async move {
+        let mut batch = BytesMut::with_capacity(WRITE_BATCH_BYTES);
+        loop {
+            let first = tokio::select! {
+                _ = state.token.cancelled() => break,
+                f = rx.recv() => match f {
+                    Some(f) => f,
+                    None => break,
+                },
+            };
+            batch.extend_from_slice(&first);
+            while batch.len() < WRITE_BATCH_BYTES {
+                match rx.try_recv() {
+                    Ok(f) => batch.extend_from_slice(&f),
+                    Err(_) => break,
+                }
+            }
+            let res = tokio::select! {
+                _ = state.token.cancelled() => break,
+                r = w.write_all(&batch) => r,
+            };
+            if let Err(e) = res {
+                state.close(format!("write failed: {e}"));
+                break;
+            }
+            batch.clear();
+            if batch.capacity() > 4 * WRITE_BATCH_BYTES {
+                // One huge frame went through; do not keep its buffer for the connection's life.
+                batch = BytesMut::with_capacity(WRITE_BATCH_BYTES);
+            }
+        }
+        let _ = w.shutdown().await;
+    });
+}
+
+/// Writes one handshake frame directly (before the writer task exists).
+pub(crate) async fn send_handshake(
+    ctx: &RpcContext,
+    w: &mut OwnedWriteHalf,
+    msg: &HandshakeMsg,
+) -> Result<(), String> {
+    let body = postcard::to_allocvec(msg).map_err(|e| format!("cannot encode handshake: {e}"))?;
+    let frame = ctx.frame(FrameKind::Handshake, 0, Bytes::from(body));
+    let bytes = encode_to_bytes(&frame, ctx.config.max_frame_bytes).map_err(|e| e.to_string())?;
+    w.write_all(&bytes)
+        .await
+        .map_err(|e| format!("write failed during handshake: {e}"))
+}
+
+/// Why reading a handshake message failed.
+#[derive(Debug)]
+pub(crate) enum HandshakeReadError {
+    /// The bytes were bad: count under this frame-rejection reason.
+    Rejected(super::frame::RejectReason, String),
+    /// The stream closed or failed.
+    Io(String),
+}
+
+/// Reads one handshake message; returns it with the frame's HLC reading, to be observed only
+/// once the peer has proven itself.
+pub(crate) async fn read_handshake(
+    reader: &mut FrameReader,
+) -> Result<(HandshakeMsg, Timestamp), HandshakeReadError> {
+    use super::frame::RejectReason;
+    match reader.next().await {
+        Ok(None) => Err(HandshakeReadError::Io(
+            "connection closed during handshake".into(),
+        )),
+        Err(e) => Err(frame_error(e)),
+        Ok(Some(frame)) if frame.kind != FrameKind::Handshake => Err(HandshakeReadError::Rejected(
+            RejectReason::Unexpected,
+            format!("{:?} frame before the handshake completed", frame.kind),
+        )),
+        Ok(Some(frame)) => match postcard::from_bytes::<HandshakeMsg>(&frame.body) {
+            Ok(msg) => Ok((msg, frame.hlc)),
+            Err(e) => Err(HandshakeReadError::Rejected(
+                RejectReason::Undecodable,
+                format!("undecodable handshake message: {e}"),
+            )),
+        },
+    }
+}
+
+fn frame_error(e: FrameError) -> HandshakeReadError {
+    match e.reject_reason() {
+        Some(r) => HandshakeReadError::Rejected(r, e.to_string()),
+        None => HandshakeReadError::Io(e.to_string()),
+    }
+}
+
+/// Bytes read from the socket at a time when no frame is in progress.
+const READ_CHUNK_BYTES: usize = 8 * 1024;
+
+/// Reads frames from a socket into a buffer whose size never exceeds
+/// `max(max_frame_bytes, READ_CHUNK_BYTES + header)`: the decoder sizes the buffer for a
+/// frame only after checking its declared length, and this reader only grows an empty (or
+/// header-only) buffer by one chunk.
+#[derive(Debug)]
+pub(crate) struct FrameReader<R = OwnedReadHalf> {
+    r: R,
+    buf: BytesMut,
+    max_frame_bytes: u32,
+}
+
+impl<R: tokio::io::AsyncRead + Unpin> FrameReader<R> {
+    pub(crate) fn new(r: R, max_frame_bytes: u32) -> FrameReader<R> {
+        FrameReader {
+            r,
+            buf: BytesMut::with_capacity(READ_CHUNK_BYTES),
+            max_frame_bytes,
+        }
+    }
+
+    /// Raises (or lowers) the frame limit, e.g. once the handshake has authenticated the peer.
+    pub(crate) fn set_max_frame_bytes(&mut self, max_frame_bytes: u32) {
+        self.max_frame_bytes = max_frame_bytes;
+    }
+
+    /// The next frame; `Ok(None)` on a clean end of stream (between frames). Cancel-safe.
+    pub(crate) async fn next(&mut self) -> Result<Option<Frame>, FrameError> {
+        loop {
+            if let Some(frame) = decode_frame(&mut self.buf, self.max_frame_bytes)? {
+                return Ok(Some(frame));
+            }
+            if self.buf.len() == self.buf.capacity() {
+                // Only reached with an empty buffer or a partial length prefix: a partial
+                // frame already has exactly its size reserved by the decoder.
+                let mut fresh = BytesMut::with_capacity(self.buf.len() + READ_CHUNK_BYTES);
+                fresh.extend_from_slice(&self.buf);
+                self.buf = fresh;
+            }
+            if self.r.read_buf(&mut self.buf).await? == 0 {
+                if self.buf.is_empty() {
+                    return Ok(None);
+                }
+                return Err(FrameError::TruncatedAtEof {
+                    buffered_bytes: self.buf.len(),
+                });
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rpc::frame::{HEADER_BYTES, LENGTH_PREFIX_BYTES};
+    use proptest::prelude::*;
+
+    const MAX: u32 = 4096;
+
+    fn valid_frame(body_len: usize) -> Vec<u8> {
+        let frame = Frame::new(
+            FrameKind::Ping,
+            9,
+            Timestamp(1),
+            Bytes::from(vec![7u8; body_len]),
+        );
+        encode_to_bytes(&frame, u32::MAX).unwrap().to_vec()
+    }
+
+    /// Reads everything `bytes` holds, checking the buffer bound after every step.
+    async fn drain(bytes: &[u8]) -> (usize, Option<String>) {
+        let mut reader = FrameReader::new(bytes, MAX);
+        let bound = (MAX as usize).max(READ_CHUNK_BYTES + LENGTH_PREFIX_BYTES);
+        let mut frames = 0;
+        loop {
+            let r = reader.next().await;
+            assert!(
+                reader.buf.capacity() <= bound,
+                "buffer grew to {} bytes, bound {bound}",
+                reader.buf.capacity()
+            );
+            match r {
+                Ok(Some(_)) => frames += 1,
+                Ok(None) => return (frames, None),
+                Err(e) => return (frames, Some(e.to_string())),
+            }
+        }
+    }
+
+    fn block_on<F: std::future::Future>(f: F) -> F::Output {
+        tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap()
+            .block_on(f)
+    }
+
+    #[test]
+    fn reads_back_to_back_frames_and_stops_cleanly() {
+        let mut bytes = valid_frame(10);
+        bytes.extend(valid_frame(MAX as usize - HEADER_BYTES));
+        bytes.extend(valid_frame(0));
+        assert_eq!(block_on(drain(&bytes)), (3, None));
+        let mut cut = valid_frame(100);
+        cut.truncate(50);
+        let (n, err) = block_on(drain(&cut));
+        assert_eq!(n, 0);
+        assert!(err.unwrap().contains("ended inside a frame"));
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        /// Random bytes, alone or after valid frames, never panic the reader and never make
+        /// its buffer exceed the bound.
+        #[test]
+        fn random_bytes_never_panic_or_overallocate(
+            prefix_frames in 0usize..3,
+            body_len in 0usize..5000,
+            junk in proptest::collection::vec(any::<u8>(), 0..10_000),
+        ) {
+            let mut bytes = Vec::new();
+            for _ in 0..prefix_frames {
+                bytes.extend(valid_frame(body_len.min(MAX as usize - HEADER_BYTES)));
+            }
+            bytes.extend(&junk);
+            let (frames, _) = block_on(drain(&bytes));
+            prop_assert!(frames >= prefix_frames);
+        }
+    }
+}

@@ -1,0 +1,236 @@
+//! Counters: per peer on the client side, per server, and clock skew per node. Plain atomics,
+//! written on the hot path with relaxed ordering (each counter is independent) and read by
+//! `snapshot()` for the admin API and tests.
+
+use super::error::RpcErrorKind;
+use super::frame::RejectReason;
+use hearsay_types::NodeId;
+use parking_lot::Mutex;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
+
+/// A counter per frame rejection reason.
+#[derive(Debug, Default)]
+pub struct RejectCounters([AtomicU64; RejectReason::ALL.len()]);
+
+impl RejectCounters {
+    pub(crate) fn inc(&self, reason: RejectReason) {
+        self.0[reason as usize].fetch_add(1, Relaxed);
+    }
+    /// Reasons with a non-zero count.
+    pub fn snapshot(&self) -> BTreeMap<RejectReason, u64> {
+        RejectReason::ALL
+            .into_iter()
+            .map(|r| (r, self.0[r as usize].load(Relaxed)))
+            .filter(|(_, n)| *n > 0)
+            .collect()
+    }
+}
+
+/// Client-side counters for one peer address.
+#[derive(Debug, Default)]
+pub struct PeerStats {
+    pub(crate) requests: AtomicU64,
+    pub(crate) successes: AtomicU64,
+    pub(crate) errors: [AtomicU64; RpcErrorKind::ALL.len()],
+    pub(crate) bytes_out: AtomicU64,
+    pub(crate) bytes_in: AtomicU64,
+    pub(crate) in_flight: AtomicU64,
+    pub(crate) connects: AtomicU64,
+    pub(crate) reconnects: AtomicU64,
+    pub(crate) connect_failures: AtomicU64,
+    pub(crate) fast_failures_backoff: AtomicU64,
+    pub(crate) late_responses: AtomicU64,
+    pub(crate) handshakes_refused: AtomicU64,
+    pub(crate) frames_rejected: RejectCounters,
+    /// The peer's node id once a handshake proved it (0 before).
+    pub(crate) node_id: Mutex<Option<NodeId>>,
+}
+
+/// A point-in-time copy of [`PeerStats`].
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PeerStatsSnapshot {
+    pub node_id: Option<NodeId>,
+    /// Calls started (including those failed fast).
+    pub requests: u64,
+    pub successes: u64,
+    /// Failed calls by kind (kinds with a zero count are left out).
+    pub errors: BTreeMap<RpcErrorKind, u64>,
+    pub bytes_out: u64,
+    pub bytes_in: u64,
+    /// Calls currently waiting for an answer.
+    pub in_flight: u64,
+    /// Handshakes completed (first connection included).
+    pub connects: u64,
+    /// Connections established after the first one.
+    pub reconnects: u64,
+    pub connect_failures: u64,
+    /// Calls failed without a connect attempt because the peer is in backoff.
+    pub fast_failures_backoff: u64,
+    /// Answers that arrived after their caller gave up; discarded.
+    pub late_responses: u64,
+    pub handshakes_refused: u64,
+    pub frames_rejected: BTreeMap<RejectReason, u64>,
+}
+
+impl PeerStatsSnapshot {
+    /// Failed calls of one kind.
+    pub fn errors_of(&self, kind: RpcErrorKind) -> u64 {
+        self.errors.get(&kind).copied().unwrap_or(0)
+    }
+}
+
+impl PeerStats {
+    pub(crate) fn error(&self, kind: RpcErrorKind) {
+        self.errors[kind as usize].fetch_add(1, Relaxed);
+    }
+
+    /// A consistent-enough copy (each counter is read once; counters are independent).
+    pub fn snapshot(&self) -> PeerStatsSnapshot {
+        PeerStatsSnapshot {
+            node_id: *self.node_id.lock(),
+            requests: self.requests.load(Relaxed),
+            successes: self.successes.load(Relaxed),
+            errors: RpcErrorKind::ALL
+                .into_iter()
+                .map(|k| (k, self.errors[k as usize].load(Relaxed)))
+                .filter(|(_, n)| *n > 0)
+                .collect(),
+            bytes_out: self.bytes_out.load(Relaxed),
+            bytes_in: self.bytes_in.load(Relaxed),
+            in_flight: self.in_flight.load(Relaxed),
+            connects: self.connects.load(Relaxed),
+            reconnects: self.reconnects.load(Relaxed),
+            connect_failures: self.connect_failures.load(Relaxed),
+            fast_failures_backoff: self.fast_failures_backoff.load(Relaxed),
+            late_responses: self.late_responses.load(Relaxed),
+            handshakes_refused: self.handshakes_refused.load(Relaxed),
+            frames_rejected: self.frames_rejected.snapshot(),
+        }
+    }
+}
+
+/// Server-side counters (all connections).
+#[derive(Debug, Default)]
+pub struct ServerStats {
+    pub(crate) connections_accepted: AtomicU64,
+    pub(crate) connections_open: AtomicU64,
+    pub(crate) connections_refused_limit: AtomicU64,
+    pub(crate) handshakes_ok: AtomicU64,
+    pub(crate) handshakes_refused: AtomicU64,
+    pub(crate) requests: AtomicU64,
+    pub(crate) responses_ok: AtomicU64,
+    pub(crate) responses_error: AtomicU64,
+    pub(crate) overloaded: AtomicU64,
+    pub(crate) deadline_dropped: AtomicU64,
+    pub(crate) pings: AtomicU64,
+    pub(crate) bytes_in: AtomicU64,
+    pub(crate) bytes_out: AtomicU64,
+    pub(crate) frames_rejected: RejectCounters,
+}
+
+/// A point-in-time copy of [`ServerStats`].
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ServerStatsSnapshot {
+    pub connections_accepted: u64,
+    pub connections_open: u64,
+    /// Closed at accept because `max_connections` were open.
+    pub connections_refused_limit: u64,
+    pub handshakes_ok: u64,
+    pub handshakes_refused: u64,
+    pub requests: u64,
+    pub responses_ok: u64,
+    pub responses_error: u64,
+    /// Requests answered `Overloaded` because the connection's concurrency bound was reached.
+    pub overloaded: u64,
+    /// Requests dropped because their caller's deadline passed (no answer sent).
+    pub deadline_dropped: u64,
+    pub pings: u64,
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+    pub frames_rejected: BTreeMap<RejectReason, u64>,
+}
+
+impl ServerStats {
+    /// A copy of every counter.
+    pub fn snapshot(&self) -> ServerStatsSnapshot {
+        ServerStatsSnapshot {
+            connections_accepted: self.connections_accepted.load(Relaxed),
+            connections_open: self.connections_open.load(Relaxed),
+            connections_refused_limit: self.connections_refused_limit.load(Relaxed),
+            handshakes_ok: self.handshakes_ok.load(Relaxed),
+            handshakes_refused: self.handshakes_refused.load(Relaxed),
+            requests: self.requests.load(Relaxed),
+            responses_ok: self.responses_ok.load(Relaxed),
+            responses_error: self.responses_error.load(Relaxed),
+            overloaded: self.overloaded.load(Relaxed),
+            deadline_dropped: self.deadline_dropped.load(Relaxed),
+            pings: self.pings.load(Relaxed),
+            bytes_in: self.bytes_in.load(Relaxed),
+            bytes_out: self.bytes_out.load(Relaxed),
+            frames_rejected: self.frames_rejected.snapshot(),
+        }
+    }
+}
+
+/// Clock-skew estimate for one peer node.
+///
+/// Each frame carries the sender's HLC reading; `skew = sender_hlc - our_wall_clock` at
+/// receipt. An HLC is never behind its wall clock and the frame spent some time in flight, so
+/// a sample is `true_offset + (sender's logical lead) - (one-way latency)`: on a LAN, within a
+/// millisecond of the true offset unless the sender's HLC was pushed ahead by a third node.
+#[derive(Debug, Default)]
+pub struct PeerClock {
+    last_skew_us: AtomicI64,
+    samples: AtomicU64,
+    above_threshold: std::sync::atomic::AtomicBool,
+}
+
+impl PeerClock {
+    /// The latest sample, in microseconds (positive: the peer is ahead of us).
+    pub fn skew_us(&self) -> i64 {
+        self.last_skew_us.load(Relaxed)
+    }
+    /// How many samples were taken.
+    pub fn samples(&self) -> u64 {
+        self.samples.load(Relaxed)
+    }
+
+    /// Records a sample; returns true when it crosses `warn_us` (above it, and the previous
+    /// sample was not), so the caller warns once per excursion rather than per frame.
+    pub(crate) fn record(&self, skew_us: i64, warn_us: u64) -> bool {
+        self.last_skew_us.store(skew_us, Relaxed);
+        self.samples.fetch_add(1, Relaxed);
+        let above = skew_us.unsigned_abs() > warn_us;
+        let was = self.above_threshold.swap(above, Relaxed);
+        above && !was
+    }
+}
+
+/// Skew per peer node, shared by the client and server sides. Entries are created only for
+/// nodes that passed the handshake, so its size is bounded by the cluster's.
+#[derive(Debug, Default)]
+pub struct PeerClocks {
+    by_node: Mutex<BTreeMap<NodeId, Arc<PeerClock>>>,
+}
+
+impl PeerClocks {
+    pub(crate) fn entry(&self, node: NodeId) -> Arc<PeerClock> {
+        self.by_node.lock().entry(node).or_default().clone()
+    }
+
+    /// The latest skew estimate for every peer seen, in microseconds.
+    pub fn snapshot(&self) -> BTreeMap<NodeId, i64> {
+        self.by_node
+            .lock()
+            .iter()
+            .map(|(n, c)| (*n, c.skew_us()))
+            .collect()
+    }
+
+    /// The latest skew estimate for one peer, if any frame from it was seen.
+    pub fn skew_us(&self, node: NodeId) -> Option<i64> {
+        self.by_node.lock().get(&node).map(|c| c.skew_us())
+    }
+}

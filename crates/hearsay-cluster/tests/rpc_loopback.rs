@@ -1,0 +1,386 @@
+//! Client and server over real loopback TCP: round trips, multiplexing, deadlines, bounds,
+//! reconnection.
+
+mod common;
+
+use common::{Gates, client, fast_config, server, wait_until};
+use hearsay_cluster::rpc::{
+    HandlerError, Ping, Registry, Rpc, RpcClient, RpcConfig, RpcError, RpcErrorKind, RpcServer,
+};
+use serde::{Deserialize, Serialize};
+use std::time::Duration;
+use tokio::task::JoinSet;
+
+const SECOND: Duration = Duration::from_secs(1);
+const LONG: Duration = Duration::from_secs(10);
+
+#[derive(Debug, PartialEq, Eq, Serialize, Deserialize)]
+struct Echo {
+    id: u64,
+    text: String,
+}
+impl Rpc for Echo {
+    const METHOD: u16 = 100;
+    const NAME: &'static str = "Echo";
+    type Response = Echo;
+}
+
+/// Blocks in the handler until the test releases it; answers with its id.
+#[derive(Debug, Serialize, Deserialize)]
+struct Parked {
+    id: u64,
+}
+impl Rpc for Parked {
+    const METHOD: u16 = 101;
+    const NAME: &'static str = "Parked";
+    type Response = u64;
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct Fail;
+impl Rpc for Fail {
+    const METHOD: u16 = 102;
+    const NAME: &'static str = "Fail";
+    type Response = ();
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct NotRegistered;
+impl Rpc for NotRegistered {
+    const METHOD: u16 = 103;
+    const NAME: &'static str = "NotRegistered";
+    type Response = ();
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct Big {
+    data: Vec<u8>,
+}
+impl Rpc for Big {
+    const METHOD: u16 = 104;
+    const NAME: &'static str = "Big";
+    type Response = u64;
+}
+
+fn registry(gates: &Gates) -> Registry {
+    let mut r = Registry::new();
+    r.register_fn::<Echo, _, _>(|_, e| async move { Ok(e) })
+        .unwrap();
+    let g = gates.clone();
+    r.register_fn::<Parked, _, _>(move |_, p| {
+        let g = g.clone();
+        async move {
+            g.park(p.id).await;
+            Ok(p.id)
+        }
+    })
+    .unwrap();
+    r.register_fn::<Fail, _, _>(|_, _| async { Err(HandlerError::new("disk on fire")) })
+        .unwrap();
+    r.register_fn::<Big, _, _>(|_, b| async move { Ok(b.data.len() as u64) })
+        .unwrap();
+    r
+}
+
+async fn setup() -> (RpcServer, RpcClient, Gates) {
+    let gates = Gates::default();
+    let srv = server(1, registry(&gates)).await;
+    (srv, client(2), gates)
+}
+
+#[tokio::test]
+async fn round_trip_over_loopback() {
+    let (srv, cli, _) = setup().await;
+    let addr = srv.local_addr();
+    let echo = Echo {
+        id: 7,
+        text: "hello".into(),
+    };
+    let back = cli.call(addr, &echo, SECOND).await.unwrap();
+    assert_eq!(back, echo);
+    let pong = cli.call(addr, &Ping { payload: 99 }, SECOND).await.unwrap();
+    assert_eq!(pong.payload, 99);
+    assert_eq!(
+        pong.node,
+        common::identity(1, "", "").node_id,
+        "server proves its id"
+    );
+    cli.ping(addr, SECOND).await.unwrap();
+
+    let stats = cli.peer_stats(addr).unwrap();
+    assert_eq!(stats.requests, 3);
+    assert_eq!(stats.successes, 3);
+    assert_eq!(stats.connects, 1, "all calls share one connection");
+    assert_eq!(stats.node_id, Some(pong.node));
+    assert!(stats.bytes_out > 0 && stats.bytes_in > 0);
+    assert_eq!(stats.in_flight, 0);
+    let s = srv.stats().snapshot();
+    assert_eq!(s.handshakes_ok, 1);
+    assert_eq!(s.requests, 2);
+    assert_eq!(s.pings, 1);
+    assert_eq!(s.responses_ok, 2);
+    // Both sides saw the other's clock.
+    assert!(cli.context().clocks.skew_us(pong.node).is_some());
+}
+
+#[tokio::test]
+async fn many_concurrent_requests_multiplex_on_one_connection_and_complete_out_of_order() {
+    const N: u64 = 200;
+    let (srv, cli, gates) = setup().await;
+    let addr = srv.local_addr();
+    // Connect first, so every request goes over the one connection.
+    cli.ping(addr, SECOND).await.unwrap();
+    let mut calls = JoinSet::new();
+    for id in 0..N {
+        let cli = cli.clone();
+        calls.spawn(async move { cli.call(addr, &Parked { id }, LONG).await });
+    }
+    wait_until("all requests parked in handlers", LONG, || {
+        gates.parked() == N as usize
+    })
+    .await;
+    assert_eq!(cli.peer_stats(addr).unwrap().in_flight, N);
+    // Release in reverse order of sending; each answer must arrive before the next release,
+    // so completion order is exactly the reverse of request order.
+    for id in (0..N).rev() {
+        gates.release(id);
+        let got = calls.join_next().await.unwrap().unwrap().unwrap();
+        assert_eq!(got, id);
+    }
+    let stats = cli.peer_stats(addr).unwrap();
+    assert_eq!(stats.connects, 1);
+    assert_eq!(stats.successes, N + 1);
+    assert_eq!(stats.in_flight, 0);
+}
+
+#[tokio::test]
+async fn handler_errors_and_unknown_methods_come_back_as_remote() {
+    let (srv, cli, _) = setup().await;
+    let addr = srv.local_addr();
+    let err = cli.call(addr, &Fail, SECOND).await.unwrap_err();
+    assert_eq!(err.kind(), RpcErrorKind::Remote);
+    assert!(err.to_string().contains("disk on fire"), "{err}");
+    let err = cli.call(addr, &NotRegistered, SECOND).await.unwrap_err();
+    assert_eq!(err.kind(), RpcErrorKind::Remote);
+    assert!(
+        err.to_string().contains("no handler for method 103"),
+        "{err}"
+    );
+    // The connection survives handler errors.
+    cli.ping(addr, SECOND).await.unwrap();
+    assert_eq!(cli.peer_stats(addr).unwrap().connects, 1);
+}
+
+#[tokio::test]
+async fn deadline_expiry_is_a_timeout_and_the_server_drops_the_work() {
+    let (srv, cli, gates) = setup().await;
+    let addr = srv.local_addr();
+    cli.ping(addr, SECOND).await.unwrap();
+    let start = tokio::time::Instant::now();
+    let err = cli
+        .call(addr, &Parked { id: 1 }, Duration::from_millis(100))
+        .await
+        .unwrap_err();
+    let elapsed = start.elapsed();
+    assert!(matches!(err, RpcError::Timeout { .. }), "{err}");
+    assert!(elapsed >= Duration::from_millis(100), "{elapsed:?}");
+    assert!(elapsed < SECOND, "timeout took {elapsed:?}");
+    // The server gives up on the handler at the deadline the request carried, instead of
+    // finishing work nobody waits for; the handler future is dropped (its gate with it).
+    wait_until("server dropped the expired request", LONG, || {
+        srv.stats().snapshot().deadline_dropped == 1
+    })
+    .await;
+    assert_eq!(gates.parked(), 1, "the handler had started");
+    assert_eq!(srv.stats().snapshot().responses_ok, 0, "no answer was sent");
+    // The connection is still good.
+    cli.ping(addr, SECOND).await.unwrap();
+    let stats = cli.peer_stats(addr).unwrap();
+    assert_eq!(stats.connects, 1);
+    assert_eq!(stats.errors_of(RpcErrorKind::Timeout), 1);
+    assert_eq!(stats.in_flight, 0);
+}
+
+#[tokio::test]
+async fn in_flight_bound_fails_fast_with_overloaded() {
+    let gates = Gates::default();
+    let srv = server(1, registry(&gates)).await;
+    let addr = srv.local_addr();
+    let cli = RpcClient::new(common::context(
+        2,
+        common::CLUSTER,
+        common::SECRET,
+        RpcConfig {
+            max_in_flight_per_peer: 4,
+            ..fast_config()
+        },
+    ));
+    let mut calls = JoinSet::new();
+    for id in 0..4 {
+        let cli = cli.clone();
+        calls.spawn(async move { cli.call(addr, &Parked { id }, LONG).await });
+    }
+    wait_until("4 requests parked", LONG, || gates.parked() == 4).await;
+    let start = tokio::time::Instant::now();
+    let err = cli
+        .call(addr, &Ping { payload: 0 }, LONG)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, RpcError::Overloaded { .. }), "{err}");
+    assert!(err.to_string().contains("max_in_flight_per_peer"), "{err}");
+    assert!(start.elapsed() < SECOND, "must fail fast, not queue");
+    assert_eq!(
+        srv.stats().snapshot().requests,
+        4,
+        "the 5th never left the client"
+    );
+    for id in 0..4 {
+        gates.release(id);
+    }
+    while let Some(r) = calls.join_next().await {
+        r.unwrap().unwrap();
+    }
+    // Capacity is back.
+    cli.call(addr, &Ping { payload: 1 }, SECOND).await.unwrap();
+    let stats = cli.peer_stats(addr).unwrap();
+    assert_eq!(stats.errors_of(RpcErrorKind::Overloaded), 1);
+    assert_eq!(stats.successes, 5);
+}
+
+#[tokio::test]
+async fn server_concurrency_bound_answers_overloaded() {
+    let gates = Gates::default();
+    let ctx = common::context(
+        1,
+        common::CLUSTER,
+        common::SECRET,
+        RpcConfig {
+            max_concurrent_requests_per_connection: 2,
+            ..fast_config()
+        },
+    );
+    let srv = common::server_with(ctx, registry(&gates)).await;
+    let addr = srv.local_addr();
+    let cli = client(2);
+    let mut calls = JoinSet::new();
+    for id in 0..2 {
+        let cli = cli.clone();
+        calls.spawn(async move { cli.call(addr, &Parked { id }, LONG).await });
+    }
+    wait_until("2 requests parked", LONG, || gates.parked() == 2).await;
+    let err = cli
+        .call(
+            addr,
+            &Echo {
+                id: 3,
+                text: String::new(),
+            },
+            LONG,
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(err, RpcError::Overloaded { .. }), "{err}");
+    assert!(
+        err.to_string()
+            .contains("max_concurrent_requests_per_connection")
+    );
+    // Frame-level pings bypass handlers and are still answered.
+    cli.ping(addr, SECOND).await.unwrap();
+    gates.release(0);
+    gates.release(1);
+    while let Some(r) = calls.join_next().await {
+        r.unwrap().unwrap();
+    }
+    assert_eq!(srv.stats().snapshot().overloaded, 1);
+}
+
+#[tokio::test]
+async fn oversized_request_is_rejected_before_sending() {
+    let (srv, cli, _) = setup().await;
+    let addr = srv.local_addr();
+    let max = RpcConfig::default().max_frame_bytes as usize;
+    let err = cli
+        .call(addr, &Big { data: vec![0; max] }, LONG)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, RpcError::Protocol { .. }), "{err}");
+    assert!(err.to_string().contains("exceeds the limit"), "{err}");
+    // Just under the limit goes through.
+    let n = cli
+        .call(
+            addr,
+            &Big {
+                data: vec![1; max - 64],
+            },
+            LONG,
+        )
+        .await
+        .unwrap();
+    assert_eq!(n as usize, max - 64);
+    assert_eq!(srv.stats().snapshot().frames_rejected.len(), 0);
+}
+
+#[tokio::test]
+async fn peer_restart_reconnects_after_backoff() {
+    let gates = Gates::default();
+    let srv = server(1, registry(&gates)).await;
+    let addr = srv.local_addr();
+    let cli = client(2);
+    cli.ping(addr, SECOND).await.unwrap();
+
+    srv.shutdown().await;
+    wait_until("client notices the closed connection", LONG, || {
+        !cli.is_connected(addr)
+    })
+    .await;
+    // The peer is down: the first call tries to connect and fails; the calls after it fail
+    // fast while the client backs off, without dialing.
+    let err = cli.ping(addr, SECOND).await.unwrap_err();
+    assert_eq!(err.kind(), RpcErrorKind::Unreachable, "{err}");
+    let err = cli.ping(addr, SECOND).await.unwrap_err();
+    assert_eq!(err.kind(), RpcErrorKind::Unreachable, "{err}");
+    assert!(err.to_string().contains("not retrying"), "{err}");
+    let s = cli.peer_stats(addr).unwrap();
+    assert_eq!(s.connect_failures, 1);
+    assert_eq!(s.fast_failures_backoff, 1);
+
+    // Bring the peer back on the same address; the client finds it once backoff expires.
+    let srv = RpcServer::bind(
+        common::context(1, common::CLUSTER, common::SECRET, fast_config()),
+        addr,
+        registry(&gates),
+    )
+    .await
+    .expect("rebind the same port");
+    let start = tokio::time::Instant::now();
+    loop {
+        match cli.ping(addr, SECOND).await {
+            Ok(_) => break,
+            Err(e) => {
+                assert_eq!(e.kind(), RpcErrorKind::Unreachable, "{e}");
+                assert!(start.elapsed() < LONG, "never reconnected: {e}");
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        }
+    }
+    let s = cli.peer_stats(addr).unwrap();
+    assert_eq!(s.connects, 2);
+    assert_eq!(s.reconnects, 1);
+    // Backoff bounded the dialing: with a 20..200 ms backoff over this short outage the
+    // client dialed a handful of times, not once per call.
+    assert!(s.connect_failures <= 10, "{s:?}");
+    assert!(s.fast_failures_backoff >= 1);
+    let echo = cli
+        .call(
+            addr,
+            &Echo {
+                id: 1,
+                text: "back".into(),
+            },
+            SECOND,
+        )
+        .await
+        .unwrap();
+    assert_eq!(echo.text, "back");
+    srv.shutdown().await;
+}
