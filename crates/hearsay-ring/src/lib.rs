@@ -15,13 +15,17 @@
 //! It must not do I/O, spawn threads, use async, read clocks or randomness, or depend on any
 //! Hearsay crate but `hearsay-types`. See `docs/ring.md` for the design and measurements.
 
+mod allocator;
 mod murmur3;
+mod pending;
 mod placement;
 mod range;
 mod ring;
 mod strategy;
 
+pub use allocator::{DEFAULT_NUM_TOKENS, allocate_ring, allocate_tokens, random_tokens};
 pub use murmur3::{murmur3_x64_128_cassandra, token_of};
+pub use pending::{PendingRanges, ReplicaMap, Transition, WriteEndpoints};
 pub use placement::Placement;
 pub use range::TokenRange;
 pub use ring::{

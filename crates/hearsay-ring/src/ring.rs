@@ -218,7 +218,7 @@ impl Ring {
     }
 
     /// Members in id order.
-    pub fn members(&self) -> impl Iterator<Item = &Member> {
+    pub fn members(&self) -> impl DoubleEndedIterator<Item = &Member> + ExactSizeIterator {
         self.members.values()
     }
 

@@ -1,0 +1,180 @@
+//! Token allocation: balance, weights, determinism.
+
+use hearsay_ring::{
+    DEFAULT_NUM_TOKENS, Member, Placement, ReplicationStrategy, Ring, allocate_ring,
+    allocate_tokens, random_tokens,
+};
+use hearsay_types::NodeId;
+use std::collections::BTreeSet;
+
+/// `n` members with ids spread over the id space, as random ids would be, over three racks.
+fn members(n: usize) -> Vec<Member> {
+    (0..n)
+        .map(|i| {
+            let id =
+                NodeId((i as u128 + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15_f39c_c060_5ced_c835));
+            Member::new(id, "dc1", &format!("r{}", i % 3), Vec::new())
+        })
+        .collect()
+}
+
+fn max_min_over_mean(ring: &Ring) -> (f64, f64) {
+    let owns: Vec<f64> = ring
+        .members()
+        .map(|m| ring.ownership(m.id) / f64::from(m.weight))
+        .collect();
+    let mean = owns.iter().sum::<f64>() / owns.len() as f64;
+    (
+        owns.iter().cloned().fold(f64::MIN, f64::max) / mean,
+        owns.iter().cloned().fold(f64::MAX, f64::min) / mean,
+    )
+}
+
+#[test]
+fn allocator_keeps_primary_ownership_balanced() {
+    // Measured (docs/ring.md): 48 nodes × 16 tokens gives max/mean 1.033, min/mean 0.971; the
+    // bounds leave room for other member counts but fail clearly if balancing is lost (random
+    // tokens give max/mean ~1.5 here).
+    for n in [5, 24] {
+        let ring = allocate_ring(members(n), DEFAULT_NUM_TOKENS).expect("ring");
+        let (max, min) = max_min_over_mean(&ring);
+        assert!(
+            max < 1.10 && min > 0.90,
+            "{n} nodes: max/mean {max:.3}, min/mean {min:.3}"
+        );
+        assert_eq!(ring.tokens().len(), n * DEFAULT_NUM_TOKENS);
+        assert!(ring.token_conflicts().is_empty());
+    }
+    let random = Ring::new(members(24).into_iter().map(|mut m| {
+        m.tokens = random_tokens(m.id, DEFAULT_NUM_TOKENS);
+        m
+    }))
+    .expect("ring");
+    let (max, _) = max_min_over_mean(&random);
+    assert!(
+        max > 1.2,
+        "the comparison baseline should be visibly worse: {max:.3}"
+    );
+}
+
+#[test]
+fn replicated_ownership_stays_near_rf_over_n() {
+    let ring = allocate_ring(members(24), DEFAULT_NUM_TOKENS).expect("ring");
+    let placement = Placement::new(&ring, &ReplicationStrategy::simple(3));
+    for m in ring.members() {
+        let eff = placement.effective_ownership(m.id);
+        // Ideal 3/24 = 0.125; measured spread at 16 tokens is within ±25 %.
+        assert!((eff / 0.125 - 1.0).abs() < 0.25, "{:?}: {eff:.4}", m.id);
+    }
+}
+
+#[test]
+fn weight_two_node_owns_about_twice() {
+    // With the allocator: measured 1.978× (12 nodes × 16 tokens). Tolerance ±10 %: the
+    // allocator keeps every node within about ±5 % of its target, so the ratio of two nodes
+    // is within about ±10 %.
+    let mut ms = members(12);
+    ms[5].weight = 2;
+    let heavy = ms[5].id;
+    let ring = allocate_ring(ms.clone(), DEFAULT_NUM_TOKENS).expect("ring");
+    assert_eq!(
+        ring.member(heavy).expect("member").tokens.len(),
+        2 * DEFAULT_NUM_TOKENS
+    );
+    let light: f64 = ring
+        .members()
+        .filter(|m| m.id != heavy)
+        .map(|m| ring.ownership(m.id))
+        .sum::<f64>()
+        / 11.0;
+    let ratio = ring.ownership(heavy) / light;
+    assert!(
+        (1.8..2.2).contains(&ratio),
+        "weight-2 owns {ratio:.3}× a weight-1 node"
+    );
+
+    // The weight-2 node may also join last, into a balanced ring, and still get its share.
+    let mut ms = members(12);
+    ms[11].weight = 2;
+    let heavy = ms[11].id;
+    let ring = allocate_ring(ms, DEFAULT_NUM_TOKENS).expect("ring");
+    let ratio = ring.ownership(heavy) / (1.0 / 13.0);
+    assert!(
+        (0.9..1.1).contains(&(ratio / 2.0)),
+        "joined last: {ratio:.3}× the weight-1 target"
+    );
+
+    // Random tokens scale too, with more noise: 256 and 512 random tokens per node give a
+    // relative standard deviation of about sqrt(1/512 + 1/2816) ≈ 5 % for the ratio; ±20 %
+    // is four of those.
+    let mut ms = members(12);
+    ms[5].weight = 2;
+    let heavy = ms[5].id;
+    let ring = Ring::new(ms.into_iter().map(|mut m| {
+        m.tokens = random_tokens(m.id, 256 * m.weight as usize);
+        m
+    }))
+    .expect("ring");
+    let light: f64 = ring
+        .members()
+        .filter(|m| m.id != heavy)
+        .map(|m| ring.ownership(m.id))
+        .sum::<f64>()
+        / 11.0;
+    let ratio = ring.ownership(heavy) / light;
+    assert!((1.6..2.4).contains(&ratio), "random tokens: {ratio:.3}×");
+}
+
+#[test]
+fn allocation_is_deterministic_and_fresh() {
+    let ring = allocate_ring(members(6), 8).expect("ring");
+    let newcomer = NodeId(42);
+    let a = allocate_tokens(&ring, newcomer, 1, 8);
+    let b = allocate_tokens(&ring.clone(), newcomer, 1, 8);
+    assert_eq!(a, b);
+    assert_eq!(a.len(), 8);
+    let existing: BTreeSet<_> = ring.tokens().iter().collect();
+    let distinct: BTreeSet<_> = a.iter().collect();
+    assert_eq!(distinct.len(), 8);
+    assert!(distinct.is_disjoint(&existing));
+    // Same member set given in another order builds the same ring once tokens are fixed.
+    let shuffled: Vec<Member> = ring.members().rev().cloned().collect();
+    assert_eq!(Ring::new(shuffled).expect("ring").tokens(), ring.tokens());
+    // A node already in the ring is re-placed against the others, not against itself.
+    let someone = ring.members().next().expect("member").id;
+    let again = allocate_tokens(&ring, someone, 1, 8);
+    assert_eq!(
+        again,
+        allocate_tokens(&ring.without_member(someone).expect("m"), someone, 1, 8)
+    );
+}
+
+#[test]
+fn newcomer_takes_its_share_from_the_most_loaded() {
+    // A deliberately unbalanced ring: node 1 (token MIN/2) owns (MIN, MIN/2], a quarter;
+    // node 2 (token MIN) owns the other three quarters. A third node takes its fair share,
+    // 1/3 (never more: the allocator aims each newcomer at its weight's share), and takes it
+    // from node 2 only, since node 1 is already under 1/3: 1/4, 5/12, 1/3.
+    let ring = Ring::new([
+        Member::new(
+            NodeId(1),
+            "dc1",
+            "r1",
+            vec![hearsay_types::Token(i64::MIN / 2)],
+        ),
+        Member::new(NodeId(2), "dc1", "r1", vec![hearsay_types::Token(i64::MIN)]),
+    ])
+    .expect("ring");
+    let tokens = allocate_tokens(&ring, NodeId(3), 1, 16);
+    let ring = ring
+        .with_member(Member::new(NodeId(3), "dc1", "r1", tokens))
+        .expect("ring");
+    for id in [1, 2, 3] {
+        let own = ring.ownership(NodeId(id));
+        let want = [0.25, 5.0 / 12.0, 1.0 / 3.0][id as usize - 1];
+        assert!(
+            (own - want).abs() < 0.02,
+            "node {id} owns {own:.3}, want about {want}"
+        );
+    }
+}
