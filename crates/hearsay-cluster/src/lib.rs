@@ -18,3 +18,4 @@
 //! depend on the front ends (`hearsay-server`, the binary) or anything above it in the stack.
 
 pub mod rpc;
+pub mod coordinator;
