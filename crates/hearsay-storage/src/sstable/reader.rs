@@ -1,0 +1,613 @@
+//! Reads an SSTable: open verifies the footer and loads index, bloom and stats; point reads
+//! and iterators fetch data blocks lazily through the shared [`BlockCache`].
+
+use super::block::{Block, Cursor};
+use super::format::*;
+use super::{ReadStats, SstableMeta, sstable_path};
+use crate::bloom::{self, BloomFilter};
+use crate::cache::{BlockCache, BlockKey};
+use crate::cell::{Cell, CellKey};
+use crate::error::{Error, Result};
+use bytes::Bytes;
+use hearsay_types::Timestamp;
+use std::cmp::Ordering;
+use std::fmt;
+use std::fs::File;
+use std::ops::Bound;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering as AtomicOrdering};
+
+/// One entry of the in-memory block index.
+#[derive(Debug)]
+struct IndexEntry {
+    /// Encoded last key of the block (a slice of the decoded index block).
+    last_key: Bytes,
+    handle: BlockHandle,
+}
+
+/// An open, immutable SSTable. Shared as `Arc<Sstable>`; iterators hold the `Arc`, so the
+/// file stays readable while iterated even after the engine drops it from the live set.
+pub struct Sstable {
+    path: PathBuf,
+    file: File,
+    /// Cache-unique id of this open table (see [`BlockCache::next_table_uid`]).
+    uid: u64,
+    meta: SstableMeta,
+    index: Vec<IndexEntry>,
+    bloom: BloomFilter,
+    /// End of the data blocks (start of the first meta block).
+    data_end: u64,
+    cache: Arc<BlockCache>,
+    stats: Arc<ReadStats>,
+    obsolete: AtomicBool,
+    index_memory_bytes: u64,
+}
+
+impl fmt::Debug for Sstable {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Sstable")
+            .field("path", &self.path)
+            .field("meta", &self.meta)
+            .field("blocks", &self.index.len())
+            .finish()
+    }
+}
+
+/// Reads `len` bytes at `offset`, mapping a short read (a file truncated under us) to
+/// corruption and other failures to I/O errors.
+fn read_at(file: &File, path: &Path, offset: u64, len: usize) -> Result<Vec<u8>> {
+    let mut buf = vec![0u8; len];
+    file.read_exact_at(&mut buf, offset).map_err(|e| {
+        if e.kind() == std::io::ErrorKind::UnexpectedEof {
+            Error::corruption(path, offset, "file ends inside a block")
+        } else {
+            Error::io(path, e)
+        }
+    })?;
+    Ok(buf)
+}
+
+/// Verifies a block's CRC and decompresses it. `max_decoded` bounds the decompressed size.
+fn decode_envelope(raw: Vec<u8>, max_decoded: usize) -> Result<Bytes, &'static str> {
+    let payload_len = raw
+        .len()
+        .checked_sub(BLOCK_TRAILER_BYTES)
+        .ok_or("block shorter than its trailer")?;
+    let (payload, trailer) = raw.split_at(payload_len);
+    let kind = trailer[0];
+    let mut crc = [0u8; 4];
+    crc.copy_from_slice(&trailer[1..5]);
+    if u32::from_le_bytes(crc) != block_crc(payload, kind) {
+        return Err("block checksum mismatch");
+    }
+    match kind {
+        COMPRESSION_NONE => {
+            let mut raw = raw;
+            raw.truncate(payload_len);
+            Ok(Bytes::from(raw))
+        }
+        COMPRESSION_LZ4 => {
+            let mut d = Decoder::new(payload);
+            let decoded_len = d.u32_le()? as usize;
+            if decoded_len > max_decoded {
+                return Err("decompressed block size exceeds limit");
+            }
+            let mut out = vec![0u8; decoded_len];
+            let n = lz4_flex::block::decompress_into(&payload[4..], &mut out)
+                .map_err(|_| "LZ4 decompression failed")?;
+            if n != decoded_len {
+                return Err("LZ4 block decompressed to the wrong size");
+            }
+            Ok(Bytes::from(out))
+        }
+        _ => Err("unknown block compression type"),
+    }
+}
+
+impl Sstable {
+    /// Opens `dir/{id:016x}.sst`: verifies the footer (magic, version, CRC), then reads and
+    /// verifies the stats, index and bloom blocks and keeps them in memory. A short, garbage
+    /// or damaged file gives [`Error::Corruption`] naming the file and offset; a file from a
+    /// newer format gives [`Error::UnsupportedVersion`]. Never panics on file contents.
+    pub fn open(
+        dir: &Path,
+        id: u64,
+        cache: Arc<BlockCache>,
+        stats: Arc<ReadStats>,
+    ) -> Result<Arc<Sstable>> {
+        let path = sstable_path(dir, id);
+        let file = File::open(&path).map_err(|e| Error::io(&path, e))?;
+        let file_len = file.metadata().map_err(|e| Error::io(&path, e))?.len();
+        if file_len < FOOTER_BYTES as u64 {
+            return Err(Error::corruption(
+                &path,
+                0,
+                format!("file of {file_len} bytes is too short for the {FOOTER_BYTES}-byte footer"),
+            ));
+        }
+        let footer_offset = file_len - FOOTER_BYTES as u64;
+        let raw = read_at(&file, &path, footer_offset, FOOTER_BYTES)?;
+        let mut footer_bytes = [0u8; FOOTER_BYTES];
+        footer_bytes.copy_from_slice(&raw);
+        let footer = Footer::decode(&footer_bytes).map_err(|e| match e {
+            FooterError::BadMagic => Error::corruption(
+                &path,
+                footer_offset,
+                "bad magic number: not an SSTable or truncated",
+            ),
+            FooterError::Version(found) => Error::UnsupportedVersion {
+                path: path.clone(),
+                found,
+                supported: FORMAT_VERSION,
+            },
+            FooterError::Checksum => {
+                Error::corruption(&path, footer_offset, "footer checksum mismatch")
+            }
+        })?;
+
+        let check_handle = |h: BlockHandle, what: &str| -> Result<()> {
+            let end = h.offset.checked_add(h.size);
+            let ok = h.size >= BLOCK_TRAILER_BYTES as u64
+                && h.size <= (MAX_META_BLOCK_BYTES + BLOCK_TRAILER_BYTES) as u64
+                && end.is_some_and(|e| e <= footer_offset);
+            if ok {
+                Ok(())
+            } else {
+                Err(Error::corruption(
+                    &path,
+                    footer_offset,
+                    format!(
+                        "{what} block handle (offset {}, size {}) out of bounds",
+                        h.offset, h.size
+                    ),
+                ))
+            }
+        };
+        check_handle(footer.index, "index")?;
+        check_handle(footer.bloom, "bloom")?;
+        check_handle(footer.stats, "stats")?;
+        let data_end = footer
+            .index
+            .offset
+            .min(footer.bloom.offset)
+            .min(footer.stats.offset);
+
+        let read_meta = |h: BlockHandle| -> Result<Bytes> {
+            let raw = read_at(&file, &path, h.offset, h.size as usize)?;
+            decode_envelope(raw, MAX_META_BLOCK_BYTES)
+                .map_err(|r| Error::corruption(&path, h.offset, r))
+        };
+
+        // Stats.
+        let stats_block = read_meta(footer.stats)?;
+        let corrupt_stats = |r: &str| Error::corruption(&path, footer.stats.offset, r);
+        let mut d = Decoder::new(&stats_block);
+        let mut fields = [0u64; 7];
+        for f in &mut fields {
+            *f = d.u64_le().map_err(corrupt_stats)?;
+        }
+        let [
+            _written_id,
+            entry_count,
+            min_timestamp,
+            max_timestamp,
+            tombstone_count,
+            expiring_count,
+            min_deletion_time_ms,
+        ] = fields;
+        let has_max_expiry = d.u8().map_err(corrupt_stats)?;
+        let max_expiry = d.u64_le().map_err(corrupt_stats)?;
+        let max_expiry_ms = match has_max_expiry {
+            0 => None,
+            1 => Some(max_expiry),
+            _ => return Err(corrupt_stats("bad max-expiry flag")),
+        };
+        let read_key = |d: &mut Decoder<'_>| -> Result<Vec<u8>> {
+            let len = d
+                .varint_max(MAX_ENCODED_KEY_BYTES, "key length too large")
+                .map_err(corrupt_stats)?;
+            if len < TOKEN_BYTES {
+                return Err(corrupt_stats("key shorter than a token"));
+            }
+            Ok(d.bytes(len).map_err(corrupt_stats)?.to_vec())
+        };
+        let min_key = read_key(&mut d)?;
+        let max_key = read_key(&mut d)?;
+        if d.remaining() != 0 {
+            return Err(corrupt_stats("trailing bytes in stats block"));
+        }
+        if min_key > max_key || entry_count == 0 || min_timestamp > max_timestamp {
+            return Err(corrupt_stats("inconsistent stats"));
+        }
+
+        // Index.
+        let index_block = read_meta(footer.index)?;
+        let corrupt_index = |r: &str| Error::corruption(&path, footer.index.offset, r);
+        let mut d = Decoder::new(&index_block);
+        let count = d.u32_le().map_err(corrupt_index)? as usize;
+        // Each entry takes at least 8 key bytes + 3 varint bytes: bounds the allocation.
+        if count == 0 || count > d.remaining() / (TOKEN_BYTES + 3) {
+            return Err(corrupt_index("bad index entry count"));
+        }
+        let mut index = Vec::with_capacity(count);
+        let mut next_offset = 0u64;
+        for _ in 0..count {
+            let len = d
+                .varint_max(MAX_ENCODED_KEY_BYTES, "index key too long")
+                .map_err(corrupt_index)?;
+            if len < TOKEN_BYTES {
+                return Err(corrupt_index("index key shorter than a token"));
+            }
+            let start = d.pos();
+            d.bytes(len).map_err(corrupt_index)?;
+            let last_key = index_block.slice(start..start + len);
+            let offset = d.varint().map_err(corrupt_index)?;
+            let size = d.varint().map_err(corrupt_index)?;
+            let end = offset.checked_add(size);
+            // Blocks are contiguous from offset 0, in key order.
+            if offset != next_offset
+                || size < BLOCK_TRAILER_BYTES as u64
+                || size > (MAX_BLOCK_BYTES + BLOCK_TRAILER_BYTES) as u64
+                || end.is_none_or(|e| e > data_end)
+            {
+                return Err(corrupt_index("data block handle out of bounds"));
+            }
+            next_offset = offset + size;
+            if index
+                .last()
+                .is_some_and(|p: &IndexEntry| p.last_key >= last_key)
+            {
+                return Err(corrupt_index("index keys out of order"));
+            }
+            index.push(IndexEntry {
+                last_key,
+                handle: BlockHandle { offset, size },
+            });
+        }
+        if d.remaining() != 0 {
+            return Err(corrupt_index("trailing bytes in index block"));
+        }
+        if next_offset != data_end {
+            return Err(corrupt_index("data blocks do not fill the data region"));
+        }
+        if index.last().is_some_and(|e| e.last_key[..] != max_key[..]) {
+            return Err(corrupt_index(
+                "last index key differs from the table's max key",
+            ));
+        }
+
+        // Bloom.
+        let bloom_block = read_meta(footer.bloom)?;
+        let bloom = BloomFilter::decode(&bloom_block)
+            .map_err(|r| Error::corruption(&path, footer.bloom.offset, r))?;
+
+        let index_memory_bytes = index_block.len() as u64
+            + (index.capacity() * std::mem::size_of::<IndexEntry>()) as u64;
+        let meta = SstableMeta {
+            id,
+            size_bytes: file_len,
+            entry_count,
+            min_key: decode_key(&min_key),
+            max_key: decode_key(&max_key),
+            min_timestamp: Timestamp(min_timestamp),
+            max_timestamp: Timestamp(max_timestamp),
+            tombstone_count,
+            expiring_count,
+            min_deletion_time_ms,
+            max_expiry_ms,
+            index_bytes: footer.index.size,
+            bloom_bytes: footer.bloom.size,
+        };
+        Ok(Arc::new(Sstable {
+            path,
+            file,
+            uid: cache.next_table_uid(),
+            meta,
+            index,
+            bloom,
+            data_end,
+            cache,
+            stats,
+            obsolete: AtomicBool::new(false),
+            index_memory_bytes,
+        }))
+    }
+
+    /// The table's stats.
+    pub fn meta(&self) -> &SstableMeta {
+        &self.meta
+    }
+
+    /// The table's file id.
+    pub fn id(&self) -> u64 {
+        self.meta.id
+    }
+
+    /// The file this table reads.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Number of data blocks.
+    pub fn block_count(&self) -> usize {
+        self.index.len()
+    }
+
+    /// Bytes of index and bloom filter held in memory.
+    pub fn memory_bytes(&self) -> u64 {
+        self.index_memory_bytes + self.bloom.memory_bytes()
+    }
+
+    /// Asks for the file to be deleted once the last reference (this table or an iterator
+    /// over it) is dropped. The engine calls this when compaction has replaced the table.
+    pub fn mark_obsolete(&self) {
+        self.obsolete.store(true, AtomicOrdering::Release);
+    }
+
+    /// Whether [`Self::mark_obsolete`] was called.
+    pub fn is_obsolete(&self) -> bool {
+        self.obsolete.load(AtomicOrdering::Acquire)
+    }
+
+    /// Whether the bloom filter admits the key (false: certainly absent). Does not count.
+    pub fn may_contain(&self, key: &CellKey) -> bool {
+        self.bloom.may_contain(bloom::hash_key(key.token, &key.key))
+    }
+
+    /// Reads data block `idx`, from the cache if it is there. `fill_cache == false` (for
+    /// compaction) still uses a cached copy but does not insert, so one pass over cold data
+    /// does not evict the hot set.
+    fn block(&self, idx: usize, fill_cache: bool) -> Result<Block> {
+        let entry = self.index.get(idx).ok_or_else(|| {
+            Error::corruption(&self.path, self.data_end, "block index out of range")
+        })?;
+        let h = entry.handle;
+        let key = BlockKey {
+            table_uid: self.uid,
+            offset: h.offset,
+        };
+        let data = match self.cache.get(&key) {
+            Some(data) => data,
+            None => {
+                let raw = read_at(&self.file, &self.path, h.offset, h.size as usize)?;
+                self.stats.record_block_read(h.size);
+                let data = decode_envelope(raw, MAX_BLOCK_BYTES)
+                    .map_err(|r| Error::corruption(&self.path, h.offset, r))?;
+                if fill_cache {
+                    self.cache.insert(key, data.clone());
+                }
+                data
+            }
+        };
+        Block::parse(data).map_err(|r| Error::corruption(&self.path, h.offset, r))
+    }
+
+    /// First block whose last key is >= the target.
+    fn find_block(&self, token: &[u8; TOKEN_BYTES], key: &[u8]) -> usize {
+        self.index
+            .partition_point(|e| cmp_encoded(&e.last_key, token, key) == Ordering::Less)
+    }
+
+    /// Point read: the cell stored for `key`, if any. Consults the bloom filter first, then
+    /// the index, then one data block. Counts bloom outcomes in [`ReadStats`].
+    pub fn get(&self, key: &CellKey) -> Result<Option<Cell>> {
+        if !self.bloom.may_contain(bloom::hash_key(key.token, &key.key)) {
+            self.stats.record_bloom(BloomOutcome::Negative);
+            return Ok(None);
+        }
+        let found = self.get_unfiltered(key)?;
+        self.stats.record_bloom(if found.is_some() {
+            BloomOutcome::TruePositive
+        } else {
+            BloomOutcome::FalsePositive
+        });
+        Ok(found)
+    }
+
+    fn get_unfiltered(&self, key: &CellKey) -> Result<Option<Cell>> {
+        let token = encode_token(key.token);
+        let idx = self.find_block(&token, &key.key);
+        if idx >= self.index.len() {
+            return Ok(None);
+        }
+        let block = self.block(idx, true)?;
+        let offset = self.index[idx].handle.offset;
+        let mut cursor = Cursor::default();
+        let corrupt = |r| Error::corruption(&self.path, offset, r);
+        block.seek(&mut cursor, &token, &key.key).map_err(corrupt)?;
+        match block.next_entry(&mut cursor).map_err(corrupt)? {
+            Some(e) if cmp_encoded(&cursor.key, &token, &key.key) == Ordering::Equal => {
+                Ok(Some(block.cell(&e)))
+            }
+            _ => Ok(None),
+        }
+    }
+
+    /// Ascending iterator over `[lower, upper]` (per the bounds). Reads blocks lazily and
+    /// caches them. Holds an `Arc` of the table.
+    pub fn iter(self: &Arc<Self>, lower: Bound<CellKey>, upper: Bound<CellKey>) -> SstableIter {
+        SstableIter::new(self.clone(), lower, upper, true)
+    }
+
+    /// As [`Self::iter`], but blocks read from disk are not inserted into the cache (a
+    /// compaction reads each block once; caching it would only evict hot blocks).
+    pub fn iter_for_compaction(
+        self: &Arc<Self>,
+        lower: Bound<CellKey>,
+        upper: Bound<CellKey>,
+    ) -> SstableIter {
+        SstableIter::new(self.clone(), lower, upper, false)
+    }
+}
+
+impl Drop for Sstable {
+    fn drop(&mut self) {
+        if self.obsolete.load(AtomicOrdering::Acquire) {
+            match std::fs::remove_file(&self.path) {
+                Ok(()) => tracing::debug!(path = %self.path.display(), "deleted obsolete SSTable"),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => {
+                    tracing::warn!(path = %self.path.display(), error = %e, "could not delete obsolete SSTable")
+                }
+            }
+        }
+    }
+}
+
+/// What the bloom filter's answer turned out to be.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BloomOutcome {
+    Negative,
+    TruePositive,
+    FalsePositive,
+}
+
+enum IterState {
+    Unstarted,
+    InBlock { idx: usize, block: Block },
+    Done,
+}
+
+/// Ascending iterator over an SSTable's cells within bounds. Yields `Err` once on corruption
+/// or I/O failure, then ends.
+pub struct SstableIter {
+    table: Arc<Sstable>,
+    lower: Bound<CellKey>,
+    /// Upper bound in encoded form, compared against each entry's key.
+    upper: Bound<Vec<u8>>,
+    fill_cache: bool,
+    state: IterState,
+    cursor: Cursor,
+}
+
+impl fmt::Debug for SstableIter {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SstableIter")
+            .field("table", &self.table.path)
+            .field("lower", &self.lower)
+            .finish()
+    }
+}
+
+impl SstableIter {
+    fn new(
+        table: Arc<Sstable>,
+        lower: Bound<CellKey>,
+        upper: Bound<CellKey>,
+        fill_cache: bool,
+    ) -> Self {
+        let encode = |k: CellKey| {
+            let mut v = Vec::with_capacity(TOKEN_BYTES + k.key.len());
+            encode_key(&k, &mut v);
+            v
+        };
+        let upper = match upper {
+            Bound::Included(k) => Bound::Included(encode(k)),
+            Bound::Excluded(k) => Bound::Excluded(encode(k)),
+            Bound::Unbounded => Bound::Unbounded,
+        };
+        SstableIter {
+            table,
+            lower,
+            upper,
+            fill_cache,
+            state: IterState::Unstarted,
+            cursor: Cursor::default(),
+        }
+    }
+
+    /// The table being iterated.
+    pub fn table(&self) -> &Arc<Sstable> {
+        &self.table
+    }
+
+    fn start(&mut self) -> Result<IterState> {
+        let (token, key, exclusive) = match &self.lower {
+            Bound::Unbounded => {
+                return self.load(0);
+            }
+            Bound::Included(k) => (encode_token(k.token), k.key.clone(), false),
+            Bound::Excluded(k) => (encode_token(k.token), k.key.clone(), true),
+        };
+        let idx = self.table.find_block(&token, &key);
+        if idx >= self.table.index.len() {
+            return Ok(IterState::Done);
+        }
+        let block = self.table.block(idx, self.fill_cache)?;
+        let offset = self.table.index[idx].handle.offset;
+        let corrupt = |r| Error::corruption(&self.table.path, offset, r);
+        self.cursor.reset();
+        block
+            .seek(&mut self.cursor, &token, &key)
+            .map_err(corrupt)?;
+        if exclusive
+            && self.cursor.pending.is_some()
+            && cmp_encoded(&self.cursor.key, &token, &key) == Ordering::Equal
+        {
+            self.cursor.pending = None;
+        }
+        Ok(IterState::InBlock { idx, block })
+    }
+
+    fn load(&mut self, idx: usize) -> Result<IterState> {
+        if idx >= self.table.index.len() {
+            return Ok(IterState::Done);
+        }
+        let block = self.table.block(idx, self.fill_cache)?;
+        self.cursor.reset();
+        Ok(IterState::InBlock { idx, block })
+    }
+
+    fn above_upper(&self, key: &[u8]) -> bool {
+        match &self.upper {
+            Bound::Unbounded => false,
+            Bound::Included(u) => key > &u[..],
+            Bound::Excluded(u) => key >= &u[..],
+        }
+    }
+
+    fn advance(&mut self) -> Result<Option<(CellKey, Cell)>> {
+        // Bounded by the number of blocks: each pass either yields or moves to the next one.
+        loop {
+            match &self.state {
+                IterState::Done => return Ok(None),
+                IterState::Unstarted => self.state = self.start()?,
+                IterState::InBlock { idx, block } => {
+                    let idx = *idx;
+                    let offset = self.table.index[idx].handle.offset;
+                    match block
+                        .next_entry(&mut self.cursor)
+                        .map_err(|r| Error::corruption(&self.table.path, offset, r))?
+                    {
+                        Some(e) => {
+                            if self.above_upper(&self.cursor.key) {
+                                self.state = IterState::Done;
+                                return Ok(None);
+                            }
+                            let cell = block.cell(&e);
+                            return Ok(Some((decode_key(&self.cursor.key), cell)));
+                        }
+                        None => self.state = self.load(idx + 1)?,
+                    }
+                }
+            }
+        }
+    }
+}
+
+impl Iterator for SstableIter {
+    type Item = Result<(CellKey, Cell)>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        match self.advance() {
+            Ok(Some(item)) => Some(Ok(item)),
+            Ok(None) => None,
+            Err(e) => {
+                self.state = IterState::Done;
+                Some(Err(e))
+            }
+        }
+    }
+}
