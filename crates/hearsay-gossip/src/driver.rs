@@ -1,0 +1,1 @@
+//! Tokio UDP driver (filled below).
