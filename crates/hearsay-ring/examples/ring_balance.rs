@@ -1,5 +1,6 @@
 //! Measures ownership balance of the token allocator against random tokens, for the table in
-//! `docs/ring.md`. Run: `cargo run --release -p hearsay-ring --example ring_balance`.
+//! `docs/ring.md`. Run: `cargo run --release -p hearsay-ring --example ring_balance`
+//! (`NS=12,48 TS=16` restrict the node and token counts).
 
 use hearsay_ring::{Member, Placement, ReplicationStrategy, Ring, allocate_ring, random_tokens};
 use hearsay_types::NodeId;
@@ -56,8 +57,22 @@ fn main() {
         "| ring | primary max/mean | primary min/mean | primary CV | RF=3 effective max/mean | RF=3 effective CV |"
     );
     println!("|---|---|---|---|---|---|");
-    for &n in &[12usize, 48, 100] {
-        for &t in &[1usize, 4, 8, 16, 32, 64, 256] {
+    let ns: Vec<usize> = std::env::var("NS")
+        .map(|v| {
+            v.split(',')
+                .map(|x| x.parse().expect("comma-separated numbers"))
+                .collect()
+        })
+        .unwrap_or(vec![12, 48, 100]);
+    let ts: Vec<usize> = std::env::var("TS")
+        .map(|v| {
+            v.split(',')
+                .map(|x| x.parse().expect("comma-separated numbers"))
+                .collect()
+        })
+        .unwrap_or(vec![1, 4, 8, 16, 32, 64, 256]);
+    for &n in &ns {
+        for &t in &ts {
             let started = Instant::now();
             let alloc = allocate_ring(members(n), t).expect("ring");
             let took = started.elapsed();

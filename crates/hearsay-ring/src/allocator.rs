@@ -5,8 +5,9 @@
 //! ties broken by node id), so tests and simulations can.
 //!
 //! Algorithm (a simplified form of Cassandra's `allocate_tokens_for_local_replication_factor`,
-//! which balances replicated ownership; we balance primary ownership per unit of weight, which
-//! keeps replicated ownership close as well — see `docs/ring.md` for the numbers). Each node `o`
+//! which balances replicated ownership; we balance primary ownership per unit of weight within
+//! the joining node's DC, which keeps replicated ownership close as well — see `docs/ring.md`
+//! for the numbers, and for a replication-aware variant we measured and dropped). Each node `o`
 //! has load `L_o` (fraction of the ring it owns) and weight `w_o`; with total weight `W`
 //! (including the newcomer) the ideal load per unit of weight is `1/W`. For each of the
 //! newcomer's tokens, we consider, for every existing node, splitting that node's *largest*
@@ -27,22 +28,42 @@ use hearsay_types::{NodeId, Token};
 /// `docs/ring.md`.
 pub const DEFAULT_NUM_TOKENS: usize = 16;
 
-/// Tokens for a node joining `ring` with `weight` × `num_tokens` tokens (at least 1, at most
-/// [`MAX_TOKENS_PER_NODE`]). If `node` is already in the ring, its current tokens are ignored
-/// (it is placed afresh). On an empty ring the tokens are evenly spaced from an offset derived
-/// from the node id.
-pub fn allocate_tokens(ring: &Ring, node: NodeId, weight: u32, num_tokens: usize) -> Vec<Token> {
+/// Tokens for `joining` (its `id`, `dc` and `weight` are used; its `tokens` ignored) entering
+/// `ring`: `weight × num_tokens` of them (at least 1, at most [`MAX_TOKENS_PER_NODE`]),
+/// balancing ownership among the nodes of its DC. If the node is already in the ring it is
+/// placed afresh. The first node of a DC gets evenly spaced tokens from an offset derived from
+/// its id.
+///
+/// Balancing is per DC because NetworkTopology finds a DC's replicas by walking that DC's
+/// tokens only: a DC's balance is a property of its own sub-ring, whatever the other DCs hold.
+pub fn allocate_tokens(ring: &Ring, joining: &Member, num_tokens: usize) -> Vec<Token> {
+    let weight = joining.weight.max(1);
     let count = num_tokens
-        .saturating_mul(weight.max(1) as usize)
+        .saturating_mul(weight as usize)
         .clamp(1, MAX_TOKENS_PER_NODE);
-    let ring = match ring.without_member(node) {
-        Ok(r) => r,
-        Err(_) => ring.clone(),
+    // Members of a valid ring always make a valid ring again, so the fallback is unreachable.
+    let dc_ring = Ring::new(
+        ring.members()
+            .filter(|m| m.dc == joining.dc && m.id != joining.id)
+            .cloned(),
+    )
+    .unwrap_or_default();
+    let mut tokens = if dc_ring.tokens().is_empty() {
+        evenly_spaced(joining.id, count)
+    } else {
+        Allocation::new(&dc_ring, weight).run(count)
     };
-    if ring.tokens().is_empty() {
-        return evenly_spaced(node, count);
+    // A token equal to another DC's token would be lost to the smaller node id; stepping it by
+    // one keeps it inside the range it was meant to split in all but astronomically rare cases.
+    let taken = |t: &Token| ring.tokens().binary_search(t).is_ok();
+    for t in &mut tokens {
+        while taken(t) {
+            *t = Token(t.0.wrapping_add(1));
+        }
     }
-    Allocation::new(&ring, weight.max(1)).run(count)
+    tokens.sort_unstable();
+    tokens.dedup();
+    tokens
 }
 
 /// `count` evenly spaced tokens starting at an offset derived from `node`.
@@ -87,7 +108,7 @@ pub fn allocate_ring(
 ) -> Result<Ring, RingError> {
     let mut ring = Ring::empty();
     for mut m in members {
-        m.tokens = allocate_tokens(&ring, m.id, m.weight, num_tokens);
+        m.tokens = allocate_tokens(&ring, &m, num_tokens);
         ring = ring.with_member(m)?;
     }
     Ok(ring)

@@ -128,9 +128,9 @@ fn weight_two_node_owns_about_twice() {
 #[test]
 fn allocation_is_deterministic_and_fresh() {
     let ring = allocate_ring(members(6), 8).expect("ring");
-    let newcomer = NodeId(42);
-    let a = allocate_tokens(&ring, newcomer, 1, 8);
-    let b = allocate_tokens(&ring.clone(), newcomer, 1, 8);
+    let newcomer = Member::new(NodeId(42), "dc1", "r1", Vec::new());
+    let a = allocate_tokens(&ring, &newcomer, 8);
+    let b = allocate_tokens(&ring.clone(), &newcomer, 8);
     assert_eq!(a, b);
     assert_eq!(a.len(), 8);
     let existing: BTreeSet<_> = ring.tokens().iter().collect();
@@ -141,11 +141,11 @@ fn allocation_is_deterministic_and_fresh() {
     let shuffled: Vec<Member> = ring.members().rev().cloned().collect();
     assert_eq!(Ring::new(shuffled).expect("ring").tokens(), ring.tokens());
     // A node already in the ring is re-placed against the others, not against itself.
-    let someone = ring.members().next().expect("member").id;
-    let again = allocate_tokens(&ring, someone, 1, 8);
+    let someone = ring.members().next().expect("member").clone();
+    let again = allocate_tokens(&ring, &someone, 8);
     assert_eq!(
         again,
-        allocate_tokens(&ring.without_member(someone).expect("m"), someone, 1, 8)
+        allocate_tokens(&ring.without_member(someone.id).expect("m"), &someone, 8)
     );
 }
 
@@ -165,7 +165,7 @@ fn newcomer_takes_its_share_from_the_most_loaded() {
         Member::new(NodeId(2), "dc1", "r1", vec![hearsay_types::Token(i64::MIN)]),
     ])
     .expect("ring");
-    let tokens = allocate_tokens(&ring, NodeId(3), 1, 16);
+    let tokens = allocate_tokens(&ring, &Member::new(NodeId(3), "dc1", "r1", Vec::new()), 16);
     let ring = ring
         .with_member(Member::new(NodeId(3), "dc1", "r1", tokens))
         .expect("ring");
@@ -175,6 +175,39 @@ fn newcomer_takes_its_share_from_the_most_loaded() {
         assert!(
             (own - want).abs() < 0.02,
             "node {id} owns {own:.3}, want about {want}"
+        );
+    }
+}
+
+#[test]
+fn allocation_balances_each_dc_on_its_own() {
+    // 8 nodes in dc1 and 4 in dc2, joining interleaved.
+    let ms: Vec<Member> = members(12)
+        .into_iter()
+        .enumerate()
+        .map(|(i, mut m)| {
+            m.dc = if i % 3 == 2 {
+                "dc2".into()
+            } else {
+                "dc1".into()
+            };
+            m
+        })
+        .collect();
+    let ring = allocate_ring(ms.clone(), DEFAULT_NUM_TOKENS).expect("ring");
+    let placement = Placement::new(
+        &ring,
+        &ReplicationStrategy::network_topology([("dc1", 3), ("dc2", 2)]),
+    );
+    for m in ring.members() {
+        // Ideal: rf / nodes in the DC. Same ±25 % band as the single-DC test.
+        let ideal = if m.dc == "dc1" { 3.0 / 8.0 } else { 2.0 / 4.0 };
+        let eff = placement.effective_ownership(m.id);
+        assert!(
+            (eff / ideal - 1.0).abs() < 0.25,
+            "{} {:?}: {eff:.3} vs {ideal:.3}",
+            m.dc,
+            m.id
         );
     }
 }
