@@ -76,6 +76,16 @@ impl Raw {
         }
     }
 
+    /// The next Request frame, skipping the client's keepalive Pings.
+    async fn recv_request(&mut self) -> Option<Frame> {
+        loop {
+            let f = self.recv().await?;
+            if f.kind == FrameKind::Request {
+                return Some(f);
+            }
+        }
+    }
+
     async fn recv_hs(&mut self) -> Option<HandshakeMsg> {
         let f = self.recv().await?;
         assert_eq!(f.kind, FrameKind::Handshake);
@@ -417,7 +427,7 @@ async fn a_late_response_is_discarded_and_does_not_confuse_later_calls() {
     let (release_tx, release_rx) = oneshot::channel::<()>();
     let (addr, _) = fake_server(identity(9, CLUSTER, SECRET), move |mut raw| async move {
         let mut release = Some(release_rx);
-        while let Some(f) = raw.recv().await {
+        while let Some(f) = raw.recv_request().await {
             let ping: Ping = postcard::from_bytes(&f.body).unwrap();
             if let Some(r) = release.take() {
                 // Hold the first answer until the caller has given up on it.
@@ -458,7 +468,7 @@ async fn a_late_response_is_discarded_and_does_not_confuse_later_calls() {
 #[tokio::test]
 async fn bad_frames_from_a_server_close_the_client_connection() {
     let (addr, _) = fake_server(identity(9, CLUSTER, SECRET), |mut raw| async move {
-        let f = raw.recv().await.unwrap();
+        let f = raw.recv_request().await.unwrap();
         let mut b = Raw::frame_bytes(FrameKind::Response, 0, f.request_id, b"\x01\x02");
         let last = b.len() - 1;
         b[last] ^= 0xff;
@@ -481,7 +491,7 @@ async fn bad_frames_from_a_server_close_the_client_connection() {
 #[tokio::test]
 async fn an_undecodable_response_is_a_protocol_error() {
     let (addr, _) = fake_server(identity(9, CLUSTER, SECRET), |mut raw| async move {
-        let f = raw.recv().await.unwrap();
+        let f = raw.recv_request().await.unwrap();
         // A Pong needs a payload and a 16-byte node id; two bytes cannot be one.
         raw.send(FrameKind::Response, 0, f.request_id, &[0x01])
             .await;
@@ -498,6 +508,55 @@ async fn an_undecodable_response_is_a_protocol_error() {
     assert_eq!(s.frames_rejected.get(&RejectReason::Undecodable), Some(&1));
     wait_until("client closes the connection", LONG, || {
         !cli.is_connected(addr)
+    })
+    .await;
+}
+
+fn keepalive_config() -> hearsay_cluster::rpc::RpcConfig {
+    hearsay_cluster::rpc::RpcConfig {
+        keepalive_interval_ms: 20,
+        peer_silence_timeout_ms: 150,
+        ..fast_config()
+    }
+}
+
+#[tokio::test]
+async fn a_silent_server_is_detected_and_calls_fail_fast() {
+    // Completes the handshake, then reads everything and answers nothing (a hung process,
+    // or a link that swallows packets).
+    let (addr, _) = fake_server(identity(9, CLUSTER, SECRET), |mut raw| async move {
+        while raw.recv().await.is_some() {}
+    })
+    .await;
+    let cli = RpcClient::new(context(2, CLUSTER, SECRET, keepalive_config()));
+    let start = tokio::time::Instant::now();
+    let err = cli
+        .call(addr, &Ping { payload: 1 }, LONG)
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), RpcErrorKind::Unreachable, "{err}");
+    assert!(
+        err.to_string().contains("peer sent nothing for 150 ms"),
+        "{err}"
+    );
+    assert!(start.elapsed() < 5 * SECOND, "waited {:?}", start.elapsed());
+    assert_eq!(cli.peer_stats(addr).unwrap().closed_silent, 1);
+    assert!(!cli.is_connected(addr));
+}
+
+#[tokio::test]
+async fn a_silent_client_is_disconnected_by_the_server() {
+    let srv = common::server_with(
+        context(1, CLUSTER, SECRET, keepalive_config()),
+        Registry::new(),
+    )
+    .await;
+    let mut raw = Raw::connect(srv.local_addr()).await;
+    raw.handshake(identity(3, CLUSTER, SECRET)).await.unwrap();
+    // Send nothing: no keepalives, no requests.
+    raw.expect_closed().await;
+    wait_until("server counts the silent close", LONG, || {
+        srv.stats().snapshot().closed_silent == 1
     })
     .await;
 }

@@ -384,3 +384,34 @@ async fn peer_restart_reconnects_after_backoff() {
     assert_eq!(echo.text, "back");
     srv.shutdown().await;
 }
+
+#[tokio::test]
+async fn keepalives_keep_an_idle_connection_open() {
+    let config = RpcConfig {
+        keepalive_interval_ms: 20,
+        peer_silence_timeout_ms: 150,
+        ..fast_config()
+    };
+    let srv = common::server_with(
+        common::context(1, common::CLUSTER, common::SECRET, config.clone()),
+        Registry::new(),
+    )
+    .await;
+    let addr = srv.local_addr();
+    let cli = RpcClient::new(common::context(2, common::CLUSTER, common::SECRET, config));
+    cli.ping(addr, SECOND).await.unwrap();
+    // Twenty keepalive periods is well past the silence timeout on both sides.
+    wait_until("20 keepalives answered", LONG, || {
+        srv.stats().snapshot().pings >= 21
+    })
+    .await;
+    assert!(cli.is_connected(addr));
+    let s = cli.peer_stats(addr).unwrap();
+    assert_eq!(
+        (s.connects, s.closed_silent, s.late_responses),
+        (1, 0, 0),
+        "{s:?}"
+    );
+    assert_eq!(srv.stats().snapshot().closed_silent, 0);
+    cli.ping(addr, SECOND).await.unwrap();
+}

@@ -478,6 +478,7 @@ impl RpcClient {
             next_request_id: AtomicU64::new(1),
             state,
         });
+        spawn_keepalive(ctx.clone(), conn.tx.clone(), conn.state.clone());
         tokio::spawn(read_loop(
             ctx.clone(),
             addr,
@@ -562,6 +563,31 @@ pub(crate) fn backoff_delay(base_ms: u64, max_ms: u64, failures: u32) -> Duratio
     Duration::from_millis(rand::rng().random_range(low..=capped))
 }
 
+/// Request id of keepalive Pings. Calls use ids from 1, so a Pong with this id is never an
+/// answer anyone waits for (and is not counted as late).
+const KEEPALIVE_REQUEST_ID: u64 = 0;
+
+/// Sends a frame-level Ping every `keepalive_interval_ms`, so the server's silence timer and
+/// ours (reset by its Pong) only fire when the other side is really gone.
+fn spawn_keepalive(ctx: Arc<RpcContext>, tx: mpsc::Sender<Bytes>, state: Arc<ConnState>) {
+    tokio::spawn(async move {
+        let period = Duration::from_millis(ctx.config.keepalive_interval_ms);
+        let mut tick = tokio::time::interval_at(Instant::now() + period, period);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = state.token.cancelled() => break,
+                _ = tick.tick() => {}
+            }
+            let frame = ctx.frame(FrameKind::Ping, KEEPALIVE_REQUEST_ID, Bytes::new());
+            if let Ok(bytes) = encode_to_bytes(&frame, ctx.config.max_frame_bytes) {
+                // A full queue means frames are flowing anyway; skip this beat.
+                let _ = tx.try_send(bytes);
+            }
+        }
+    });
+}
+
 async fn read_loop(
     ctx: Arc<RpcContext>,
     addr: SocketAddr,
@@ -570,10 +596,20 @@ async fn read_loop(
     stats: Arc<PeerStats>,
     clock: Arc<PeerClock>,
 ) {
+    let silence = Duration::from_millis(ctx.config.peer_silence_timeout_ms);
     loop {
         let next = tokio::select! {
             _ = conn.state.token.cancelled() => break,
-            n = reader.next() => n,
+            n = tokio::time::timeout(silence, reader.next()) => n,
+        };
+        let Ok(next) = next else {
+            stats.closed_silent.fetch_add(1, Relaxed);
+            tracing::warn!(peer = %addr, silence_ms = ctx.config.peer_silence_timeout_ms, "rpc peer silent; closing connection");
+            conn.state.close(format!(
+                "peer sent nothing for {} ms (peer_silence_timeout_ms)",
+                ctx.config.peer_silence_timeout_ms
+            ));
+            break;
         };
         let frame = match next {
             Ok(Some(f)) => f,
@@ -594,6 +630,9 @@ async fn read_loop(
             .bytes_in
             .fetch_add(frame.encoded_len() as u64, Relaxed);
         ctx.observe(&clock, frame.hlc, &addr);
+        if frame.kind == FrameKind::Pong && frame.request_id == KEEPALIVE_REQUEST_ID {
+            continue;
+        }
         let reply = match frame.kind {
             FrameKind::Response => Reply::Response(frame.body),
             FrameKind::Pong => Reply::Pong,

@@ -60,6 +60,16 @@ pub struct RpcConfig {
     /// 500 ms: beyond that, last-write-wins between writes a person considers sequential
     /// starts to depend on which coordinator took them.
     pub clock_skew_warn_us: u64,
+    /// Both sides: a client sends a frame-level Ping on each connection this often, in ms.
+    /// Default 1000: one 32-byte frame per second per peer is nothing, and it lets both ends
+    /// tell a quiet connection from a dead one.
+    pub keepalive_interval_ms: u64,
+    /// Both sides: a connection on which nothing (not even a Pong) has arrived for this long
+    /// is closed, in ms. Default 5000 (five missed keepalives). Without it, a peer that
+    /// vanished (power loss, partition) keeps a half-open connection for the kernel's
+    /// retransmission timeout (~15 min), and every call to it waits out its full deadline
+    /// instead of failing fast under reconnect backoff.
+    pub peer_silence_timeout_ms: u64,
 }
 
 impl Default for RpcConfig {
@@ -75,6 +85,8 @@ impl Default for RpcConfig {
             backoff_max_ms: 5_000,
             write_queue_frames: MAX_IN_FLIGHT_PER_PEER + MAX_CONCURRENT_REQUESTS_PER_CONNECTION,
             clock_skew_warn_us: 500_000,
+            keepalive_interval_ms: 1_000,
+            peer_silence_timeout_ms: 5_000,
         }
     }
 }
@@ -121,6 +133,7 @@ impl RpcConfig {
             ("connect_timeout_ms", self.connect_timeout_ms),
             ("handshake_timeout_ms", self.handshake_timeout_ms),
             ("backoff_base_ms", self.backoff_base_ms),
+            ("keepalive_interval_ms", self.keepalive_interval_ms),
         ] {
             if v == 0 {
                 return fail(format!("{name} must be at least 1"));
@@ -130,6 +143,13 @@ impl RpcConfig {
             return fail(format!(
                 "backoff_max_ms ({}) is below backoff_base_ms ({})",
                 self.backoff_max_ms, self.backoff_base_ms
+            ));
+        }
+        if self.peer_silence_timeout_ms <= self.keepalive_interval_ms {
+            return fail(format!(
+                "peer_silence_timeout_ms ({}) must exceed keepalive_interval_ms ({}), or \
+                 healthy idle connections would be closed",
+                self.peer_silence_timeout_ms, self.keepalive_interval_ms
             ));
         }
         Ok(())

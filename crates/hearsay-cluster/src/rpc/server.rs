@@ -218,10 +218,18 @@ async fn serve_connection(
     ));
     tracing::debug!(%peer, %client_id, "rpc connection established");
 
+    let silence = Duration::from_millis(ctx.config.peer_silence_timeout_ms);
     loop {
         let next = tokio::select! {
             _ = state.token.cancelled() => break,
-            n = reader.next() => n,
+            n = tokio::time::timeout(silence, reader.next()) => n,
+        };
+        // Our clients send keepalives, so silence means the peer is gone (or is not ours).
+        let Ok(next) = next else {
+            stats.closed_silent.fetch_add(1, Relaxed);
+            tracing::warn!(%peer, %client_id, silence_ms = ctx.config.peer_silence_timeout_ms, "rpc client silent; closing connection");
+            state.close("peer silent");
+            break;
         };
         let frame = match next {
             Ok(Some(f)) => f,

@@ -42,6 +42,7 @@ pub struct PeerStats {
     pub(crate) connect_failures: AtomicU64,
     pub(crate) fast_failures_backoff: AtomicU64,
     pub(crate) late_responses: AtomicU64,
+    pub(crate) closed_silent: AtomicU64,
     pub(crate) handshakes_refused: AtomicU64,
     pub(crate) frames_rejected: RejectCounters,
     /// The peer's node id once a handshake proved it (0 before).
@@ -70,6 +71,8 @@ pub struct PeerStatsSnapshot {
     pub fast_failures_backoff: u64,
     /// Answers that arrived after their caller gave up; discarded.
     pub late_responses: u64,
+    /// Connections closed because the peer sent nothing for `peer_silence_timeout_ms`.
+    pub closed_silent: u64,
     pub handshakes_refused: u64,
     pub frames_rejected: BTreeMap<RejectReason, u64>,
 }
@@ -105,6 +108,7 @@ impl PeerStats {
             connect_failures: self.connect_failures.load(Relaxed),
             fast_failures_backoff: self.fast_failures_backoff.load(Relaxed),
             late_responses: self.late_responses.load(Relaxed),
+            closed_silent: self.closed_silent.load(Relaxed),
             handshakes_refused: self.handshakes_refused.load(Relaxed),
             frames_rejected: self.frames_rejected.snapshot(),
         }
@@ -125,6 +129,7 @@ pub struct ServerStats {
     pub(crate) overloaded: AtomicU64,
     pub(crate) deadline_dropped: AtomicU64,
     pub(crate) pings: AtomicU64,
+    pub(crate) closed_silent: AtomicU64,
     pub(crate) bytes_in: AtomicU64,
     pub(crate) bytes_out: AtomicU64,
     pub(crate) frames_rejected: RejectCounters,
@@ -147,6 +152,8 @@ pub struct ServerStatsSnapshot {
     /// Requests dropped because their caller's deadline passed (no answer sent).
     pub deadline_dropped: u64,
     pub pings: u64,
+    /// Connections closed because the client sent nothing for `peer_silence_timeout_ms`.
+    pub closed_silent: u64,
     pub bytes_in: u64,
     pub bytes_out: u64,
     pub frames_rejected: BTreeMap<RejectReason, u64>,
@@ -167,6 +174,7 @@ impl ServerStats {
             overloaded: self.overloaded.load(Relaxed),
             deadline_dropped: self.deadline_dropped.load(Relaxed),
             pings: self.pings.load(Relaxed),
+            closed_silent: self.closed_silent.load(Relaxed),
             bytes_in: self.bytes_in.load(Relaxed),
             bytes_out: self.bytes_out.load(Relaxed),
             frames_rejected: self.frames_rejected.snapshot(),
