@@ -1,0 +1,218 @@
+//! The engine of `hearsay bench`: a YCSB-style load generator for Hearsay, or any server that
+//! speaks the Redis protocol.
+//!
+//! It owns the workload model (YCSB core workloads A, B, C, F and custom mixes; uniform,
+//! scrambled-zipfian and latest key choice, implemented here after Gray et al. as YCSB does),
+//! a small pipelined RESP client, self-verifying values, and the report (HDR latency
+//! percentiles per operation, throughput, errors by kind, client and server CPU time).
+//!
+//! Invariants: in-flight requests never exceed `concurrency × pipeline`; every value read is
+//! checked against the checksum its writer embedded, and a mismatch is an error in the report,
+//! never silently counted as a success; a failed operation is counted and the run goes on
+//! (only a run in which nothing succeeds is an error); figures exclude the warm-up.
+//!
+//! It must not depend on any Hearsay crate but `hearsay-types`: it measures the server from the
+//! outside, through the same protocol a user's client speaks.
+
+mod cpu;
+pub mod generator;
+mod report;
+pub mod resp;
+mod runner;
+pub mod value;
+pub mod workload;
+
+pub use cpu::cpu_seconds;
+pub use generator::Distribution;
+pub use hearsay_types::ConsistencyLevel;
+pub use report::{BenchReport, OpReport, PhaseReport};
+pub use value::{CorruptValue, encode_value, verify_value};
+pub use workload::{OpKind, OpMix, Workload};
+
+use anyhow::{Context, bail};
+use std::time::Duration;
+
+/// Largest `--value-size`: keeps a pipeline's worth of values far below the reply limit.
+pub const MAX_VALUE_SIZE_BYTES: usize = 16 * 1024 * 1024;
+
+/// Largest `--concurrency × --pipeline`: bounds client memory and sockets.
+pub const MAX_IN_FLIGHT: usize = 1 << 20;
+
+/// Largest `--timeout-ms`; histograms are sized to it.
+pub const MAX_TIMEOUT_MS: u64 = 60_000;
+
+/// Run time when neither `--duration` nor `--operations` is given.
+pub const DEFAULT_DURATION_S: f64 = 10.0;
+
+/// Arguments of `hearsay bench`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct BenchArgs {
+    /// Servers to connect to, comma separated; connections are spread over them round-robin.
+    #[arg(long, value_delimiter = ',', default_value = "127.0.0.1:7379")]
+    pub hosts: Vec<String>,
+
+    /// YCSB core workload: a (50% read, 50% update), b (95/5), c (read only),
+    /// f (50% read, 50% read-modify-write), or custom (the --*-proportion options).
+    #[arg(long, value_enum, default_value = "a")]
+    pub workload: Workload,
+
+    /// Share of reads (custom workload).
+    #[arg(long, default_value_t = 0.0)]
+    pub read_proportion: f64,
+    /// Share of updates (custom workload).
+    #[arg(long, default_value_t = 0.0)]
+    pub update_proportion: f64,
+    /// Share of inserts of new keys (custom workload).
+    #[arg(long, default_value_t = 0.0)]
+    pub insert_proportion: f64,
+    /// Share of read-modify-writes (custom workload).
+    #[arg(long, default_value_t = 0.0)]
+    pub rmw_proportion: f64,
+
+    /// How keys are chosen for reads and updates.
+    #[arg(long, value_enum, default_value = "zipfian")]
+    pub distribution: Distribution,
+
+    /// Number of keys in the data set (`--load` writes them all first).
+    #[arg(long, default_value_t = 100_000)]
+    pub record_count: u64,
+
+    /// Bytes per value, including the 17-byte checksum header.
+    #[arg(long, default_value_t = 100)]
+    pub value_size: usize,
+
+    /// Connections, each driven by one worker.
+    #[arg(long, short = 'c', default_value_t = 50)]
+    pub concurrency: usize,
+
+    /// Requests in flight per connection.
+    #[arg(long, short = 'P', default_value_t = 1)]
+    pub pipeline: usize,
+
+    /// Seconds to run (after the warm-up). Default 10 unless --operations is given.
+    #[arg(long)]
+    pub duration: Option<f64>,
+
+    /// Operations to run (after the warm-up), instead of or as well as a duration.
+    #[arg(long)]
+    pub operations: Option<u64>,
+
+    /// Seconds at the start whose operations are excluded from the figures.
+    #[arg(long, default_value_t = 0.0)]
+    pub warmup: f64,
+
+    /// Insert --record-count keys before the run, with a progress bar.
+    #[arg(long)]
+    pub load: bool,
+
+    /// Consistency level, sent as `CONSISTENCY <level>` on every connection before the run.
+    #[arg(long)]
+    pub consistency: Option<ConsistencyLevel>,
+
+    /// Prefix of every key (`<prefix><number>`).
+    #[arg(long, default_value = "hs:bench:")]
+    pub key_prefix: String,
+
+    /// Seed for key and operation choice; random if not given (the report prints it).
+    #[arg(long)]
+    pub seed: Option<u64>,
+
+    /// A request without a reply after this long fails with `timeout` and its connection is
+    /// re-opened.
+    #[arg(long, default_value_t = 5_000)]
+    pub timeout_ms: u64,
+
+    /// Also report the CPU time of these server processes (repeatable), for per-core rates.
+    #[arg(long)]
+    pub server_pid: Vec<u32>,
+
+    /// Print the report as JSON.
+    #[arg(long)]
+    pub json: bool,
+
+    /// No progress bar.
+    #[arg(long)]
+    pub no_progress: bool,
+}
+
+impl BenchArgs {
+    /// The operation mix these arguments select.
+    pub fn mix(&self) -> anyhow::Result<OpMix> {
+        let custom_given = self.read_proportion != 0.0
+            || self.update_proportion != 0.0
+            || self.insert_proportion != 0.0
+            || self.rmw_proportion != 0.0;
+        let mix = match OpMix::for_workload(self.workload) {
+            Some(m) => {
+                if custom_given {
+                    bail!("--*-proportion options need --workload custom");
+                }
+                m
+            }
+            None => OpMix {
+                read: self.read_proportion,
+                update: self.update_proportion,
+                insert: self.insert_proportion,
+                read_modify_write: self.rmw_proportion,
+            },
+        };
+        mix.validate()?;
+        Ok(mix)
+    }
+
+    /// Checks the arguments against each other and the limits.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        self.mix()?;
+        if self.hosts.is_empty() || self.hosts.iter().any(|h| h.trim().is_empty()) {
+            bail!("--hosts needs at least one host:port");
+        }
+        if self.concurrency == 0 || self.pipeline == 0 {
+            bail!("--concurrency and --pipeline must be at least 1");
+        }
+        if self.concurrency.saturating_mul(self.pipeline) > MAX_IN_FLIGHT {
+            bail!("--concurrency × --pipeline must be at most {MAX_IN_FLIGHT}");
+        }
+        if self.record_count == 0 {
+            bail!("--record-count must be at least 1");
+        }
+        if !(value::VALUE_HEADER_BYTES..=MAX_VALUE_SIZE_BYTES).contains(&self.value_size) {
+            bail!(
+                "--value-size must be between {} and {MAX_VALUE_SIZE_BYTES} bytes",
+                value::VALUE_HEADER_BYTES
+            );
+        }
+        if let Some(d) = self.duration
+            && !(d.is_finite() && d > 0.0)
+        {
+            bail!("--duration must be a positive number of seconds");
+        }
+        if self.operations == Some(0) {
+            bail!("--operations must be at least 1");
+        }
+        if !(self.warmup.is_finite() && self.warmup >= 0.0) {
+            bail!("--warmup must be zero or a positive number of seconds");
+        }
+        if !(1..=MAX_TIMEOUT_MS).contains(&self.timeout_ms) {
+            bail!("--timeout-ms must be between 1 and {MAX_TIMEOUT_MS}");
+        }
+        Ok(())
+    }
+
+    /// The measured run time limit, if any.
+    fn run_duration(&self) -> Option<Duration> {
+        match (self.duration, self.operations) {
+            (Some(d), _) => Some(Duration::from_secs_f64(d)),
+            (None, Some(_)) => None,
+            (None, None) => Some(Duration::from_secs_f64(DEFAULT_DURATION_S)),
+        }
+    }
+}
+
+/// Runs the benchmark the arguments describe: connects (failing at once, with the host named,
+/// if a server cannot be reached or refuses `--consistency`), optionally loads the data set,
+/// runs the workload with a progress bar on stderr, and returns the report. Print it with
+/// [`BenchReport::render`].
+pub async fn run(args: BenchArgs) -> anyhow::Result<BenchReport> {
+    args.validate().context("invalid bench arguments")?;
+    runner::run(args).await
+}
