@@ -123,6 +123,31 @@ impl TokenRange {
     }
 }
 
+impl TokenRange {
+    /// The key tokens in both ranges, as non-wrapping ranges in token order (at most three
+    /// pieces: two wrapping ranges can overlap at both ends). Like [`TokenRange::unwrap`], the
+    /// pieces do not cover `Token::MIN`, which is never a key's token.
+    pub fn intersection(&self, other: &TokenRange) -> Vec<TokenRange> {
+        let mut out = Vec::new();
+        for a in self.unwrap() {
+            for b in other.unwrap() {
+                let start = a.start.max(b.start);
+                let end = a.end.min(b.end);
+                if start < end {
+                    out.push(TokenRange::new(start, end));
+                }
+            }
+        }
+        out.sort();
+        out
+    }
+
+    /// Whether the two ranges share a key token.
+    pub fn intersects(&self, other: &TokenRange) -> bool {
+        !self.intersection(other).is_empty()
+    }
+}
+
 impl fmt::Debug for TokenRange {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "({}, {}]", self.start, self.end)
@@ -215,6 +240,19 @@ mod tests {
             prop_assert_eq!(hits, usize::from(range.contains(t)));
             let (lo, hi) = parts.iter().fold((u128::MAX, 0), |(lo, hi), p| (lo.min(p.width()), hi.max(p.width())));
             prop_assert!(hi - lo <= 1);
+        }
+
+        #[test]
+        fn intersection_holds_exactly_the_common_tokens(
+            a in any_token(), b in any_token(), c in any_token(), d in any_token(), t in any_token()
+        ) {
+            prop_assume!(t != Token::MIN);
+            let (x, y) = (TokenRange::new(a, b), TokenRange::new(c, d));
+            let parts = x.intersection(&y);
+            prop_assert!(parts.len() <= 3);
+            prop_assert!(parts.iter().all(|p| p.start < p.end));
+            prop_assert_eq!(x.contains(t) && y.contains(t), parts.iter().any(|p| p.contains(t)));
+            prop_assert_eq!(x.intersects(&y), !parts.is_empty());
         }
 
         #[test]

@@ -247,7 +247,7 @@ impl Ring {
         &self.conflicts
     }
 
-    /// Owner of the `i`-th ring token.
+    /// Owner of the `i`-th ring token. Panics if `i >= tokens().len()`.
     pub fn owner_at(&self, i: usize) -> NodeId {
         self.node_ids[self.owners[i] as usize]
     }
@@ -259,7 +259,8 @@ impl Ring {
         vnode_index(&self.tokens, t)
     }
 
-    /// The range `(previous token, tokens[i]]` owned by the `i`-th vnode.
+    /// The range `(previous token, tokens[i]]` owned by the `i`-th vnode. Panics if
+    /// `i >= tokens().len()`.
     pub fn vnode_range(&self, i: usize) -> TokenRange {
         let prev = if i == 0 {
             self.tokens[self.tokens.len() - 1]
