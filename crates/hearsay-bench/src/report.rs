@@ -137,13 +137,13 @@ impl BenchReport {
         let _ = writeln!(
             s,
             "hearsay bench: workload {} (read {:.2}, update {:.2}, insert {:.2}, rmw {:.2}), \
-             {:?} keys over {} records, {}-byte values",
+             {} keys over {} records, {}-byte values",
             self.workload,
             m.read,
             m.update,
             m.insert,
             m.read_modify_write,
-            self.distribution,
+            format!("{:?}", self.distribution).to_lowercase(),
             self.record_count,
             self.value_size_bytes
         );

@@ -1,0 +1,348 @@
+//! End to end against a real `redis-server` started on a free port, if one is on PATH (the
+//! test prints a message and passes otherwise: CI installs redis-tools, not always the server).
+
+use clap::Parser;
+use hearsay_bench::{BenchArgs, BenchReport, CorruptValue, verify_value};
+use std::net::TcpListener;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+#[derive(Debug, Parser)]
+struct Cli {
+    #[command(flatten)]
+    args: BenchArgs,
+}
+
+fn args(extra: &[&str]) -> BenchArgs {
+    let mut v = vec!["bench", "--no-progress", "--seed", "7"];
+    v.extend_from_slice(extra);
+    Cli::try_parse_from(v).expect("valid arguments").args
+}
+
+/// A `redis-server` child on a free loopback port, killed (by its own PID) on drop.
+struct RedisServer {
+    child: Child,
+    addr: String,
+}
+
+impl RedisServer {
+    fn start() -> Option<RedisServer> {
+        let available = Command::new("redis-server")
+            .arg("--version")
+            .stdout(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        if !available {
+            eprintln!("redis-server not on PATH: skipping the end-to-end test");
+            return None;
+        }
+        // Ask the kernel for a free port; a race with another process is possible but the
+        // readiness poll below then fails loudly rather than testing the wrong server.
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("free port")
+            .port();
+        let child = Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn redis-server");
+        let server = RedisServer {
+            child,
+            addr: format!("127.0.0.1:{port}"),
+        };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(&server.addr).is_err() {
+            assert!(Instant::now() < deadline, "redis-server did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Some(server)
+    }
+
+    async fn client(&self) -> redis::aio::MultiplexedConnection {
+        redis::Client::open(format!("redis://{}/", self.addr))
+            .expect("client")
+            .get_multiplexed_async_connection()
+            .await
+            .expect("connect")
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn assert_populated(report: &BenchReport, op: &str) {
+    let r = report
+        .run
+        .operations
+        .get(op)
+        .unwrap_or_else(|| panic!("no {op} figures in {:?}", report.run.operations));
+    assert!(r.ops > 0, "{op}: no ops");
+    assert!(
+        r.p50_us > 0 && r.p50_us <= r.p99_us && r.p99_us <= r.max_us,
+        "{r:?}"
+    );
+    assert!(r.mean_us > 0.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn workloads_against_redis_server() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let host = server.addr.as_str();
+
+    // Workload A after a load: exactly the requested ops, all verified, none missing.
+    let report = hearsay_bench::run(args(&[
+        "--hosts",
+        host,
+        "--load",
+        "--record-count",
+        "500",
+        "--concurrency",
+        "4",
+        "--pipeline",
+        "4",
+        "--operations",
+        "2000",
+        "--workload",
+        "a",
+        "--key-prefix",
+        "a:",
+    ]))
+    .await
+    .expect("workload a");
+    let load = report.load.as_ref().expect("load phase");
+    assert_eq!((load.ops, load.errors), (500, 0), "{load:?}");
+    assert_eq!(report.run.ops, 2000, "{:?}", report.run);
+    assert_eq!(report.run.errors, 0, "{:?}", report.run.errors_by_kind);
+    assert_eq!(report.run.not_found, 0, "loaded keys must all be found");
+    assert_populated(&report, "read");
+    assert_populated(&report, "update");
+    assert!(report.run.ops_per_s > 0.0);
+    let mut con = server.client().await;
+    let dbsize: u64 = redis::cmd("DBSIZE")
+        .query_async(&mut con)
+        .await
+        .expect("dbsize");
+    assert_eq!(dbsize, 500, "the load wrote record-count keys");
+    // A value the benchmark wrote passes the verifier, read through an independent client.
+    let v: Vec<u8> = redis::cmd("GET")
+        .arg("a:42")
+        .query_async(&mut con)
+        .await
+        .expect("get");
+    assert_eq!(verify_value(b"a:42", &v), Ok(()));
+    // JSON report parses and carries the figures.
+    let json: serde_json::Value = serde_json::from_str(&report.to_json()).expect("json");
+    assert_eq!(json["run"]["ops"], 2000);
+    assert!(report.to_text().contains("p99.9_us"));
+
+    // Workload F with the latest distribution, duration-bound with a warm-up.
+    let report = hearsay_bench::run(args(&[
+        "--hosts",
+        host,
+        "--record-count",
+        "500",
+        "--concurrency",
+        "2",
+        "--workload",
+        "f",
+        "--distribution",
+        "latest",
+        "--duration",
+        "0.4",
+        "--warmup",
+        "0.2",
+        "--key-prefix",
+        "a:",
+    ]))
+    .await
+    .expect("workload f");
+    assert_eq!(report.run.errors, 0, "{:?}", report.run.errors_by_kind);
+    assert_populated(&report, "read");
+    assert_populated(&report, "read-modify-write");
+    assert!(report.run.warmup_ops > 0, "warm-up ops are counted apart");
+    assert!(
+        report.run.elapsed_s >= 0.4 && report.run.elapsed_s < 5.0,
+        "{}",
+        report.run.elapsed_s
+    );
+
+    // Custom mix with inserts: new keys land past the loaded range.
+    let report = hearsay_bench::run(args(&[
+        "--hosts",
+        host,
+        "--record-count",
+        "500",
+        "--concurrency",
+        "2",
+        "--workload",
+        "custom",
+        "--insert-proportion",
+        "1",
+        "--operations",
+        "100",
+        "--key-prefix",
+        "a:",
+        "--distribution",
+        "uniform",
+    ]))
+    .await
+    .expect("inserts");
+    assert_eq!(report.run.operations["insert"].ops, 100);
+    let dbsize: u64 = redis::cmd("DBSIZE")
+        .query_async(&mut con)
+        .await
+        .expect("dbsize");
+    assert_eq!(dbsize, 600);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn corrupt_values_are_counted_as_errors() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let host = server.addr.as_str();
+    hearsay_bench::run(args(&[
+        "--hosts",
+        host,
+        "--load",
+        "--record-count",
+        "2",
+        "--concurrency",
+        "1",
+        "--workload",
+        "c",
+        "--operations",
+        "1",
+        "--key-prefix",
+        "c:",
+    ]))
+    .await
+    .expect("load");
+    // Damage one key with a raw client: one byte flipped, and one value from another key.
+    let mut con = server.client().await;
+    let mut good: Vec<u8> = redis::cmd("GET")
+        .arg("c:0")
+        .query_async(&mut con)
+        .await
+        .expect("get");
+    assert_eq!(verify_value(b"c:0", &good), Ok(()));
+    assert_eq!(
+        verify_value(b"c:1", &good),
+        Err(CorruptValue::ChecksumMismatch),
+        "a value under the wrong key is a phantom"
+    );
+    if let Some(b) = good.last_mut() {
+        *b ^= 1;
+    }
+    let () = redis::cmd("SET")
+        .arg("c:0")
+        .arg(&good)
+        .query_async(&mut con)
+        .await
+        .expect("set");
+    let bad: Vec<u8> = redis::cmd("GET")
+        .arg("c:0")
+        .query_async(&mut con)
+        .await
+        .expect("get");
+    assert_eq!(
+        verify_value(b"c:0", &bad),
+        Err(CorruptValue::ChecksumMismatch)
+    );
+
+    // Read-only uniform over both keys: reads of c:0 fail as corrupt, c:1 succeed.
+    let report = hearsay_bench::run(args(&[
+        "--hosts",
+        host,
+        "--record-count",
+        "2",
+        "--concurrency",
+        "2",
+        "--workload",
+        "c",
+        "--distribution",
+        "uniform",
+        "--operations",
+        "400",
+        "--key-prefix",
+        "c:",
+    ]))
+    .await
+    .expect("run with a corrupt key still reports");
+    let corrupt = report
+        .run
+        .errors_by_kind
+        .get("corrupt")
+        .copied()
+        .unwrap_or(0);
+    assert!(corrupt > 100, "corrupt reads counted: {:?}", report.run);
+    assert_eq!(report.run.errors, corrupt);
+    assert!(report.run.ops > 100, "good reads still succeed");
+    assert_eq!(report.run.operations["read"].errors, corrupt);
+
+    // Only the corrupt key: every op fails, and the run says so instead of reporting.
+    let err = hearsay_bench::run(args(&[
+        "--hosts",
+        host,
+        "--record-count",
+        "1",
+        "--concurrency",
+        "1",
+        "--workload",
+        "c",
+        "--operations",
+        "20",
+        "--key-prefix",
+        "c:",
+    ]))
+    .await
+    .expect_err("all failed");
+    assert!(
+        format!("{err:#}").contains("every operation failed"),
+        "{err:#}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn consistency_and_connect_errors_are_clear() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let err = hearsay_bench::run(args(&[
+        "--hosts",
+        &server.addr,
+        "--consistency",
+        "QUORUM",
+        "--operations",
+        "1",
+    ]))
+    .await
+    .expect_err("redis has no CONSISTENCY");
+    let msg = format!("{err:#}");
+    assert!(msg.contains("rejected `CONSISTENCY QUORUM`"), "{msg}");
+
+    // A port nobody listens on (bound then released).
+    let port = TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("port")
+        .port();
+    let dead = format!("127.0.0.1:{port}");
+    let err = hearsay_bench::run(args(&["--hosts", &dead, "--operations", "1"]))
+        .await
+        .expect_err("nothing listens");
+    assert!(format!("{err:#}").contains("cannot connect"), "{err:#}");
+
+    let err = hearsay_bench::run(args(&["--workload", "a", "--read-proportion", "1"]))
+        .await
+        .expect_err("proportions need custom");
+    assert!(format!("{err:#}").contains("custom"), "{err:#}");
+}
