@@ -335,6 +335,11 @@ impl Sstable {
         self.index.len()
     }
 
+    /// Bytes of data blocks (the file without its index, bloom, stats and footer).
+    pub fn data_bytes(&self) -> u64 {
+        self.data_end
+    }
+
     /// Bytes of index and bloom filter held in memory.
     pub fn memory_bytes(&self) -> u64 {
         self.index_memory_bytes + self.bloom.memory_bytes()
