@@ -5,9 +5,11 @@ mod common;
 
 use common::{Gates, client, fast_config, server, wait_until};
 use hearsay_cluster::rpc::{
-    HandlerError, Ping, Registry, Rpc, RpcClient, RpcConfig, RpcError, RpcErrorKind, RpcServer,
+    Handler, HandlerError, Ping, Registry, RequestContext, Rpc, RpcClient, RpcConfig, RpcError,
+    RpcErrorKind, RpcServer,
 };
 use serde::{Deserialize, Serialize};
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::task::JoinSet;
 
@@ -62,10 +64,47 @@ impl Rpc for Big {
     type Response = u64;
 }
 
+/// Panics in the handler: before returning its future, or while it runs.
+#[derive(Debug, Serialize, Deserialize)]
+struct Boom {
+    in_future: bool,
+}
+impl Rpc for Boom {
+    const METHOD: u16 = 105;
+    const NAME: &'static str = "Boom";
+    type Response = ();
+}
+
+/// A handler object (rather than a closure), as the coordinator's will be.
+struct EchoHandler;
+
+impl Handler<Echo> for EchoHandler {
+    async fn handle(&self, ctx: RequestContext, e: Echo) -> Result<Echo, HandlerError> {
+        assert!(
+            ctx.deadline > tokio::time::Instant::now(),
+            "runs before its deadline"
+        );
+        Ok(e)
+    }
+}
+
 fn registry(gates: &Gates) -> Registry {
     let mut r = Registry::new();
-    r.register_fn::<Echo, _, _>(|_, e| async move { Ok(e) })
-        .unwrap();
+    r.register::<Echo, _>(Arc::new(EchoHandler)).unwrap();
+    let dup = r.register_fn::<Echo, _, _>(|_, e| async move { Ok(e) });
+    assert!(dup.unwrap_err().to_string().contains("already registered"));
+    r.register_fn::<Boom, _, _>(|_, b| {
+        if !b.in_future {
+            panic!("sync boom");
+        }
+        async move {
+            if b.in_future {
+                panic!("async boom");
+            }
+            Ok(())
+        }
+    })
+    .unwrap();
     let g = gates.clone();
     r.register_fn::<Parked, _, _>(move |_, p| {
         let g = g.clone();
@@ -414,4 +453,25 @@ async fn keepalives_keep_an_idle_connection_open() {
     );
     assert_eq!(srv.stats().snapshot().closed_silent, 0);
     cli.ping(addr, SECOND).await.unwrap();
+}
+
+#[tokio::test]
+async fn a_panicking_handler_is_an_error_answer_not_a_dead_connection() {
+    let (srv, cli, _) = setup().await;
+    let addr = srv.local_addr();
+    for (in_future, text) in [(true, "async boom"), (false, "sync boom")] {
+        let err = cli
+            .call(addr, &Boom { in_future }, SECOND)
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind(), RpcErrorKind::Remote, "{err}");
+        assert!(
+            err.to_string()
+                .contains(&format!("Boom handler panicked: {text}")),
+            "{err}"
+        );
+    }
+    cli.ping(addr, SECOND).await.unwrap();
+    assert_eq!(cli.peer_stats(addr).unwrap().connects, 1);
+    assert_eq!(srv.stats().snapshot().handler_panics, 2);
 }

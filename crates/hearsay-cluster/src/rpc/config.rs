@@ -60,6 +60,11 @@ pub struct RpcConfig {
     /// 500 ms: beyond that, last-write-wins between writes a person considers sequential
     /// starts to depend on which coordinator took them.
     pub clock_skew_warn_us: u64,
+    /// A peer's HLC reading further ahead of our wall clock than this, in microseconds, is
+    /// not observed (only recorded as skew). Default 60 s: far beyond any NTP-synced skew,
+    /// so it only stops a badly broken clock from dragging the cluster's timestamps forward
+    /// for good (an HLC never goes back).
+    pub max_clock_ahead_us: u64,
     /// Both sides: a client sends a frame-level Ping on each connection this often, in ms.
     /// Default 1000: one 32-byte frame per second per peer is nothing, and it lets both ends
     /// tell a quiet connection from a dead one.
@@ -85,6 +90,7 @@ impl Default for RpcConfig {
             backoff_max_ms: 5_000,
             write_queue_frames: MAX_IN_FLIGHT_PER_PEER + MAX_CONCURRENT_REQUESTS_PER_CONNECTION,
             clock_skew_warn_us: 500_000,
+            max_clock_ahead_us: 60_000_000,
             keepalive_interval_ms: 1_000,
             peer_silence_timeout_ms: 5_000,
         }
@@ -143,6 +149,13 @@ impl RpcConfig {
             return fail(format!(
                 "backoff_max_ms ({}) is below backoff_base_ms ({})",
                 self.backoff_max_ms, self.backoff_base_ms
+            ));
+        }
+        if self.max_clock_ahead_us < self.clock_skew_warn_us {
+            return fail(format!(
+                "max_clock_ahead_us ({}) is below clock_skew_warn_us ({}): clocks would be \
+                 ignored before anyone is warned",
+                self.max_clock_ahead_us, self.clock_skew_warn_us
             ));
         }
         if self.peer_silence_timeout_ms <= self.keepalive_interval_ms {

@@ -42,16 +42,27 @@ impl RpcContext {
     }
 
     /// Advances our HLC past an authenticated peer's reading and records the skew sample.
+    ///
+    /// A reading more than `max_clock_ahead_us` ahead of our wall clock is recorded as skew
+    /// but not observed: an HLC never goes back, so one node with a clock set a year ahead
+    /// would otherwise drag every node's timestamps a year ahead, for good.
     pub(crate) fn observe(&self, clock: &PeerClock, seen: Timestamp, peer: &dyn std::fmt::Display) {
-        self.hlc.observe(seen);
         let wall = self.hlc.clock().wall_micros();
         let skew_us = i128::from(seen.0) - i128::from(wall);
         let skew_us = skew_us.clamp(i128::from(i64::MIN), i128::from(i64::MAX)) as i64;
+        if skew_us > 0 && skew_us.unsigned_abs() > self.config.max_clock_ahead_us {
+            clock
+                .ignored_ahead
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        } else {
+            self.hlc.observe(seen);
+        }
         if clock.record(skew_us, self.config.clock_skew_warn_us) {
             tracing::warn!(
                 %peer,
                 skew_ms = skew_us / 1_000,
                 threshold_ms = self.config.clock_skew_warn_us / 1_000,
+                not_observed = skew_us > 0 && skew_us.unsigned_abs() > self.config.max_clock_ahead_us,
                 "clock skew to peer above threshold"
             );
         }
@@ -259,7 +270,39 @@ impl<R: tokio::io::AsyncRead + Unpin> FrameReader<R> {
 mod tests {
     use super::*;
     use crate::rpc::frame::{HEADER_BYTES, LENGTH_PREFIX_BYTES};
+    use crate::rpc::handshake::ClusterSecret;
+    use hearsay_types::{ManualClock, NodeId};
     use proptest::prelude::*;
+
+    #[test]
+    fn observed_clocks_advance_ours_unless_absurdly_far_ahead() {
+        let wall = 1_700_000_000_000_000;
+        let ctx = RpcContext::new(
+            Identity {
+                node_id: NodeId(1),
+                cluster_name: "c".into(),
+                secret: ClusterSecret::new(b"s".to_vec()),
+            },
+            RpcConfig::default(),
+            Arc::new(Hlc::new(ManualClock::new(wall))),
+        )
+        .unwrap();
+        let peer = ctx.clocks.entry(NodeId(2));
+        // 2 s ahead: observed, so our next timestamp follows it; skew recorded.
+        ctx.observe(&peer, Timestamp(wall + 2_000_000), &"peer");
+        assert!(ctx.hlc.now().0 > wall + 2_000_000);
+        assert_eq!(ctx.clocks.skew_us(NodeId(2)), Some(2_000_000));
+        // Behind: nothing to advance; negative skew.
+        ctx.observe(&peer, Timestamp(wall - 3_000), &"peer");
+        assert_eq!(peer.skew_us(), -3_000);
+        // An hour ahead: recorded, counted, not observed.
+        let hour_us = 3_600_000_000;
+        ctx.observe(&peer, Timestamp(wall + hour_us), &"peer");
+        assert_eq!(peer.skew_us(), hour_us as i64);
+        assert_eq!(peer.ignored_ahead(), 1);
+        assert!(ctx.hlc.now().0 < wall + 3_000_000);
+        assert_eq!(peer.samples(), 3);
+    }
 
     const MAX: u32 = 4096;
 

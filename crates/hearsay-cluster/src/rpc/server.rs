@@ -8,13 +8,19 @@ use super::conn::{
 };
 use super::frame::{Frame, FrameKind, RejectReason, encode_to_bytes};
 use super::handshake::{HandshakeMsg, ServerHandshake, ServerStep};
-use super::message::{Ping, Pong, Registry, RemoteError, RemoteErrorCode, RequestContext};
+use super::message::{
+    BoxFuture, Ping, Pong, Registry, RemoteError, RemoteErrorCode, RequestContext,
+};
 use super::stats::ServerStats;
 use bytes::Bytes;
 use hearsay_types::{NodeId, Timestamp};
+use std::future::Future;
 use std::net::SocketAddr;
+use std::panic::AssertUnwindSafe;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
+use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, mpsc};
@@ -320,20 +326,45 @@ fn dispatch(
         request_id: id,
         deadline,
     };
-    let fut = reg
-        .handler
-        .call(rctx, &frame.body)
-        .map_err(|e| format!("request body for {} does not decode: {e}", reg.name))?;
+    let called = std::panic::catch_unwind(AssertUnwindSafe(|| reg.handler.call(rctx, &frame.body)));
+    let fut = match called {
+        Ok(r) => r.map_err(|e| format!("request body for {} does not decode: {e}", reg.name))?,
+        Err(panic) => {
+            stats.handler_panics.fetch_add(1, Relaxed);
+            let msg = panic_message(&panic);
+            tracing::error!(method = reg.name, %msg, "rpc handler panicked");
+            drop(permit);
+            spawn_error(
+                shared,
+                tx,
+                id,
+                RemoteError::new(
+                    RemoteErrorCode::Handler,
+                    format!("{} handler panicked: {msg}", reg.name),
+                ),
+            );
+            return Ok(());
+        }
+    };
+    let name = reg.name;
     let shared = shared.clone();
     let tx = tx.clone();
     tokio::spawn(async move {
         let _permit = permit;
-        let outcome = match tokio::time::timeout_at(deadline, fut).await {
+        let outcome = match tokio::time::timeout_at(deadline, CatchPanic(fut)).await {
             Err(_) => {
                 shared.stats.deadline_dropped.fetch_add(1, Relaxed);
                 return;
             }
-            Ok(o) => o,
+            Ok(Ok(o)) => o,
+            Ok(Err(msg)) => {
+                shared.stats.handler_panics.fetch_add(1, Relaxed);
+                tracing::error!(method = name, %msg, "rpc handler panicked");
+                Err(RemoteError::new(
+                    RemoteErrorCode::Handler,
+                    format!("{name} handler panicked: {msg}"),
+                ))
+            }
         };
         let frame = match outcome {
             Ok(body) => {
@@ -361,6 +392,32 @@ fn dispatch(
         send(&shared, &tx, &frame).await;
     });
     Ok(())
+}
+
+/// Polls a handler's future and turns a panic into an error: one buggy handler must neither
+/// leave its caller waiting out the deadline nor take the connection down.
+struct CatchPanic(BoxFuture<Result<Bytes, RemoteError>>);
+
+impl Future for CatchPanic {
+    type Output = Result<Result<Bytes, RemoteError>, String>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match std::panic::catch_unwind(AssertUnwindSafe(|| self.0.as_mut().poll(cx))) {
+            Ok(Poll::Pending) => Poll::Pending,
+            Ok(Poll::Ready(r)) => Poll::Ready(Ok(r)),
+            Err(panic) => Poll::Ready(Err(panic_message(&panic))),
+        }
+    }
+}
+
+fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
+    if let Some(s) = panic.downcast_ref::<&str>() {
+        (*s).to_string()
+    } else if let Some(s) = panic.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "(non-string panic payload)".to_string()
+    }
 }
 
 fn error_frame(shared: &ServerShared, id: u64, err: RemoteError) -> Frame {

@@ -129,6 +129,7 @@ pub struct ServerStats {
     pub(crate) overloaded: AtomicU64,
     pub(crate) deadline_dropped: AtomicU64,
     pub(crate) pings: AtomicU64,
+    pub(crate) handler_panics: AtomicU64,
     pub(crate) closed_silent: AtomicU64,
     pub(crate) bytes_in: AtomicU64,
     pub(crate) bytes_out: AtomicU64,
@@ -152,6 +153,8 @@ pub struct ServerStatsSnapshot {
     /// Requests dropped because their caller's deadline passed (no answer sent).
     pub deadline_dropped: u64,
     pub pings: u64,
+    /// Handlers that panicked (answered with an error; the connection stays up).
+    pub handler_panics: u64,
     /// Connections closed because the client sent nothing for `peer_silence_timeout_ms`.
     pub closed_silent: u64,
     pub bytes_in: u64,
@@ -174,6 +177,7 @@ impl ServerStats {
             overloaded: self.overloaded.load(Relaxed),
             deadline_dropped: self.deadline_dropped.load(Relaxed),
             pings: self.pings.load(Relaxed),
+            handler_panics: self.handler_panics.load(Relaxed),
             closed_silent: self.closed_silent.load(Relaxed),
             bytes_in: self.bytes_in.load(Relaxed),
             bytes_out: self.bytes_out.load(Relaxed),
@@ -190,6 +194,7 @@ impl ServerStats {
 /// millisecond of the true offset unless the sender's HLC was pushed ahead by a third node.
 #[derive(Debug, Default)]
 pub struct PeerClock {
+    pub(crate) ignored_ahead: AtomicU64,
     last_skew_us: AtomicI64,
     samples: AtomicU64,
     above_threshold: std::sync::atomic::AtomicBool,
@@ -199,6 +204,10 @@ impl PeerClock {
     /// The latest sample, in microseconds (positive: the peer is ahead of us).
     pub fn skew_us(&self) -> i64 {
         self.last_skew_us.load(Relaxed)
+    }
+    /// Readings not observed because they were more than `max_clock_ahead_us` ahead.
+    pub fn ignored_ahead(&self) -> u64 {
+        self.ignored_ahead.load(Relaxed)
     }
     /// How many samples were taken.
     pub fn samples(&self) -> u64 {
