@@ -54,6 +54,10 @@ pub struct GossipConfig {
     /// Floor on the standard deviation of inter-arrival times, so that a perfectly regular
     /// history does not make one late heartbeat look fatal. Default `interval_ms / 4`.
     pub phi_min_std_dev_ms: u64,
+    /// Silence beyond the mean interval tolerated before phi starts to climb (Akka's
+    /// acceptable pause). Default one interval: one lost heartbeat is never suspicious,
+    /// and at 10% loss a false suspicion needs four in a row (p = 1e-4 per heartbeat).
+    pub phi_acceptable_pause_ms: u64,
     /// A suspicion report counts toward DOWN for this long after it was received. Default
     /// 30 × interval.
     pub suspicion_validity_ms: u64,
@@ -83,6 +87,7 @@ impl GossipConfig {
             phi_threshold: 8.0,
             phi_window: 100,
             phi_min_std_dev_ms: interval_ms / 4,
+            phi_acceptable_pause_ms: interval_ms,
             suspicion_validity_ms: 30 * interval_ms,
             hot_rounds: 10,
             eager_rumors: true,
@@ -93,6 +98,7 @@ impl GossipConfig {
     pub fn with_interval_ms(mut self, interval_ms: u64) -> GossipConfig {
         self.interval_ms = interval_ms;
         self.phi_min_std_dev_ms = interval_ms / 4;
+        self.phi_acceptable_pause_ms = interval_ms;
         self.suspicion_validity_ms = 30 * interval_ms;
         self
     }

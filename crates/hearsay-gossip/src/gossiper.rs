@@ -292,9 +292,13 @@ impl Gossiper {
 
     /// Phi of a watched node at `now_ms`.
     pub fn phi(&self, node: NodeId, now_ms: u64) -> Option<f64> {
-        self.detectors
-            .get(&node)
-            .map(|d| d.phi(now_ms, self.cfg.phi_min_std_dev_ms))
+        self.detectors.get(&node).map(|d| {
+            d.phi(
+                now_ms,
+                self.cfg.phi_min_std_dev_ms,
+                self.cfg.phi_acceptable_pause_ms,
+            )
+        })
     }
 
     /// The membership view for the admin API, ascending by id.
@@ -323,6 +327,26 @@ impl Gossiper {
                     .collect(),
             })
             .collect()
+    }
+
+    /// Simulator and benchmark support: records `other`'s own current state as if a
+    /// complete exchange with it had just happened, sharing its state allocation. Lets a
+    /// simulation start from a converged cluster of thousands without O(N²) packets.
+    #[doc(hidden)]
+    pub fn learn_from(&mut self, other: &Gossiper) {
+        let id = other.me;
+        let Some(src) = other.members.get(&id) else {
+            return;
+        };
+        if id == self.me {
+            return;
+        }
+        let mut m = Member::new(src.generation, src.heartbeat);
+        m.max_version = src.max_version;
+        m.states = Arc::clone(&src.states);
+        if self.members.insert(id, m).is_none() {
+            self.order.push(id);
+        }
     }
 
     // ----------------------------------------------------------------------------------
@@ -1532,7 +1556,11 @@ impl Gossiper {
                 .detectors
                 .entry(id)
                 .or_insert_with(|| PhiDetector::new(now_ms, window, interval));
-            let phi = det.phi(now_ms, self.cfg.phi_min_std_dev_ms);
+            let phi = det.phi(
+                now_ms,
+                self.cfg.phi_min_std_dev_ms,
+                self.cfg.phi_acceptable_pause_ms,
+            );
             let Some(m) = self.members.get(&id) else {
                 continue;
             };

@@ -55,8 +55,9 @@ impl PhiDetector {
         self.last_arrival_ms
     }
 
-    /// Phi at `now_ms`.
-    pub fn phi(&self, now_ms: u64, min_std_dev_ms: u64) -> f64 {
+    /// Phi at `now_ms`. `pause_ms` is added to the mean: a silence that long beyond the
+    /// usual interval is tolerated outright (Akka's "acceptable heartbeat pause").
+    pub fn phi(&self, now_ms: u64, min_std_dev_ms: u64, pause_ms: u64) -> f64 {
         let elapsed = now_ms.saturating_sub(self.last_arrival_ms) as f64;
         let (mean, var) = if self.samples_ms.len() < 2 {
             let b = self.bootstrap_interval_ms as f64;
@@ -67,7 +68,7 @@ impl PhiDetector {
             (mean, (self.sum_sq_ms / n - mean * mean).max(0.0))
         };
         let std = var.sqrt().max(min_std_dev_ms as f64);
-        phi(elapsed, mean, std)
+        phi(elapsed, mean + pause_ms as f64, std)
     }
 }
 
@@ -87,9 +88,15 @@ pub fn phi(elapsed_ms: f64, mean_ms: f64, std_dev_ms: f64) -> f64 {
 /// Silence after the last heartbeat at which phi crosses `threshold`, for regular arrivals
 /// at `interval_ms` with the deviation floored at `min_std_dev_ms` (used by the docs and
 /// the benchmark to state the expected detection time).
-pub fn detection_time_ms(interval_ms: u64, min_std_dev_ms: u64, threshold: f64) -> u64 {
+pub fn detection_time_ms(
+    interval_ms: u64,
+    min_std_dev_ms: u64,
+    pause_ms: u64,
+    threshold: f64,
+) -> u64 {
     let mut t = interval_ms;
-    while phi(t as f64, interval_ms as f64, min_std_dev_ms as f64) < threshold {
+    let mean = (interval_ms + pause_ms) as f64;
+    while phi(t as f64, mean, min_std_dev_ms as f64) < threshold {
         t += 1;
         if t > interval_ms * 1_000 {
             break;
@@ -109,17 +116,20 @@ mod tests {
             d.heartbeat(i * 1_000, true);
         }
         let at = 20_000;
-        assert!(d.phi(at + 500, 250) < 1.0);
-        assert!(d.phi(at + 1_500, 250) < 8.0);
-        assert!(d.phi(at + 3_000, 250) > 8.0);
+        assert!(d.phi(at + 500, 250, 0) < 1.0);
+        assert!(d.phi(at + 1_500, 250, 0) < 8.0);
+        assert!(d.phi(at + 3_000, 250, 0) > 8.0);
+        assert!(d.phi(at + 3_000, 250, 1_000) < 8.0);
+        assert!(d.phi(at + 4_000, 250, 1_000) > 8.0);
         d.heartbeat(at + 3_000, false);
-        assert!(d.phi(at + 3_100, 250) < 1.0);
+        assert!(d.phi(at + 3_100, 250, 0) < 1.0);
     }
 
     #[test]
     fn detection_time_matches_documented_figure() {
-        // docs/gossip.md: interval 1 s, floor 250 ms, threshold 8 → ~2.4 s of silence.
-        let t = detection_time_ms(1_000, 250, 8.0);
-        assert!((2_300..=2_500).contains(&t), "{t}");
+        // docs/gossip.md: interval 1 s, floor 250 ms, pause 1 s, threshold 8 → ~3.4 s of
+        // silence after the last heartbeat.
+        let t = detection_time_ms(1_000, 250, 1_000, 8.0);
+        assert!((3_300..=3_500).contains(&t), "{t}");
     }
 }
