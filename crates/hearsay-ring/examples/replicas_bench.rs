@@ -1,7 +1,9 @@
 //! Micro-benchmark of `Placement::replicas` lookups. Run:
 //! `cargo run --release -p hearsay-ring --example replicas_bench`.
 
-use hearsay_ring::{Member, Placement, ReplicationStrategy, allocate_ring, token_of};
+use hearsay_ring::{
+    AllocatorConfig, Member, Placement, ReplicationStrategy, allocate_ring, token_of,
+};
 use hearsay_types::{NodeId, Token};
 use std::hint::black_box;
 use std::time::Instant;
@@ -16,7 +18,14 @@ fn main() {
                 Vec::new(),
             )
         });
-        let ring = allocate_ring(members, num_tokens).expect("ring");
+        let ring = allocate_ring(
+            members,
+            &AllocatorConfig {
+                num_tokens,
+                ..AllocatorConfig::default()
+            },
+        )
+        .expect("ring");
         for (name, strategy) in [
             ("simple rf=3", ReplicationStrategy::simple(3)),
             (

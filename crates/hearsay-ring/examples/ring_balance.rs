@@ -2,7 +2,9 @@
 //! `docs/ring.md`. Run: `cargo run --release -p hearsay-ring --example ring_balance`
 //! (`NS=12,48 TS=16` restrict the node and token counts).
 
-use hearsay_ring::{Member, Placement, ReplicationStrategy, Ring, allocate_ring, random_tokens};
+use hearsay_ring::{
+    AllocatorConfig, Member, Placement, ReplicationStrategy, Ring, allocate_ring, random_tokens,
+};
 use hearsay_types::NodeId;
 use std::time::Instant;
 
@@ -73,16 +75,22 @@ fn main() {
         .unwrap_or(vec![1, 4, 8, 16, 32, 64, 256]);
     for &n in &ns {
         for &t in &ts {
-            let started = Instant::now();
-            let alloc = allocate_ring(members(n), t).expect("ring");
-            let took = started.elapsed();
-            report(
-                &format!(
-                    "{n} nodes × {t} tokens, allocator ({} ms)",
-                    took.as_millis()
-                ),
-                &alloc,
-            );
+            for rf in [3, 1] {
+                let config = AllocatorConfig {
+                    num_tokens: t,
+                    replication_factor: rf,
+                };
+                let started = Instant::now();
+                let alloc = allocate_ring(members(n), &config).expect("ring");
+                let took = started.elapsed();
+                report(
+                    &format!(
+                        "{n} nodes × {t} tokens, allocator rf {rf} ({} ms)",
+                        took.as_millis()
+                    ),
+                    &alloc,
+                );
+            }
             let random = Ring::new(members(n).into_iter().map(|mut m| {
                 m.tokens = random_tokens(m.id, t);
                 m
@@ -96,7 +104,11 @@ fn main() {
         let mut ms = members(12);
         ms[5].weight = 2;
         let heavy = ms[5].id;
-        let ring = allocate_ring(ms.clone(), t).expect("ring");
+        let config = AllocatorConfig {
+            num_tokens: t,
+            ..AllocatorConfig::default()
+        };
+        let ring = allocate_ring(ms.clone(), &config).expect("ring");
         let light_mean = ring
             .members()
             .filter(|m| m.id != heavy)

@@ -23,7 +23,10 @@ mod range;
 mod ring;
 mod strategy;
 
-pub use allocator::{DEFAULT_NUM_TOKENS, allocate_ring, allocate_tokens, random_tokens};
+pub use allocator::{
+    AllocatorConfig, AllocatorConfigError, DEFAULT_ALLOCATION_RF, DEFAULT_NUM_TOKENS,
+    allocate_ring, allocate_tokens, random_tokens,
+};
 pub use murmur3::{murmur3_x64_128_cassandra, token_of};
 pub use pending::{PendingRanges, ReplicaMap, Transition, WriteEndpoints};
 pub use placement::Placement;
