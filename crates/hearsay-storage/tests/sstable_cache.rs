@@ -125,3 +125,33 @@ fn zero_capacity_reads_from_disk_every_time() -> anyhow::Result<()> {
     assert_eq!(cache.stats().bytes_used, 0);
     Ok(())
 }
+
+#[test]
+fn concurrent_readers_with_a_small_cache_see_correct_data() -> anyhow::Result<()> {
+    fn assert_send_sync<T: Send + Sync>() {}
+    assert_send_sync::<Sstable>();
+    assert_send_sync::<BlockCache>();
+
+    let dir = tempfile::tempdir()?;
+    write(dir.path(), 1)?;
+    // A few blocks' worth: readers constantly evict each other's blocks.
+    let cache = BlockCache::new(32 * 1024);
+    let stats = Arc::new(ReadStats::default());
+    let t = Sstable::open(dir.path(), 1, cache.clone(), stats)?;
+    std::thread::scope(|s| {
+        for thread in 0..4u32 {
+            let t = t.clone();
+            s.spawn(move || {
+                for n in 0..3000u32 {
+                    let i = (n * 7919 + thread * 101) % 4000;
+                    let cell = t.get(&key(i)).expect("get").expect("present");
+                    assert_eq!(cell.value.as_deref(), Some(&vec![(i % 251) as u8; 100][..]));
+                }
+            });
+        }
+    });
+    let s = cache.stats();
+    assert!(s.bytes_used <= 32 * 1024, "{s:?}");
+    assert_eq!(s.hits + s.misses, 12_000);
+    Ok(())
+}

@@ -125,16 +125,16 @@ fn flipped_bit_in_index_bloom_stats_or_footer_fails_open() {
     let path = sstable_path(dir.path(), 1);
     let data_bytes = open(dir.path(), 1).expect("open").data_bytes() as usize;
     let version_field = good.len() - 12..good.len() - 8;
+    // Every byte of the meta blocks and footer, one bit each (varying with the position).
     for pos in data_bytes..good.len() {
-        for bit in 0..8 {
-            let mut bytes = good.clone();
-            bytes[pos] ^= 1 << bit;
-            std::fs::write(&path, &bytes).expect("write");
-            match open(dir.path(), 1) {
-                Ok(_) => panic!("pos {pos} bit {bit}: damaged meta opened"),
-                Err(Error::UnsupportedVersion { .. }) if version_field.contains(&pos) => {}
-                Err(e) => assert_corruption(&e, &path, pos as u64),
-            }
+        let bit = pos % 8;
+        let mut bytes = good.clone();
+        bytes[pos] ^= 1 << bit;
+        std::fs::write(&path, &bytes).expect("write");
+        match open(dir.path(), 1) {
+            Ok(_) => panic!("pos {pos} bit {bit}: damaged meta opened"),
+            Err(Error::UnsupportedVersion { .. }) if version_field.contains(&pos) => {}
+            Err(e) => assert_corruption(&e, &path, pos as u64),
         }
     }
 }

@@ -159,6 +159,26 @@ impl Block {
         Ok(off)
     }
 
+    /// The full key of the restart entry at `pos`, borrowed from the block (no copy).
+    fn restart_key(&self, pos: usize) -> Result<&[u8], &'static str> {
+        let entries = self
+            .data
+            .get(..self.restarts_offset)
+            .ok_or("entries past block end")?;
+        let mut d = Decoder::at(entries, pos);
+        let shared = d.varint()?;
+        let unshared = d.varint_max(MAX_ENCODED_KEY_BYTES, "key length too large")?;
+        d.varint()?;
+        d.u8()?;
+        if shared != 0 {
+            return Err("restart entry shares a prefix");
+        }
+        if unshared < TOKEN_BYTES {
+            return Err("key length out of range");
+        }
+        d.bytes(unshared)
+    }
+
     /// Decodes the entry at `pos`, updating `key` (which must hold the previous entry's key
     /// unless the entry is a restart point). Returns the entry and the next entry's offset.
     pub fn decode_entry(
@@ -238,9 +258,7 @@ impl Block {
         while lo < hi {
             let mid = lo + (hi - lo).div_ceil(2);
             let pos = self.restart(mid)?;
-            cursor.key.clear();
-            let (_, _) = self.decode_entry(pos, &mut cursor.key)?;
-            if cmp_encoded(&cursor.key, token, target) == Ordering::Less {
+            if cmp_encoded(self.restart_key(pos)?, token, target) == Ordering::Less {
                 lo = mid;
             } else {
                 hi = mid - 1;

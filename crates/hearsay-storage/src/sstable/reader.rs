@@ -10,6 +10,7 @@ use crate::cell::{Cell, CellKey};
 use crate::error::{Error, Result};
 use bytes::Bytes;
 use hearsay_types::Timestamp;
+use std::cell::RefCell;
 use std::cmp::Ordering;
 use std::fmt;
 use std::fs::File;
@@ -18,6 +19,10 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering as AtomicOrdering};
+
+thread_local! {
+    static GET_CURSOR: RefCell<Cursor> = RefCell::new(Cursor::default());
+}
 
 /// One entry of the in-memory block index.
 #[derive(Debug)]
@@ -419,15 +424,23 @@ impl Sstable {
         }
         let block = self.block(idx, true)?;
         let offset = self.index[idx].handle.offset;
-        let mut cursor = Cursor::default();
-        let corrupt = |r| Error::corruption(&self.path, offset, r);
-        block.seek(&mut cursor, &token, &key.key).map_err(corrupt)?;
-        match block.next_entry(&mut cursor).map_err(corrupt)? {
-            Some(e) if cmp_encoded(&cursor.key, &token, &key.key) == Ordering::Equal => {
-                Ok(Some(block.cell(&e)))
+        let lookup = |cursor: &mut Cursor| -> Result<Option<Cell>> {
+            let corrupt = |r| Error::corruption(&self.path, offset, r);
+            block.seek(cursor, &token, &key.key).map_err(corrupt)?;
+            match block.next_entry(cursor).map_err(corrupt)? {
+                Some(e) if cmp_encoded(&cursor.key, &token, &key.key) == Ordering::Equal => {
+                    Ok(Some(block.cell(&e)))
+                }
+                _ => Ok(None),
             }
-            _ => Ok(None),
-        }
+        };
+        // Reuse one cursor (and its key buffer) per thread: a point read then allocates
+        // nothing but what it returns. `try_borrow_mut` cannot fail (nothing in `lookup`
+        // re-enters), but falling back costs one allocation where a panic would cost a node.
+        GET_CURSOR.with(|c| match c.try_borrow_mut() {
+            Ok(mut cursor) => lookup(&mut cursor),
+            Err(_) => lookup(&mut Cursor::default()),
+        })
     }
 
     /// Ascending iterator over `[lower, upper]` (per the bounds). Reads blocks lazily and
