@@ -105,6 +105,8 @@ pub struct BenchReport {
     pub seed: u64,
     /// Warm-up seconds excluded from the run figures.
     pub warmup_s: f64,
+    /// Stopped early by Ctrl-C: the figures cover only what ran.
+    pub interrupted: bool,
     /// The `--load` phase, if run.
     pub load: Option<PhaseReport>,
     /// The measured run.
@@ -167,6 +169,9 @@ impl BenchReport {
             );
         }
         render_phase(&mut s, "run", &self.run);
+        if self.interrupted {
+            let _ = writeln!(s, "  (interrupted by Ctrl-C: figures cover only what ran)");
+        }
         s
     }
 }

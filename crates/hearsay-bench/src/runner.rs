@@ -58,6 +58,9 @@ struct Config {
     consistency: Option<ConsistencyLevel>,
     ops: OpChooser,
     kinds_used: [bool; 4],
+    /// Set by Ctrl-C: workers stop issuing, drain what is in flight, and the report covers
+    /// what ran.
+    interrupted: AtomicBool,
 }
 
 /// Counters every worker of a phase shares (relaxed atomics: they are claims and gauges).
@@ -317,6 +320,9 @@ impl State {
     }
 
     fn next_op(&mut self, now: Instant) -> Option<(OpKind, u64, bool)> {
+        if self.cfg.interrupted.load(Ordering::Relaxed) {
+            return None;
+        }
         match self.phase {
             Phase::Load => {
                 let key = self.shared.load_next.fetch_add(1, Ordering::Relaxed);
@@ -429,6 +435,9 @@ impl State {
     }
 
     fn phase_over(&self, now: Instant) -> bool {
+        if self.cfg.interrupted.load(Ordering::Relaxed) {
+            return true;
+        }
         match self.phase {
             Phase::Load => self.shared.load_next.load(Ordering::Relaxed) >= self.cfg.record_count,
             Phase::Run => {
@@ -767,7 +776,27 @@ pub(crate) async fn run(args: BenchArgs) -> anyhow::Result<BenchReport> {
         consistency: args.consistency,
         ops: mix.chooser(),
         kinds_used,
+        interrupted: AtomicBool::new(false),
     });
+    let ctrl_c = {
+        let cfg = Arc::clone(&cfg);
+        tokio::spawn(async move {
+            if tokio::signal::ctrl_c().await.is_ok() {
+                cfg.interrupted.store(true, Ordering::Relaxed);
+            }
+        })
+    };
+    let result = run_with(&args, mix, seed, &cfg).await;
+    ctrl_c.abort();
+    result
+}
+
+async fn run_with(
+    args: &BenchArgs,
+    mix: OpMix,
+    seed: u64,
+    cfg: &Arc<Config>,
+) -> anyhow::Result<BenchReport> {
     // Summing zeta for the latest distribution is O(record_count): do it once, clone per worker.
     let chooser = KeyChooser::new(args.distribution, args.record_count);
     let hide = args.no_progress;
@@ -792,7 +821,7 @@ pub(crate) async fn run(args: BenchArgs) -> anyhow::Result<BenchReport> {
             bar_counts_ops: true,
         };
         let (back, _, report) =
-            run_phase(ios, spec, &cfg, &shared, &chooser, seed, &args.server_pid).await?;
+            run_phase(ios, spec, cfg, &shared, &chooser, seed, &args.server_pid).await?;
         ios = back;
         if report.ops == 0 {
             bail!(
@@ -838,7 +867,7 @@ pub(crate) async fn run(args: BenchArgs) -> anyhow::Result<BenchReport> {
         bar_counts_ops: counts_ops,
     };
     let (_ios, _, run) =
-        run_phase(ios, spec, &cfg, &shared, &chooser, seed, &args.server_pid).await?;
+        run_phase(ios, spec, cfg, &shared, &chooser, seed, &args.server_pid).await?;
     if run.ops == 0 && run.errors > 0 {
         bail!(
             "every operation failed ({} errors: {:?})",
@@ -858,6 +887,7 @@ pub(crate) async fn run(args: BenchArgs) -> anyhow::Result<BenchReport> {
         consistency: args.consistency.map(|c| c.name().to_string()),
         seed,
         warmup_s: args.warmup,
+        interrupted: cfg.interrupted.load(Ordering::Relaxed),
         load,
         run,
         json_output: args.json,

@@ -144,7 +144,8 @@ async fn workloads_against_redis_server() {
     assert_eq!(json["run"]["ops"], 2000);
     assert!(report.to_text().contains("p99.9_us"));
 
-    // Workload F with the latest distribution, duration-bound with a warm-up.
+    // Workload F (pipelined: a read's reply queues its write) with the latest distribution,
+    // duration-bound with a warm-up.
     let report = hearsay_bench::run(args(&[
         "--hosts",
         host,
@@ -152,6 +153,8 @@ async fn workloads_against_redis_server() {
         "500",
         "--concurrency",
         "2",
+        "--pipeline",
+        "8",
         "--workload",
         "f",
         "--distribution",
@@ -345,4 +348,60 @@ async fn consistency_and_connect_errors_are_clear() {
         .await
         .expect_err("proportions need custom");
     assert!(format!("{err:#}").contains("custom"), "{err:#}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_dying_mid_run_is_counted_not_fatal() {
+    let Some(mut server) = RedisServer::start() else {
+        return;
+    };
+    let host = server.addr.clone();
+    let bench = tokio::spawn(async move {
+        hearsay_bench::run(args(&[
+            "--hosts",
+            &host,
+            "--record-count",
+            "100",
+            "--concurrency",
+            "3",
+            "--pipeline",
+            "2",
+            "--duration",
+            "1.5",
+            "--timeout-ms",
+            "500",
+        ]))
+        .await
+    });
+    // Kill the server once the run has demonstrably made progress.
+    let mut con = server.client().await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let info: String = redis::cmd("INFO")
+            .arg("stats")
+            .query_async(&mut con)
+            .await
+            .expect("info");
+        let processed = info
+            .lines()
+            .find_map(|l| l.strip_prefix("total_commands_processed:"))
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .unwrap_or(0);
+        if processed > 200 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the bench made no progress");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    server.child.kill().expect("kill our redis-server");
+    let report = bench
+        .await
+        .expect("join")
+        .expect("a partial failure still reports");
+    assert!(report.run.ops > 0, "{:?}", report.run);
+    let connection_errors: u64 = ["io", "closed", "connect", "timeout"]
+        .iter()
+        .filter_map(|k| report.run.errors_by_kind.get(*k))
+        .sum();
+    assert!(connection_errors > 0, "{:?}", report.run.errors_by_kind);
 }
