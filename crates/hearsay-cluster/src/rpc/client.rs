@@ -12,6 +12,7 @@ use super::frame::{FrameKind, RejectReason, encode_to_bytes};
 use super::handshake::{ClientHandshake, ClientStep, HandshakeError, HandshakeMsg};
 use super::message::{RemoteError, RemoteErrorCode, Rpc};
 use super::stats::{PeerClock, PeerStats, PeerStatsSnapshot};
+use super::transport::{TcpTransport, Transport};
 use bytes::Bytes;
 use hearsay_types::NodeId;
 use parking_lot::Mutex;
@@ -21,7 +22,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
-use tokio::net::TcpStream;
 use tokio::sync::{Semaphore, mpsc, oneshot};
 use tokio::time::{Instant, timeout_at};
 use tokio_util::sync::CancellationToken;
@@ -97,6 +97,7 @@ struct Peer {
 
 struct ClientInner {
     ctx: Arc<RpcContext>,
+    transport: Arc<dyn Transport>,
     peers: Mutex<BTreeMap<SocketAddr, Arc<Peer>>>,
     /// Parent of every connection's token: dropping the client closes its connections.
     token: CancellationToken,
@@ -133,11 +134,17 @@ impl Drop for InFlight<'_> {
 }
 
 impl RpcClient {
-    /// A client with no connections yet; they are made on first use.
+    /// A TCP client with no connections yet; they are made on first use.
     pub fn new(ctx: Arc<RpcContext>) -> RpcClient {
+        RpcClient::with_transport(ctx, Arc::new(TcpTransport))
+    }
+
+    /// A client that connects through `transport` (e.g. an in-memory network in tests).
+    pub fn with_transport(ctx: Arc<RpcContext>, transport: Arc<dyn Transport>) -> RpcClient {
         RpcClient {
             inner: Arc::new(ClientInner {
                 ctx,
+                transport,
                 peers: Mutex::new(BTreeMap::new()),
                 token: CancellationToken::new(),
             }),
@@ -407,9 +414,9 @@ impl RpcClient {
         let ctx = &self.inner.ctx;
         let addr = peer.addr;
         let unreachable = |reason: String| RpcError::Unreachable { peer: addr, reason };
-        let stream = tokio::time::timeout(
+        let (r, mut w) = tokio::time::timeout(
             Duration::from_millis(ctx.config.connect_timeout_ms),
-            TcpStream::connect(addr),
+            self.inner.transport.connect(addr),
         )
         .await
         .map_err(|_| {
@@ -419,8 +426,6 @@ impl RpcClient {
             ))
         })?
         .map_err(|e| unreachable(format!("connect failed: {e}")))?;
-        let _ = stream.set_nodelay(true);
-        let (r, mut w) = stream.into_split();
         let mut reader = FrameReader::new(r, MAX_HANDSHAKE_FRAME_BYTES);
 
         let (mut hs, hello) = ClientHandshake::start(ctx.identity.clone(), rand::random());

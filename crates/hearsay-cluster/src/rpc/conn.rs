@@ -5,12 +5,12 @@ use super::config::{ConfigError, RpcConfig};
 use super::frame::{Frame, FrameError, FrameKind, decode_frame, encode_to_bytes};
 use super::handshake::{HandshakeMsg, Identity};
 use super::stats::{PeerClock, PeerClocks};
+use super::transport::{BoxedRead, BoxedWrite};
 use bytes::{Bytes, BytesMut};
 use hearsay_types::{Hlc, Timestamp};
 use parking_lot::Mutex;
 use std::sync::Arc;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -119,7 +119,7 @@ const WRITE_BATCH_BYTES: usize = 64 * 1024;
 /// Writes queued frames until the connection closes; coalesces whatever is queued into one
 /// write so many concurrent small requests cost few syscalls.
 pub(crate) fn spawn_writer(
-    mut w: OwnedWriteHalf,
+    mut w: BoxedWrite,
     mut rx: mpsc::Receiver<Bytes>,
     state: Arc<ConnState>,
 ) {
@@ -161,7 +161,7 @@ pub(crate) fn spawn_writer(
 /// Writes one handshake frame directly (before the writer task exists).
 pub(crate) async fn send_handshake(
     ctx: &RpcContext,
-    w: &mut OwnedWriteHalf,
+    w: &mut BoxedWrite,
     msg: &HandshakeMsg,
 ) -> Result<(), String> {
     let body = postcard::to_allocvec(msg).map_err(|e| format!("cannot encode handshake: {e}"))?;
@@ -221,7 +221,7 @@ const READ_CHUNK_BYTES: usize = 8 * 1024;
 /// frame only after checking its declared length, and this reader only grows an empty (or
 /// header-only) buffer by one chunk.
 #[derive(Debug)]
-pub(crate) struct FrameReader<R = OwnedReadHalf> {
+pub(crate) struct FrameReader<R = BoxedRead> {
     r: R,
     buf: BytesMut,
     max_frame_bytes: u32,

@@ -34,6 +34,7 @@ pub mod handshake;
 pub mod message;
 mod server;
 mod stats;
+pub mod transport;
 
 pub use client::RpcClient;
 pub use config::{
@@ -51,3 +52,4 @@ pub use server::RpcServer;
 pub use stats::{
     PeerClock, PeerClocks, PeerStats, PeerStatsSnapshot, ServerStats, ServerStatsSnapshot,
 };
+pub use transport::{MemNetwork, Transport};

@@ -12,6 +12,7 @@ use super::message::{
     BoxFuture, Ping, Pong, Registry, RemoteError, RemoteErrorCode, RequestContext,
 };
 use super::stats::ServerStats;
+use super::transport::{BoxedRead, BoxedWrite, Listener, TcpListener};
 use bytes::Bytes;
 use hearsay_types::{NodeId, Timestamp};
 use std::future::Future;
@@ -22,7 +23,6 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::task::{Context, Poll};
 use std::time::Duration;
-use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, mpsc};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
@@ -51,14 +51,24 @@ impl Drop for RpcServer {
 }
 
 impl RpcServer {
-    /// Binds `addr` and starts serving `registry` (plus the built-in [`Ping`]).
+    /// Binds `addr` on TCP and starts serving `registry` (plus the built-in [`Ping`]).
     pub async fn bind(
         ctx: Arc<RpcContext>,
         addr: SocketAddr,
-        mut registry: Registry,
+        registry: Registry,
     ) -> std::io::Result<RpcServer> {
         let listener = TcpListener::bind(addr).await?;
-        let local_addr = listener.local_addr()?;
+        RpcServer::serve(ctx, Box::new(listener), registry)
+    }
+
+    /// Serves `registry` (plus the built-in [`Ping`]) on connections from `listener`.
+    /// Must be called within a tokio runtime.
+    pub fn serve(
+        ctx: Arc<RpcContext>,
+        listener: Box<dyn Listener>,
+        mut registry: Registry,
+    ) -> std::io::Result<RpcServer> {
+        let local_addr = listener.local_addr();
         if !registry.contains(<Ping as super::message::Rpc>::METHOD) {
             let node = ctx.identity.node_id;
             registry
@@ -106,7 +116,11 @@ impl RpcServer {
     }
 }
 
-async fn accept_loop(listener: TcpListener, shared: Arc<ServerShared>, token: CancellationToken) {
+async fn accept_loop(
+    mut listener: Box<dyn Listener>,
+    shared: Arc<ServerShared>,
+    token: CancellationToken,
+) {
     let limit = Arc::new(Semaphore::new(shared.ctx.config.max_connections));
     let mut conns = JoinSet::new();
     loop {
@@ -114,7 +128,7 @@ async fn accept_loop(listener: TcpListener, shared: Arc<ServerShared>, token: Ca
             _ = token.cancelled() => break,
             Some(_) = conns.join_next(), if !conns.is_empty() => {}
             accepted = listener.accept() => {
-                let (stream, peer) = match accepted {
+                let (r, w, peer) = match accepted {
                     Ok(a) => a,
                     Err(e) => {
                         // Out of file descriptors and the like: keep serving the open
@@ -128,7 +142,7 @@ async fn accept_loop(listener: TcpListener, shared: Arc<ServerShared>, token: Ca
                 let Ok(permit) = limit.clone().try_acquire_owned() else {
                     shared.stats.connections_refused_limit.fetch_add(1, Relaxed);
                     tracing::warn!(%peer, limit = shared.ctx.config.max_connections, "rpc connection limit reached; closing");
-                    drop(stream);
+                    drop((r, w));
                     continue;
                 };
                 let shared = shared.clone();
@@ -136,7 +150,7 @@ async fn accept_loop(listener: TcpListener, shared: Arc<ServerShared>, token: Ca
                 conns.spawn(async move {
                     let _permit = permit;
                     shared.stats.connections_open.fetch_add(1, Relaxed);
-                    serve_connection(&shared, stream, peer, token).await;
+                    serve_connection(&shared, r, w, peer, token).await;
                     shared.stats.connections_open.fetch_sub(1, Relaxed);
                 });
             }
@@ -150,7 +164,7 @@ async fn accept_loop(listener: TcpListener, shared: Arc<ServerShared>, token: Ca
 async fn handshake(
     shared: &ServerShared,
     reader: &mut FrameReader,
-    w: &mut tokio::net::tcp::OwnedWriteHalf,
+    w: &mut BoxedWrite,
     peer: SocketAddr,
 ) -> Result<(NodeId, Timestamp), String> {
     let ctx = &shared.ctx;
@@ -186,14 +200,13 @@ async fn handshake(
 
 async fn serve_connection(
     shared: &Arc<ServerShared>,
-    stream: TcpStream,
+    r: BoxedRead,
+    mut w: BoxedWrite,
     peer: SocketAddr,
     token: CancellationToken,
 ) {
     let ctx = &shared.ctx;
     let stats = &shared.stats;
-    let _ = stream.set_nodelay(true);
-    let (r, mut w) = stream.into_split();
     let mut reader = FrameReader::new(r, MAX_HANDSHAKE_FRAME_BYTES);
     let hs_timeout = Duration::from_millis(ctx.config.handshake_timeout_ms);
     let hs = tokio::select! {
