@@ -21,3 +21,14 @@ pub use fs::{FaultyFs, Fs, RealFs};
 pub mod bloom;
 pub mod cache;
 pub mod sstable;
+
+// The engine.
+pub mod commitlog;
+pub mod compaction;
+pub mod config;
+pub mod engine;
+pub mod manifest;
+pub mod memtable;
+
+pub use config::{CompactionStrategy, EngineConfig, KeyspaceOptions, SyncMode};
+pub use engine::{DEFAULT_KEYSPACE, Engine, EngineStats, KeyspaceStats, ScanIter};

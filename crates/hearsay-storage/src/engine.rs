@@ -1,0 +1,1083 @@
+//! The engine: keyspaces of memtables and SSTables over one shared commit log.
+//!
+//! Write path: validate → encode the batch as one commit-log record → (under the write lock)
+//! append it, give it a sequence number, insert every cell into the keyspace's active memtable,
+//! publish the sequence number → (batch mode) wait for a group fsync covering it. A batch is
+//! one checksummed record, so it is replayed whole or not at all; the sequence number makes it
+//! visible to scans whole or not at all.
+//!
+//! Read path: the newest version of a key by the conflict rule across the active memtable, the
+//! memtables awaiting flush and the SSTables (the latter in descending max timestamp, stopping
+//! once no remaining table can hold a newer version).
+//!
+//! Background: one flush thread (memtable → SSTable → manifest → drop flushed commit-log
+//! segments), one compaction thread (strategy chooses, engine merges, rate-limited), and in
+//! periodic sync mode one commit-log sync thread.
+//!
+//! Lock order (outermost first): `manifest` → keyspace `state`; `write` → keyspaces map →
+//! keyspace `state`; the commit log's own locks are innermost.
+
+pub(crate) mod background;
+pub(crate) mod codec;
+pub(crate) mod merge;
+pub(crate) mod poison;
+
+use crate::cache::{BlockCache, CacheStats};
+use crate::cell::{Cell, CellKey};
+use crate::commitlog::{self, CommitLog};
+use crate::compaction::TableInfo;
+use crate::config::{EngineConfig, KeyspaceOptions, SyncMode, validate_keyspace_name};
+use crate::error::{Error, Result};
+use crate::manifest::{KeyspaceRecord, Manifest, TableRecord};
+use crate::memtable::{Memtable, MemtableIter};
+use crate::sstable::{ReadStats, ReadStatsSnapshot, Sstable, sstable_path};
+use merge::{MergeIter, Source};
+use parking_lot::{Condvar, Mutex, RwLock};
+use poison::Poison;
+use std::collections::{BTreeMap, BTreeSet};
+use std::ops::Bound;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+/// The keyspace that always exists.
+pub const DEFAULT_KEYSPACE: &str = "default";
+/// Longest a writer stalls waiting for flushes to catch up before it gets an error. Long
+/// enough to ride out a slow flush, short enough that a broken disk surfaces as errors
+/// rather than hung clients.
+pub const MAX_WRITE_STALL_MS: u64 = 10_000;
+/// Pause after a failed flush or compaction before retrying, so a persistent error (disk
+/// full) does not spin a core.
+const BACKGROUND_RETRY_MS: u64 = 500;
+const COMMITLOG_DIR: &str = "commitlog";
+const LOCK_FILE: &str = "LOCK";
+
+/// A wake-up signal: a generation counter and a condition variable.
+#[derive(Debug, Default)]
+pub(crate) struct Signal {
+    generation: Mutex<u64>,
+    cv: Condvar,
+}
+
+impl Signal {
+    pub fn notify(&self) {
+        *self.generation.lock() += 1;
+        self.cv.notify_all();
+    }
+    pub fn generation(&self) -> u64 {
+        *self.generation.lock()
+    }
+    /// Waits until notified after `seen`, or `timeout` passes.
+    pub fn wait_after(&self, seen: u64, timeout: Duration) {
+        let mut g = self.generation.lock();
+        if *g == seen {
+            let _ = self.cv.wait_for(&mut g, timeout);
+        }
+    }
+}
+
+/// One live SSTable and its level.
+#[derive(Clone)]
+pub(crate) struct TableHandle {
+    pub table: Arc<Sstable>,
+    pub level: u32,
+}
+
+impl std::fmt::Debug for TableHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Table({}, L{})", self.table.meta().id, self.level)
+    }
+}
+
+impl TableHandle {
+    fn info(&self) -> TableInfo {
+        let m = self.table.meta();
+        TableInfo {
+            id: m.id,
+            level: self.level,
+            size_bytes: m.size_bytes,
+            entry_count: m.entry_count,
+            tombstone_count: m.tombstone_count,
+            min_key: m.min_key.clone(),
+            max_key: m.max_key.clone(),
+            min_timestamp: m.min_timestamp,
+            max_timestamp: m.max_timestamp,
+        }
+    }
+}
+
+/// An immutable view of one keyspace's data: what a read or scan works from.
+#[derive(Clone, Debug)]
+pub(crate) struct Version {
+    pub active: Arc<Memtable>,
+    /// Awaiting flush, oldest first.
+    pub immutable: Vec<Arc<Memtable>>,
+    pub tables: Vec<TableHandle>,
+}
+
+impl Version {
+    fn memtables(&self) -> impl Iterator<Item = &Arc<Memtable>> {
+        std::iter::once(&self.active).chain(self.immutable.iter().rev())
+    }
+}
+
+#[derive(Debug)]
+pub(crate) struct Keyspace {
+    pub id: u32,
+    pub name: String,
+    pub options: KeyspaceOptions,
+    pub dir: PathBuf,
+    pub state: RwLock<Arc<Version>>,
+    pub dropped: AtomicBool,
+}
+
+impl Keyspace {
+    pub fn version(&self) -> Arc<Version> {
+        self.state.read().clone()
+    }
+}
+
+/// Global counters.
+#[derive(Debug, Default)]
+pub(crate) struct Counters {
+    pub user_bytes_written: AtomicU64,
+    pub sstable_bytes_written: AtomicU64,
+    pub manifest_bytes_written: AtomicU64,
+    pub write_stalls: AtomicU64,
+    pub write_stall_ms: AtomicU64,
+    pub flushes: AtomicU64,
+    pub flush_errors: AtomicU64,
+    pub compactions: AtomicU64,
+    pub compaction_errors: AtomicU64,
+    pub compaction_bytes_read: AtomicU64,
+    pub compaction_bytes_written: AtomicU64,
+    pub tombstones_purged: AtomicU64,
+    pub expired_converted: AtomicU64,
+    pub replayed_records: AtomicU64,
+    pub replay_torn_tails: AtomicU64,
+    pub memtable_bytes: AtomicU64,
+}
+
+pub(crate) struct WriteState {
+    next_seq: u64,
+    next_memtable_id: u64,
+}
+
+pub(crate) struct Inner {
+    pub config: EngineConfig,
+    pub poison: Arc<Poison>,
+    pub log: CommitLog,
+    pub write: Mutex<WriteState>,
+    pub visible_seq: AtomicU64,
+    pub keyspaces: RwLock<BTreeMap<String, Arc<Keyspace>>>,
+    pub manifest: Mutex<Manifest>,
+    pub cache: Arc<BlockCache>,
+    pub read_stats: Arc<ReadStats>,
+    pub counters: Counters,
+    pub last_error: Mutex<Option<String>>,
+    pub shutdown: AtomicBool,
+    pub closed: AtomicBool,
+    /// Wakes the flush thread.
+    pub flush_wake: Signal,
+    /// Notified after every flush attempt (success or failure).
+    pub flush_done: Signal,
+    /// Wakes the compaction thread.
+    pub compaction_wake: Signal,
+    /// Wakes the sync thread (for shutdown).
+    pub sync_wake: Signal,
+    pub compaction_requests: Mutex<Vec<background::MajorRequest>>,
+    _lock_file: std::fs::File,
+}
+
+impl std::fmt::Debug for Inner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine")
+            .field("dir", &self.config.dir)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The storage engine. `Send + Sync`: share it with `Arc<Engine>`. Dropping it closes it.
+#[derive(Debug)]
+pub struct Engine {
+    inner: Arc<Inner>,
+    workers: Mutex<Vec<JoinHandle<()>>>,
+}
+
+/// Per-keyspace statistics.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct KeyspaceStats {
+    /// Bytes in the active memtable and those awaiting flush.
+    pub memtable_bytes: u64,
+    pub memtables_awaiting_flush: u64,
+    pub sstable_count: u64,
+    pub sstable_bytes: u64,
+    /// Tables per level (level 0 first).
+    pub sstables_per_level: Vec<u64>,
+    /// Memory held by SSTable indexes and bloom filters (bounded by data size, not cache).
+    pub sstable_memory_bytes: u64,
+    pub index_bytes: u64,
+    pub bloom_bytes: u64,
+    /// Cells and tombstones in SSTables (a key in several tables counts in each).
+    pub sstable_entries: u64,
+    pub sstable_tombstones: u64,
+}
+
+/// Engine statistics, for the server's INFO and metrics.
+#[derive(Clone, Debug, Default)]
+pub struct EngineStats {
+    pub keyspaces: BTreeMap<String, KeyspaceStats>,
+    /// Key + value bytes handed to `apply`.
+    pub user_bytes_written: u64,
+    /// Everything written to disk: commit log + SSTables (flush and compaction) + manifest.
+    pub disk_bytes_written: u64,
+    pub commitlog_bytes_written: u64,
+    pub sstable_bytes_written: u64,
+    pub commitlog_segments: u64,
+    pub commitlog_syncs: u64,
+    pub commitlog_segments_deleted: u64,
+    pub write_stalls: u64,
+    pub write_stall_ms: u64,
+    pub flushes: u64,
+    pub flush_errors: u64,
+    pub compactions: u64,
+    pub compaction_errors: u64,
+    pub compaction_bytes_read: u64,
+    pub compaction_bytes_written: u64,
+    pub tombstones_purged: u64,
+    pub expired_converted: u64,
+    pub replayed_records: u64,
+    pub replay_torn_tails: u64,
+    pub memtable_bytes_total: u64,
+    pub block_cache: CacheStats,
+    /// SSTable read counters: bloom negatives / true / false positives, blocks and bytes read.
+    pub sstable_reads: ReadStatsSnapshot,
+    /// Set once the engine is poisoned: why.
+    pub poisoned: Option<String>,
+    /// The last background (flush/compaction) error, if any.
+    pub last_background_error: Option<String>,
+}
+
+/// A consistent-snapshot scan: ascending keys, the newest version of each, tombstones and
+/// expired cells included. Holds the files it reads from alive until dropped.
+pub struct ScanIter {
+    _version: Arc<Version>,
+    merge: MergeIter,
+}
+
+impl std::fmt::Debug for ScanIter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ScanIter")
+            .field("merge", &self.merge)
+            .finish()
+    }
+}
+
+impl Iterator for ScanIter {
+    type Item = Result<(CellKey, Cell)>;
+    fn next(&mut self) -> Option<Self::Item> {
+        self.merge.next()
+    }
+}
+
+fn keyspace_dir(root: &Path, id: u32) -> PathBuf {
+    root.join(format!("ks-{id}"))
+}
+
+impl Engine {
+    /// Opens (or creates) the engine in `config.dir`: loads the manifest, opens the live
+    /// SSTables, deletes files left by interrupted flushes or compactions, replays the commit
+    /// log, and starts the background threads.
+    pub fn open(config: EngineConfig) -> Result<Engine> {
+        config.validate()?;
+        let dir = config.dir.clone();
+        std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+        let lock_path = dir.join(LOCK_FILE);
+        let lock_file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(|e| Error::io(&lock_path, e))?;
+        lock_file.try_lock().map_err(|e| {
+            Error::io(
+                &lock_path,
+                std::io::Error::other(format!("data directory in use by another engine: {e}")),
+            )
+        })?;
+        let log_dir = dir.join(COMMITLOG_DIR);
+        std::fs::create_dir_all(&log_dir).map_err(|e| Error::io(&log_dir, e))?;
+        let fs = config.fs.clone();
+
+        let mut manifest = match Manifest::load(&dir)? {
+            Some(m) => m,
+            None => {
+                let has_data = !commitlog::list_segments(&log_dir)?.is_empty()
+                    || std::fs::read_dir(&dir)
+                        .map_err(|e| Error::io(&dir, e))?
+                        .filter_map(|e| e.ok())
+                        .any(|e| e.file_name().to_string_lossy().starts_with("ks-"));
+                if has_data {
+                    return Err(Error::corruption(
+                        Manifest::path(&dir),
+                        0,
+                        "manifest is missing but the directory holds data; refusing to start empty",
+                    ));
+                }
+                Manifest::empty()
+            }
+        };
+        let mut manifest_dirty = false;
+        if !manifest
+            .keyspaces
+            .iter()
+            .any(|k| k.name == DEFAULT_KEYSPACE)
+        {
+            let id = manifest.next_keyspace_id;
+            manifest.next_keyspace_id += 1;
+            manifest.keyspaces.push(KeyspaceRecord {
+                id,
+                name: DEFAULT_KEYSPACE.into(),
+                options: config.default_keyspace,
+                tables: Vec::new(),
+            });
+            manifest_dirty = true;
+        }
+        for ks in &manifest.keyspaces {
+            let d = keyspace_dir(&dir, ks.id);
+            std::fs::create_dir_all(&d).map_err(|e| Error::io(&d, e))?;
+        }
+        if manifest_dirty {
+            fs.sync_dir(&dir).map_err(|e| Error::io(&dir, e))?;
+            manifest.store(&dir, &*fs)?;
+        }
+        remove_orphans(&dir, &manifest)?;
+
+        let cache = BlockCache::new(config.block_cache_bytes);
+        let read_stats = Arc::new(ReadStats::default());
+        let mut next_memtable_id = 1u64;
+        let mut keyspaces = BTreeMap::new();
+        for rec in &manifest.keyspaces {
+            let kdir = keyspace_dir(&dir, rec.id);
+            let mut tables = Vec::with_capacity(rec.tables.len());
+            for t in &rec.tables {
+                let table = Sstable::open(&kdir, t.id, cache.clone(), read_stats.clone())?;
+                tables.push(TableHandle {
+                    table,
+                    level: t.level,
+                });
+            }
+            let active = Arc::new(Memtable::new(next_memtable_id));
+            next_memtable_id += 1;
+            keyspaces.insert(
+                rec.name.clone(),
+                Arc::new(Keyspace {
+                    id: rec.id,
+                    name: rec.name.clone(),
+                    options: rec.options,
+                    dir: kdir,
+                    state: RwLock::new(Arc::new(Version {
+                        active,
+                        immutable: Vec::new(),
+                        tables,
+                    })),
+                    dropped: AtomicBool::new(false),
+                }),
+            );
+        }
+
+        // Replay: every intact record goes back into its keyspace's memtable; records of
+        // dropped keyspaces (ids no longer in the manifest) are skipped.
+        let by_id: BTreeMap<u32, Arc<Keyspace>> =
+            keyspaces.values().map(|k| (k.id, k.clone())).collect();
+        let mut seq = 0u64;
+        let mut replayed_bytes = 0u64;
+        let outcome = commitlog::replay(&log_dir, &*fs, |segment, path, offset, payload| {
+            let (ks_id, cells) = commitlog::decode_batch(payload).map_err(|e| {
+                Error::corruption(
+                    path,
+                    offset + (commitlog::RECORD_HEADER_BYTES + e.offset) as u64,
+                    format!("undecodable commit-log record: {}", e.reason),
+                )
+            })?;
+            if let Some(ks) = by_id.get(&ks_id) {
+                seq += 1;
+                let mem = ks.version().active.clone();
+                for (k, c) in cells {
+                    mem.insert(k, c, seq, segment);
+                }
+                replayed_bytes += payload.len() as u64;
+            }
+            Ok(())
+        })?;
+        if outcome.records > 0 {
+            tracing::info!(
+                records = outcome.records,
+                segments = outcome.segments.len(),
+                torn_tails = outcome.torn_tails,
+                "replayed commit log"
+            );
+        }
+        let poison = Arc::new(Poison::default());
+        let log = CommitLog::open(
+            &log_dir,
+            fs.clone(),
+            config.commitlog_segment_bytes,
+            config.sync_mode,
+            &outcome.segments,
+            outcome.next_segment_id,
+            poison.clone(),
+        )?;
+        let memtable_bytes: u64 = keyspaces
+            .values()
+            .map(|k| k.version().active.size_bytes())
+            .sum();
+        let counters = Counters::default();
+        counters
+            .replayed_records
+            .store(outcome.records, Ordering::Relaxed);
+        counters
+            .replay_torn_tails
+            .store(outcome.torn_tails, Ordering::Relaxed);
+        counters
+            .memtable_bytes
+            .store(memtable_bytes, Ordering::Relaxed);
+        let _ = replayed_bytes;
+
+        let inner = Arc::new(Inner {
+            config,
+            poison,
+            log,
+            write: Mutex::new(WriteState {
+                next_seq: seq + 1,
+                next_memtable_id,
+            }),
+            visible_seq: AtomicU64::new(seq),
+            keyspaces: RwLock::new(keyspaces),
+            manifest: Mutex::new(manifest),
+            cache,
+            read_stats,
+            counters,
+            last_error: Mutex::new(None),
+            shutdown: AtomicBool::new(false),
+            closed: AtomicBool::new(false),
+            flush_wake: Signal::default(),
+            flush_done: Signal::default(),
+            compaction_wake: Signal::default(),
+            sync_wake: Signal::default(),
+            compaction_requests: Mutex::new(Vec::new()),
+            _lock_file: lock_file,
+        });
+        // Replayed memtables past the threshold go straight to the flush queue; segments with
+        // nothing unflushed left (all keyspaces dropped) can go.
+        {
+            let mut w = inner.write.lock();
+            let list: Vec<Arc<Keyspace>> = inner.keyspaces.read().values().cloned().collect();
+            for ks in list {
+                if ks.version().active.size_bytes() >= inner.config.memtable_size_bytes {
+                    inner.rotate_locked(&mut w, &ks);
+                }
+            }
+            inner.release_segments_locked();
+        }
+        let workers = background::start(&inner)?;
+        Ok(Engine {
+            inner,
+            workers: Mutex::new(workers),
+        })
+    }
+
+    fn keyspace(&self, name: &str) -> Result<Arc<Keyspace>> {
+        self.inner.keyspace(name)
+    }
+
+    /// Creates a keyspace; `KeyspaceExists` if the name is taken.
+    pub fn create_keyspace(&self, name: &str, opts: KeyspaceOptions) -> Result<()> {
+        validate_keyspace_name(name)?;
+        opts.validate()?;
+        let inner = &self.inner;
+        inner.check_open()?;
+        inner.poison.check()?;
+        let mut m = inner.manifest.lock();
+        if inner.keyspaces.read().contains_key(name) {
+            return Err(Error::KeyspaceExists(name.into()));
+        }
+        if m.keyspaces.len() >= crate::manifest::MAX_KEYSPACES {
+            return Err(Error::InvalidArgument(format!(
+                "at most {} keyspaces",
+                crate::manifest::MAX_KEYSPACES
+            )));
+        }
+        let mut next = m.clone();
+        let id = next.next_keyspace_id;
+        next.next_keyspace_id += 1;
+        next.keyspaces.push(KeyspaceRecord {
+            id,
+            name: name.into(),
+            options: opts,
+            tables: Vec::new(),
+        });
+        let kdir = keyspace_dir(&inner.config.dir, id);
+        std::fs::create_dir_all(&kdir).map_err(|e| Error::io(&kdir, e))?;
+        inner.store_manifest(&next)?;
+        *m = next;
+        let mem_id = {
+            let mut w = inner.write.lock();
+            w.next_memtable_id += 1;
+            w.next_memtable_id
+        };
+        inner.keyspaces.write().insert(
+            name.into(),
+            Arc::new(Keyspace {
+                id,
+                name: name.into(),
+                options: opts,
+                dir: kdir,
+                state: RwLock::new(Arc::new(Version {
+                    active: Arc::new(Memtable::new(mem_id)),
+                    immutable: Vec::new(),
+                    tables: Vec::new(),
+                })),
+                dropped: AtomicBool::new(false),
+            }),
+        );
+        Ok(())
+    }
+
+    /// Drops a keyspace and deletes its data. `default` cannot be dropped.
+    pub fn drop_keyspace(&self, name: &str) -> Result<()> {
+        if name == DEFAULT_KEYSPACE {
+            return Err(Error::InvalidArgument(
+                "the default keyspace cannot be dropped".into(),
+            ));
+        }
+        let inner = &self.inner;
+        inner.check_open()?;
+        inner.poison.check()?;
+        let mut m = inner.manifest.lock();
+        let ks = inner.keyspace(name)?;
+        let mut next = m.clone();
+        next.keyspaces.retain(|k| k.id != ks.id);
+        inner.store_manifest(&next)?;
+        *m = next;
+        drop(m);
+        {
+            // Under the write lock so no batch is half-inserted into it.
+            let _w = inner.write.lock();
+            inner.keyspaces.write().remove(name);
+            ks.dropped.store(true, Ordering::SeqCst);
+            let v = ks.version();
+            let bytes: u64 = v.memtables().map(|m| m.size_bytes()).sum();
+            inner
+                .counters
+                .memtable_bytes
+                .fetch_sub(bytes, Ordering::AcqRel);
+            for t in &v.tables {
+                t.table.mark_obsolete();
+            }
+            inner.release_segments_locked();
+        }
+        if let Err(e) = std::fs::remove_dir_all(&ks.dir) {
+            tracing::warn!(dir = %ks.dir.display(), error = %e, "could not remove dropped keyspace's directory; it is removed on next open");
+        }
+        inner.flush_done.notify();
+        Ok(())
+    }
+
+    /// Keyspace names, sorted.
+    pub fn keyspaces(&self) -> Vec<String> {
+        self.inner.keyspaces.read().keys().cloned().collect()
+    }
+
+    /// The options a keyspace was created with.
+    pub fn keyspace_options(&self, name: &str) -> Result<KeyspaceOptions> {
+        Ok(self.keyspace(name)?.options)
+    }
+
+    /// Applies a batch atomically: after a crash it is replayed whole or not at all, and
+    /// scans see all of it or none. Durable on return as the sync mode promises. No
+    /// read-before-write: a cell older than what is stored is kept but loses on read.
+    pub fn apply(&self, keyspace: &str, batch: &[(CellKey, Cell)]) -> Result<()> {
+        let inner = &self.inner;
+        inner.check_open()?;
+        inner.poison.check()?;
+        commitlog::validate_batch(batch)?;
+        let ks = self.keyspace(keyspace)?;
+        if batch.is_empty() {
+            return Ok(());
+        }
+        inner.maybe_stall()?;
+        let payload = commitlog::encode_batch(ks.id, batch);
+        let user_bytes: u64 = batch
+            .iter()
+            .map(|(k, c)| (k.key.len() + c.value_len()) as u64)
+            .sum();
+        let appended = {
+            let mut w = inner.write.lock();
+            if ks.dropped.load(Ordering::SeqCst) {
+                return Err(Error::NoSuchKeyspace(keyspace.into()));
+            }
+            let appended = inner.log.append(&payload)?;
+            let seq = w.next_seq;
+            w.next_seq += 1;
+            let mem = ks.version().active.clone();
+            let before = mem.size_bytes();
+            for (k, c) in batch {
+                mem.insert(k.clone(), c.clone(), seq, appended.segment_id);
+            }
+            inner
+                .counters
+                .memtable_bytes
+                .fetch_add(mem.size_bytes() - before, Ordering::AcqRel);
+            inner.visible_seq.store(seq, Ordering::Release);
+            if mem.size_bytes() >= inner.config.memtable_size_bytes {
+                inner.rotate_locked(&mut w, &ks);
+                inner.flush_wake.notify();
+            }
+            appended
+        };
+        inner
+            .counters
+            .user_bytes_written
+            .fetch_add(user_bytes, Ordering::Relaxed);
+        if inner.config.sync_mode == SyncMode::Batch {
+            inner.log.sync_to(appended.end_pos)?;
+        }
+        Ok(())
+    }
+
+    /// The newest version of `key` by the conflict rule, tombstones and expired values
+    /// included (use [`Cell::live_value`]); `None` if nothing is stored.
+    pub fn get(&self, keyspace: &str, key: &CellKey) -> Result<Option<Cell>> {
+        let ks = self.keyspace(keyspace)?;
+        let v = ks.version();
+        let mut best: Option<Cell> = None;
+        for m in v.memtables() {
+            if let Some(c) = m.get(key) {
+                best = Some(newer(best, c));
+            }
+        }
+        let mut tables: Vec<&TableHandle> = v
+            .tables
+            .iter()
+            .filter(|t| {
+                let m = t.table.meta();
+                m.min_key <= *key && *key <= m.max_key
+            })
+            .collect();
+        tables.sort_by_key(|t| std::cmp::Reverse(t.table.meta().max_timestamp));
+        for t in tables {
+            // Tables come newest-first: once a table's newest write is strictly older than
+            // what we hold, neither it nor any later table can win (ties still must be read,
+            // since the conflict rule breaks them by content).
+            if best
+                .as_ref()
+                .is_some_and(|b| t.table.meta().max_timestamp < b.timestamp)
+            {
+                break;
+            }
+            if let Some(c) = t.table.get(key)? {
+                best = Some(newer(best, c));
+            }
+        }
+        Ok(best)
+    }
+
+    /// Scans `[lower, upper]` (per the bounds) over a consistent snapshot: ascending, the
+    /// newest version per key, tombstones and expired values included.
+    pub fn scan(
+        &self,
+        keyspace: &str,
+        lower: Bound<CellKey>,
+        upper: Bound<CellKey>,
+    ) -> Result<ScanIter> {
+        let ks = self.keyspace(keyspace)?;
+        // Version first, then the sequence: every batch at or below the sequence that is in
+        // this version's memtables is whole; tables in the version only hold batches older
+        // than the version itself.
+        let v = ks.version();
+        let snapshot = self.inner.visible_seq.load(Ordering::Acquire);
+        let mut sources: Vec<Source> = Vec::with_capacity(1 + v.immutable.len() + v.tables.len());
+        for m in v.memtables() {
+            if m.is_empty() {
+                continue;
+            }
+            sources.push(Box::new(
+                MemtableIter::new(m.clone(), lower.clone(), upper.clone(), snapshot).map(Ok),
+            ));
+        }
+        for t in &v.tables {
+            let m = t.table.meta();
+            let below = match &lower {
+                Bound::Included(k) => m.max_key < *k,
+                Bound::Excluded(k) => m.max_key <= *k,
+                Bound::Unbounded => false,
+            };
+            let above = match &upper {
+                Bound::Included(k) => m.min_key > *k,
+                Bound::Excluded(k) => m.min_key >= *k,
+                Bound::Unbounded => false,
+            };
+            if below || above {
+                continue;
+            }
+            sources.push(Box::new(t.table.iter(lower.clone(), upper.clone())));
+        }
+        Ok(ScanIter {
+            _version: v,
+            merge: MergeIter::new(sources),
+        })
+    }
+
+    /// Flushes the memtable(s) of one keyspace (or all) to SSTables and waits until done.
+    pub fn flush(&self, keyspace: Option<&str>) -> Result<()> {
+        let inner = &self.inner;
+        inner.check_open()?;
+        let targets: Vec<Arc<Keyspace>> = match keyspace {
+            Some(name) => vec![self.keyspace(name)?],
+            None => inner.keyspaces.read().values().cloned().collect(),
+        };
+        let mut waiting: Vec<(Arc<Keyspace>, u64)> = Vec::new();
+        {
+            let mut w = inner.write.lock();
+            for ks in &targets {
+                inner.rotate_locked(&mut w, ks);
+                for m in &ks.version().immutable {
+                    waiting.push((ks.clone(), m.id));
+                }
+            }
+        }
+        inner.wait_flushed(&waiting)
+    }
+
+    /// Runs a major compaction of `keyspace` (every table, per the strategy) and waits.
+    pub fn compact(&self, keyspace: &str) -> Result<()> {
+        let inner = &self.inner;
+        inner.check_open()?;
+        self.keyspace(keyspace)?;
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        inner
+            .compaction_requests
+            .lock()
+            .push(background::MajorRequest {
+                keyspace: keyspace.into(),
+                reply: tx,
+            });
+        inner.compaction_wake.notify();
+        rx.recv().map_err(|_| Error::Closed)?
+    }
+
+    /// A snapshot of the engine's statistics.
+    pub fn stats(&self) -> EngineStats {
+        let inner = &self.inner;
+        let c = &inner.counters;
+        let ld = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        let mut keyspaces = BTreeMap::new();
+        for (name, ks) in inner.keyspaces.read().iter() {
+            let v = ks.version();
+            let mut s = KeyspaceStats {
+                memtable_bytes: v.memtables().map(|m| m.size_bytes()).sum(),
+                memtables_awaiting_flush: v.immutable.len() as u64,
+                sstable_count: v.tables.len() as u64,
+                ..KeyspaceStats::default()
+            };
+            for t in &v.tables {
+                let m = t.table.meta();
+                s.sstable_bytes += m.size_bytes;
+                s.index_bytes += m.index_bytes;
+                s.bloom_bytes += m.bloom_bytes;
+                s.sstable_memory_bytes += t.table.memory_bytes();
+                s.sstable_entries += m.entry_count;
+                s.sstable_tombstones += m.tombstone_count;
+                let l = t.level as usize;
+                if s.sstables_per_level.len() <= l {
+                    s.sstables_per_level.resize(l + 1, 0);
+                }
+                s.sstables_per_level[l] += 1;
+            }
+            keyspaces.insert(name.clone(), s);
+        }
+        let commitlog_bytes = ld(&inner.log.stats.bytes_written);
+        let sstable_bytes = ld(&c.sstable_bytes_written);
+        EngineStats {
+            keyspaces,
+            user_bytes_written: ld(&c.user_bytes_written),
+            disk_bytes_written: commitlog_bytes + sstable_bytes + ld(&c.manifest_bytes_written),
+            commitlog_bytes_written: commitlog_bytes,
+            sstable_bytes_written: sstable_bytes,
+            commitlog_segments: inner.log.segment_count(),
+            commitlog_syncs: ld(&inner.log.stats.syncs),
+            commitlog_segments_deleted: ld(&inner.log.stats.segments_deleted),
+            write_stalls: ld(&c.write_stalls),
+            write_stall_ms: ld(&c.write_stall_ms),
+            flushes: ld(&c.flushes),
+            flush_errors: ld(&c.flush_errors),
+            compactions: ld(&c.compactions),
+            compaction_errors: ld(&c.compaction_errors),
+            compaction_bytes_read: ld(&c.compaction_bytes_read),
+            compaction_bytes_written: ld(&c.compaction_bytes_written),
+            tombstones_purged: ld(&c.tombstones_purged),
+            expired_converted: ld(&c.expired_converted),
+            replayed_records: ld(&c.replayed_records),
+            replay_torn_tails: ld(&c.replay_torn_tails),
+            memtable_bytes_total: ld(&c.memtable_bytes),
+            block_cache: inner.cache.stats(),
+            sstable_reads: inner.read_stats.snapshot(),
+            poisoned: inner.poison.reason(),
+            last_background_error: inner.last_error.lock().clone(),
+        }
+    }
+
+    /// Commit-log positions (bytes appended since open, and bytes fsynced), for tests and
+    /// monitoring of the periodic-sync loss window.
+    pub fn commitlog_positions(&self) -> (u64, u64) {
+        (self.inner.log.written_pos(), self.inner.log.synced_pos())
+    }
+
+    /// Stops cleanly without flushing: syncs the commit log (so a clean stop loses nothing
+    /// in any sync mode), stops the background threads. Later calls return `Closed`.
+    /// Idempotent; also run on drop.
+    pub fn close(&self) -> Result<()> {
+        let inner = &self.inner;
+        let first = !inner.closed.swap(true, Ordering::SeqCst);
+        let sync = if first && !inner.poison.is_poisoned() {
+            // Take the write lock so no append is in flight, then sync everything.
+            let _w = inner.write.lock();
+            inner.log.sync_all()
+        } else {
+            Ok(())
+        };
+        inner.shutdown.store(true, Ordering::SeqCst);
+        inner.flush_wake.notify();
+        inner.flush_done.notify();
+        inner.compaction_wake.notify();
+        inner.sync_wake.notify();
+        let handles: Vec<JoinHandle<()>> = std::mem::take(&mut *self.workers.lock());
+        for h in handles {
+            let _ = h.join();
+        }
+        // Fail any major compaction still queued.
+        for r in inner.compaction_requests.lock().drain(..) {
+            let _ = r.reply.send(Err(Error::Closed));
+        }
+        sync
+    }
+}
+
+impl Drop for Engine {
+    fn drop(&mut self) {
+        if let Err(e) = self.close() {
+            tracing::warn!(error = %e, "error closing storage engine");
+        }
+    }
+}
+
+fn newer(best: Option<Cell>, c: Cell) -> Cell {
+    match best {
+        Some(b) if b.supersedes(&c) => b,
+        _ => c,
+    }
+}
+
+/// Deletes what no manifest entry names: keyspace directories of dropped keyspaces and files
+/// in live keyspace directories that are not live tables (temp files of interrupted flushes
+/// or compactions, outputs written but never installed).
+fn remove_orphans(dir: &Path, m: &Manifest) -> Result<()> {
+    let live_dirs: BTreeSet<PathBuf> = m
+        .keyspaces
+        .iter()
+        .map(|k| keyspace_dir(dir, k.id))
+        .collect();
+    for e in std::fs::read_dir(dir).map_err(|e| Error::io(dir, e))? {
+        let e = e.map_err(|e| Error::io(dir, e))?;
+        let p = e.path();
+        let name = e.file_name().to_string_lossy().into_owned();
+        if name.starts_with("ks-") && p.is_dir() && !live_dirs.contains(&p) {
+            tracing::warn!(dir = %p.display(), "removing directory of a dropped keyspace");
+            std::fs::remove_dir_all(&p).map_err(|e| Error::io(&p, e))?;
+        }
+    }
+    for ks in &m.keyspaces {
+        let kdir = keyspace_dir(dir, ks.id);
+        let live: BTreeSet<PathBuf> = ks
+            .tables
+            .iter()
+            .map(|t| sstable_path(&kdir, t.id))
+            .collect();
+        for e in std::fs::read_dir(&kdir).map_err(|e| Error::io(&kdir, e))? {
+            let e = e.map_err(|e| Error::io(&kdir, e))?;
+            let p = e.path();
+            if p.is_file() && !live.contains(&p) {
+                tracing::info!(file = %p.display(), "removing file not in the manifest (interrupted flush or compaction)");
+                std::fs::remove_file(&p).map_err(|e| Error::io(&p, e))?;
+            }
+        }
+    }
+    Ok(())
+}
+
+impl Inner {
+    pub fn keyspace(&self, name: &str) -> Result<Arc<Keyspace>> {
+        self.keyspaces
+            .read()
+            .get(name)
+            .cloned()
+            .ok_or_else(|| Error::NoSuchKeyspace(name.into()))
+    }
+
+    fn check_open(&self) -> Result<()> {
+        if self.closed.load(Ordering::SeqCst) {
+            Err(Error::Closed)
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Persists `m` as the manifest; a failure poisons the engine (the manifest on disk may
+    /// be either version, so nothing more may be built on it).
+    pub fn store_manifest(&self, m: &Manifest) -> Result<()> {
+        self.poison.check()?;
+        match m.store(&self.config.dir, &*self.config.fs) {
+            Ok(n) => {
+                self.counters
+                    .manifest_bytes_written
+                    .fetch_add(n, Ordering::Relaxed);
+                Ok(())
+            }
+            Err(e) => {
+                self.poison.poison(format!("manifest update failed: {e}"));
+                Err(e)
+            }
+        }
+    }
+
+    /// Makes the active memtable of `ks` immutable (queued for flush) if it holds anything.
+    /// Called with the write lock held, so no batch is mid-insert into it.
+    pub fn rotate_locked(&self, w: &mut WriteState, ks: &Keyspace) {
+        let mut st = ks.state.write();
+        if st.active.is_empty() {
+            return;
+        }
+        w.next_memtable_id += 1;
+        let mut v = (**st).clone();
+        let old = std::mem::replace(&mut v.active, Arc::new(Memtable::new(w.next_memtable_id)));
+        v.immutable.push(old);
+        *st = Arc::new(v);
+        drop(st);
+        // Start a fresh commit-log segment too, so that once this memtable is flushed the
+        // segments holding its data hold nothing else of it and can be deleted (otherwise the
+        // active segment would be replayed needlessly after a restart). A failure here has
+        // poisoned the engine; the next write reports it.
+        if let Err(e) = self.log.rotate_now() {
+            tracing::error!(error = %e, "commit-log rotation failed");
+        }
+    }
+
+    /// Deletes commit-log segments whose data is all in SSTables. Called with the write lock
+    /// held: a batch appended but not yet in a memtable would otherwise be invisible here.
+    pub fn release_segments_locked(&self) {
+        let mut min = self.log.active_segment();
+        for ks in self.keyspaces.read().values() {
+            for m in ks.version().memtables() {
+                if let Some(s) = m.first_segment() {
+                    min = min.min(s);
+                }
+            }
+        }
+        self.log.release_below(min);
+    }
+
+    /// Stalls the caller while memtables exceed their total budget (flushes falling behind),
+    /// counting the stall. Fails after [`MAX_WRITE_STALL_MS`].
+    fn maybe_stall(&self) -> Result<()> {
+        let max = self.config.memtable_total_bytes_max;
+        if self.counters.memtable_bytes.load(Ordering::Acquire) <= max {
+            return Ok(());
+        }
+        let start = Instant::now();
+        self.counters.write_stalls.fetch_add(1, Ordering::Relaxed);
+        let result = loop {
+            if self.counters.memtable_bytes.load(Ordering::Acquire) <= max {
+                break Ok(());
+            }
+            self.poison.check()?;
+            self.check_open()?;
+            if start.elapsed() > Duration::from_millis(MAX_WRITE_STALL_MS) {
+                break Err(Error::io(
+                    &self.config.dir,
+                    std::io::Error::new(
+                        std::io::ErrorKind::TimedOut,
+                        format!(
+                            "write stalled {MAX_WRITE_STALL_MS} ms: memtables over memtable_total_bytes_max and flushes are not keeping up (last error: {})",
+                            self.last_error.lock().as_deref().unwrap_or("none")
+                        ),
+                    ),
+                ));
+            }
+            let seen = self.flush_done.generation();
+            // Make sure something is queued: if nothing awaits flush, the budget is held by
+            // active memtables (many keyspaces), so rotate the largest.
+            {
+                let mut w = self.write.lock();
+                let list: Vec<Arc<Keyspace>> = self.keyspaces.read().values().cloned().collect();
+                if list.iter().all(|k| k.version().immutable.is_empty())
+                    && let Some(big) = list.iter().max_by_key(|k| k.version().active.size_bytes())
+                {
+                    self.rotate_locked(&mut w, big);
+                }
+            }
+            self.flush_wake.notify();
+            self.flush_done.wait_after(seen, Duration::from_millis(50));
+        };
+        self.counters
+            .write_stall_ms
+            .fetch_add(start.elapsed().as_millis() as u64, Ordering::Relaxed);
+        result
+    }
+
+    /// Waits until the given memtables are flushed (or their keyspace dropped). Fails if a
+    /// flush fails meanwhile, or the engine closes or is poisoned.
+    fn wait_flushed(&self, waiting: &[(Arc<Keyspace>, u64)]) -> Result<()> {
+        let errors_before = self.counters.flush_errors.load(Ordering::Acquire);
+        loop {
+            let seen = self.flush_done.generation();
+            let pending = waiting.iter().any(|(ks, id)| {
+                !ks.dropped.load(Ordering::SeqCst)
+                    && ks.version().immutable.iter().any(|m| m.id == *id)
+            });
+            if !pending {
+                return Ok(());
+            }
+            self.poison.check()?;
+            self.check_open()?;
+            if self.counters.flush_errors.load(Ordering::Acquire) != errors_before {
+                let why = self.last_error.lock().clone().unwrap_or_default();
+                return Err(Error::io(
+                    &self.config.dir,
+                    std::io::Error::other(format!("flush failed: {why}")),
+                ));
+            }
+            self.flush_wake.notify();
+            self.flush_done.wait_after(seen, Duration::from_millis(100));
+        }
+    }
+
+    pub fn record_error(&self, what: &str, e: &Error) {
+        let msg = format!("{what}: {e}");
+        tracing::error!(error = %msg, "background error");
+        *self.last_error.lock() = Some(msg);
+    }
+}
+
+/// Re-exported for tests and the table set of a version.
+pub(crate) fn table_records(tables: &[TableHandle]) -> Vec<TableRecord> {
+    tables
+        .iter()
+        .map(|t| TableRecord {
+            id: t.table.meta().id,
+            level: t.level,
+        })
+        .collect()
+}

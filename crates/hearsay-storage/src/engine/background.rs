@@ -1,0 +1,431 @@
+//! The engine's named background workers: `hearsay-flush` (memtables → SSTables),
+//! `hearsay-compaction` (strategy-chosen merges, rate-limited) and, in periodic sync mode,
+//! `hearsay-commitlog-sync`. Each checks the shutdown flag at least every second.
+
+use super::{Inner, Keyspace, TableHandle, Version, table_records};
+use crate::cell::{Cell, CellKey};
+use crate::compaction::{self, CompactionTask};
+use crate::config::SyncMode;
+use crate::engine::merge::{MergeIter, Source};
+use crate::error::{Error, Result};
+use crate::memtable::{Memtable, MemtableIter};
+use crate::sstable::{Sstable, SstableMeta, SstableOptions, SstableWriter};
+use std::ops::Bound;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+/// How often idle workers re-check for work and shutdown.
+const IDLE_POLL_MS: u64 = 1_000;
+
+/// A caller of `Engine::compact` waiting for its major compaction.
+pub(crate) struct MajorRequest {
+    pub keyspace: String,
+    pub reply: std::sync::mpsc::SyncSender<Result<()>>,
+}
+
+pub(crate) fn start(inner: &Arc<Inner>) -> Result<Vec<JoinHandle<()>>> {
+    let mut handles = Vec::new();
+    let spawn = |name: &str, f: fn(Arc<Inner>), inner: Arc<Inner>| {
+        std::thread::Builder::new()
+            .name(name.into())
+            .spawn(move || f(inner))
+            .map_err(|e| Error::io(name.to_string(), e))
+    };
+    handles.push(spawn("hearsay-flush", flush_loop, inner.clone())?);
+    handles.push(spawn("hearsay-compaction", compaction_loop, inner.clone())?);
+    if let SyncMode::Periodic { .. } = inner.config.sync_mode {
+        handles.push(spawn("hearsay-commitlog-sync", sync_loop, inner.clone())?);
+    }
+    Ok(handles)
+}
+
+fn stopping(inner: &Inner) -> bool {
+    inner.shutdown.load(Ordering::SeqCst)
+}
+
+/// Periodic mode: fsync whatever was appended since the last sync, every interval.
+fn sync_loop(inner: Arc<Inner>) {
+    let SyncMode::Periodic { interval_ms } = inner.config.sync_mode else {
+        return;
+    };
+    let interval = Duration::from_millis(interval_ms);
+    let mut next = Instant::now() + interval;
+    while !stopping(&inner) {
+        let now = Instant::now();
+        if now < next {
+            let seen = inner.sync_wake.generation();
+            inner.sync_wake.wait_after(seen, next - now);
+            continue;
+        }
+        next = now + interval;
+        let pos = inner.log.written_pos();
+        if pos > inner.log.synced_pos()
+            && let Err(e) = inner.log.sync_to(pos)
+        {
+            // sync_to has poisoned the engine; nothing more to do here.
+            tracing::error!(error = %e, "periodic commit-log sync failed");
+        }
+    }
+}
+
+fn flush_loop(inner: Arc<Inner>) {
+    while !stopping(&inner) {
+        let seen = inner.flush_wake.generation();
+        let work: Option<(Arc<Keyspace>, Arc<Memtable>)> =
+            inner.keyspaces.read().values().find_map(|ks| {
+                ks.version()
+                    .immutable
+                    .first()
+                    .map(|m| (ks.clone(), m.clone()))
+            });
+        match work {
+            Some((ks, mem)) => {
+                if let Err(e) = flush_memtable(&inner, &ks, &mem) {
+                    inner.counters.flush_errors.fetch_add(1, Ordering::AcqRel);
+                    inner.record_error(&format!("flush of keyspace '{}'", ks.name), &e);
+                    inner.flush_done.notify();
+                    let s = inner.shutdown_wait_gen();
+                    inner
+                        .flush_wake
+                        .wait_after(s, Duration::from_millis(super::BACKGROUND_RETRY_MS));
+                } else {
+                    inner.flush_done.notify();
+                    inner.compaction_wake.notify();
+                }
+            }
+            None => inner
+                .flush_wake
+                .wait_after(seen, Duration::from_millis(IDLE_POLL_MS)),
+        }
+    }
+}
+
+impl Inner {
+    fn shutdown_wait_gen(&self) -> u64 {
+        self.flush_wake.generation()
+    }
+
+    fn sstable_options(&self, ks: &Keyspace) -> SstableOptions {
+        SstableOptions {
+            block_size_bytes: self.config.sstable_block_size_bytes,
+            compression: ks.options.compression,
+            bloom_bits_per_key: self.config.bloom_bits_per_key,
+            ..SstableOptions::default()
+        }
+    }
+
+    /// Allocates a table id (persisted with the next manifest update; an id used by a file
+    /// that never made it into the manifest is cleaned up on open before reuse).
+    fn next_table_id(&self) -> u64 {
+        let mut m = self.manifest.lock();
+        let id = m.next_table_id;
+        m.next_table_id += 1;
+        id
+    }
+
+    /// Replaces `remove` tables by `add` in the keyspace, in the manifest first (durably),
+    /// then in memory. Returns false (and installs nothing) if the keyspace was dropped.
+    fn install(
+        &self,
+        ks: &Keyspace,
+        remove_tables: &[u64],
+        remove_memtable: Option<u64>,
+        add: Vec<TableHandle>,
+    ) -> Result<bool> {
+        let mut m = self.manifest.lock();
+        if ks.dropped.load(Ordering::SeqCst) || m.keyspace(ks.id).is_none() {
+            return Ok(false);
+        }
+        let mut st = ks.state.write();
+        let mut v: Version = (**st).clone();
+        v.tables
+            .retain(|t| !remove_tables.contains(&t.table.meta().id));
+        v.tables.extend(add);
+        if let Some(mid) = remove_memtable {
+            v.immutable.retain(|mm| mm.id != mid);
+        }
+        let mut next = m.clone();
+        if let Some(rec) = next.keyspace_mut(ks.id) {
+            rec.tables = table_records(&v.tables);
+        }
+        self.store_manifest(&next)?;
+        *m = next;
+        let old = std::mem::replace(&mut *st, Arc::new(v));
+        for t in &old.tables {
+            if remove_tables.contains(&t.table.meta().id) {
+                t.table.mark_obsolete();
+            }
+        }
+        Ok(true)
+    }
+}
+
+fn flush_memtable(inner: &Arc<Inner>, ks: &Arc<Keyspace>, mem: &Arc<Memtable>) -> Result<()> {
+    let mut added = Vec::new();
+    if !mem.is_empty() {
+        let id = inner.next_table_id();
+        let opts = inner.sstable_options(ks);
+        let mut w = SstableWriter::create(
+            &ks.dir,
+            id,
+            &opts,
+            inner.config.fs.clone(),
+            mem.entry_count() as usize,
+        )?;
+        for (k, c) in MemtableIter::new(mem.clone(), Bound::Unbounded, Bound::Unbounded, u64::MAX) {
+            if let Err(e) = w.add(&k, &c) {
+                w.abandon();
+                return Err(e);
+            }
+        }
+        let meta = w.finish()?;
+        inner
+            .counters
+            .sstable_bytes_written
+            .fetch_add(meta.size_bytes, Ordering::Relaxed);
+        let table = Sstable::open(&ks.dir, id, inner.cache.clone(), inner.read_stats.clone())?;
+        added.push(TableHandle { table, level: 0 });
+    }
+    let installed = inner.install(ks, &[], Some(mem.id), added.clone())?;
+    if !installed {
+        for t in added {
+            t.table.mark_obsolete();
+        }
+        return Ok(());
+    }
+    inner
+        .counters
+        .memtable_bytes
+        .fetch_sub(mem.size_bytes(), Ordering::AcqRel);
+    inner.counters.flushes.fetch_add(1, Ordering::Relaxed);
+    let _w = inner.write.lock();
+    inner.release_segments_locked();
+    Ok(())
+}
+
+fn compaction_loop(inner: Arc<Inner>) {
+    while !stopping(&inner) {
+        let seen = inner.compaction_wake.generation();
+        let request = {
+            let mut q = inner.compaction_requests.lock();
+            if q.is_empty() {
+                None
+            } else {
+                Some(q.remove(0))
+            }
+        };
+        if let Some(r) = request {
+            let result = run_major(&inner, &r.keyspace);
+            if let Err(e) = &result {
+                inner.record_error(&format!("major compaction of '{}'", r.keyspace), e);
+            }
+            let _ = r.reply.send(result);
+            continue;
+        }
+        let now_ms = inner.config.clock.wall_millis();
+        let work = inner.keyspaces.read().values().find_map(|ks| {
+            let infos: Vec<_> = ks.version().tables.iter().map(|t| t.info()).collect();
+            compaction::pick(&ks.options.compaction, &infos, now_ms).map(|t| (ks.clone(), t))
+        });
+        match work {
+            Some((ks, task)) => {
+                if let Err(e) = run_compaction(&inner, &ks, &task) {
+                    inner
+                        .counters
+                        .compaction_errors
+                        .fetch_add(1, Ordering::Relaxed);
+                    inner.record_error(&format!("compaction of '{}'", ks.name), &e);
+                    let s = inner.compaction_wake.generation();
+                    inner
+                        .compaction_wake
+                        .wait_after(s, Duration::from_millis(super::BACKGROUND_RETRY_MS));
+                }
+            }
+            None => inner
+                .compaction_wake
+                .wait_after(seen, Duration::from_millis(IDLE_POLL_MS)),
+        }
+    }
+}
+
+fn run_major(inner: &Arc<Inner>, keyspace: &str) -> Result<()> {
+    inner.poison.check()?;
+    let ks = inner.keyspace(keyspace)?;
+    let infos: Vec<_> = ks.version().tables.iter().map(|t| t.info()).collect();
+    for task in compaction::major(&ks.options.compaction, &infos) {
+        run_compaction(inner, &ks, &task)?;
+    }
+    Ok(())
+}
+
+/// Token-bucket-ish limiter: sleeps so that bytes written since `start` do not exceed the rate.
+struct RateLimiter {
+    bytes_per_sec: u64,
+    start: Instant,
+    bytes: u64,
+}
+
+impl RateLimiter {
+    fn wrote(&mut self, n: u64, inner: &Inner) {
+        if self.bytes_per_sec == 0 {
+            return;
+        }
+        self.bytes += n;
+        let due = Duration::from_secs_f64(self.bytes as f64 / self.bytes_per_sec as f64);
+        let elapsed = self.start.elapsed();
+        if due > elapsed && !stopping(inner) {
+            // Sleep in short steps so shutdown is not held up.
+            std::thread::sleep((due - elapsed).min(Duration::from_millis(100)));
+        }
+    }
+}
+
+/// Could a table or memtable outside the compaction hold an older version of `key` than
+/// `ts`? If so, a tombstone for it must be kept: dropping it would resurrect that version.
+fn shadows_something(
+    key: &CellKey,
+    cell: &Cell,
+    others: &[TableHandle],
+    mems: &[Arc<Memtable>],
+) -> bool {
+    others.iter().any(|t| {
+        let m = t.table.meta();
+        m.min_key <= *key && *key <= m.max_key && m.min_timestamp <= cell.timestamp
+    }) || mems
+        .iter()
+        .any(|m| m.min_timestamp() <= cell.timestamp.0 && m.get(key).is_some())
+}
+
+fn run_compaction(inner: &Arc<Inner>, ks: &Arc<Keyspace>, task: &CompactionTask) -> Result<()> {
+    inner.poison.check()?;
+    let v = ks.version();
+    let inputs: Vec<TableHandle> = v
+        .tables
+        .iter()
+        .filter(|t| task.inputs.contains(&t.table.meta().id))
+        .cloned()
+        .collect();
+    if inputs.len() != task.inputs.len() || inputs.is_empty() {
+        return Ok(()); // The table set changed under us; the next pick re-plans.
+    }
+    let now_ms = inner.config.clock.wall_millis();
+    let gc_grace_ms = ks.options.gc_grace_ms;
+    let sources: Vec<Source> = inputs
+        .iter()
+        .map(|t| {
+            Box::new(
+                t.table
+                    .iter_for_compaction(Bound::Unbounded, Bound::Unbounded),
+            ) as Source
+        })
+        .collect();
+    let merged = MergeIter::new(sources);
+    // What could hold older versions of a purgeable tombstone's key: the other tables and
+    // every memtable as of now. Tables flushed while we run come from these memtables, which
+    // we keep and query live, so nothing present at the start is missed.
+    let others: Vec<TableHandle> = v
+        .tables
+        .iter()
+        .filter(|t| !task.inputs.contains(&t.table.meta().id))
+        .cloned()
+        .collect();
+    let mems: Vec<Arc<Memtable>> = v.memtables().cloned().collect();
+    let expected: u64 = inputs.iter().map(|t| t.table.meta().entry_count).sum();
+    let bytes_in: u64 = inputs.iter().map(|t| t.table.meta().size_bytes).sum();
+    let opts = inner.sstable_options(ks);
+    let mut limiter = RateLimiter {
+        bytes_per_sec: inner.config.compaction_bytes_per_sec,
+        start: Instant::now(),
+        bytes: 0,
+    };
+    let mut outputs: Vec<SstableMeta> = Vec::new();
+    let mut writer: Option<SstableWriter> = None;
+    let mut purged = 0u64;
+    let mut converted = 0u64;
+    let result = (|| -> Result<()> {
+        for item in merged {
+            if stopping(inner) {
+                return Err(Error::Closed);
+            }
+            let (key, mut cell) = item?;
+            if cell.is_expired(now_ms) {
+                // An expired value reads as a delete: keep it as a tombstone whose deletion
+                // time is the expiry, so gc_grace counts from then.
+                cell.value = None;
+                converted += 1;
+            }
+            if cell.is_tombstone()
+                && cell.deletion_time_ms().saturating_add(gc_grace_ms) <= now_ms
+                && !shadows_something(&key, &cell, &others, &mems)
+            {
+                purged += 1;
+                continue;
+            }
+            if writer.is_none() {
+                let id = inner.next_table_id();
+                writer = Some(SstableWriter::create(
+                    &ks.dir,
+                    id,
+                    &opts,
+                    inner.config.fs.clone(),
+                    expected as usize,
+                )?);
+            }
+            if let Some(w) = writer.as_mut() {
+                let before = w.bytes_written();
+                w.add(&key, &cell)?;
+                let after = w.bytes_written();
+                limiter.wrote(after.saturating_sub(before), inner);
+                if task.max_output_bytes.is_some_and(|max| after >= max)
+                    && let Some(w) = writer.take()
+                {
+                    outputs.push(w.finish()?);
+                }
+            }
+        }
+        if let Some(w) = writer.take() {
+            outputs.push(w.finish()?);
+        }
+        Ok(())
+    })();
+    if let Err(e) = result {
+        if let Some(w) = writer.take() {
+            w.abandon();
+        }
+        for m in &outputs {
+            let _ = std::fs::remove_file(crate::sstable::sstable_path(&ks.dir, m.id));
+        }
+        return Err(e);
+    }
+    let mut added = Vec::with_capacity(outputs.len());
+    let mut bytes_out = 0;
+    for m in &outputs {
+        bytes_out += m.size_bytes;
+        let table = Sstable::open(&ks.dir, m.id, inner.cache.clone(), inner.read_stats.clone())?;
+        added.push(TableHandle {
+            table,
+            level: task.output_level,
+        });
+    }
+    let installed = inner.install(ks, &task.inputs, None, added.clone())?;
+    if !installed {
+        for t in added {
+            t.table.mark_obsolete();
+        }
+        return Ok(());
+    }
+    let c = &inner.counters;
+    c.compactions.fetch_add(1, Ordering::Relaxed);
+    c.compaction_bytes_read
+        .fetch_add(bytes_in, Ordering::Relaxed);
+    c.compaction_bytes_written
+        .fetch_add(bytes_out, Ordering::Relaxed);
+    c.sstable_bytes_written
+        .fetch_add(bytes_out, Ordering::Relaxed);
+    c.tombstones_purged.fetch_add(purged, Ordering::Relaxed);
+    c.expired_converted.fetch_add(converted, Ordering::Relaxed);
+    tracing::debug!(keyspace = %ks.name, reason = task.reason, inputs = task.inputs.len(), outputs = outputs.len(), purged, "compaction done");
+    Ok(())
+}
