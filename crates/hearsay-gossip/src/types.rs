@@ -51,6 +51,7 @@ impl MemberStatus {
 
 /// Whether a member is reachable, as this node sees it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "UPPERCASE")]
 pub enum Liveness {
     /// No valid suspicion.
     Up,
