@@ -216,3 +216,75 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<BenchReport> {
     args.validate().context("invalid bench arguments")?;
     runner::run(args).await
 }
+
+/// [`run`] on a fresh multi-threaded tokio runtime, for a caller without one (the `hearsay`
+/// binary's `main` is synchronous).
+pub fn run_blocking(args: BenchArgs) -> anyhow::Result<BenchReport> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the tokio runtime")?
+        .block_on(run(args))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Debug, Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: BenchArgs,
+    }
+
+    fn parse(extra: &[&str]) -> anyhow::Result<BenchArgs> {
+        let mut v = vec!["bench"];
+        v.extend_from_slice(extra);
+        Ok(Cli::try_parse_from(v)?.args)
+    }
+
+    #[test]
+    fn defaults_are_valid_and_ycsb_like() {
+        let a = parse(&[]).expect("defaults parse");
+        a.validate().expect("defaults valid");
+        assert_eq!(a.hosts, vec!["127.0.0.1:7379".to_string()]);
+        assert_eq!(a.workload, Workload::A);
+        assert_eq!(a.distribution, Distribution::Zipfian);
+        assert_eq!(a.run_duration(), Some(Duration::from_secs(10)));
+        let a = parse(&["--operations", "5"]).expect("parse");
+        assert_eq!(
+            a.run_duration(),
+            None,
+            "--operations alone is not time-bound"
+        );
+        let a = parse(&["--hosts", "a:1,b:2", "--consistency", "quorum"]).expect("parse");
+        assert_eq!(a.hosts, vec!["a:1".to_string(), "b:2".to_string()]);
+        assert_eq!(a.consistency, Some(ConsistencyLevel::Quorum));
+        assert!(parse(&["--consistency", "MOST"]).is_err());
+    }
+
+    #[test]
+    fn contradictions_are_rejected() {
+        for bad in [
+            &["--concurrency", "0"][..],
+            &["--pipeline", "0"],
+            &["--concurrency", "2000", "--pipeline", "1000"],
+            &["--value-size", "16"],
+            &["--value-size", "20000000"],
+            &["--record-count", "0"],
+            &["--duration", "0"],
+            &["--operations", "0"],
+            &["--warmup=-1"],
+            &["--timeout-ms", "0"],
+            &["--workload", "b", "--update-proportion", "0.5"],
+            &["--workload", "custom"],
+            &["--hosts", ""],
+        ] {
+            let a = parse(bad).expect("parses");
+            assert!(a.validate().is_err(), "{bad:?} accepted");
+        }
+        let custom = parse(&["--workload", "custom", "--rmw-proportion", "1"]).expect("parse");
+        assert_eq!(custom.mix().expect("mix").read_modify_write, 1.0);
+    }
+}
