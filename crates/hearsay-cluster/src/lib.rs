@@ -19,3 +19,4 @@
 
 pub mod rpc;
 pub mod coordinator;
+pub mod hints;
