@@ -298,6 +298,11 @@ fn failed_fsync_propagates_as_io_error() -> anyhow::Result<()> {
         !sstable_path(dir.path(), 1).exists(),
         "not renamed into place"
     );
+    assert_eq!(
+        std::fs::read_dir(dir.path())?.count(),
+        0,
+        "the temp file is removed"
+    );
     Ok(())
 }
 

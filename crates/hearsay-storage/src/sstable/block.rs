@@ -364,6 +364,30 @@ mod tests {
         }
     }
 
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig { cases: 256, ..Default::default() })]
+
+        /// The block decoder as a fuzz target: arbitrary bytes parse, scan and seek to an
+        /// error or to entries, never to a panic or an endless loop.
+        #[test]
+        fn arbitrary_bytes_never_panic(
+            data in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..300),
+            target in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..12),
+        ) {
+            if let Ok(b) = Block::parse(Bytes::from(data.clone())) {
+                let mut c = Cursor::default();
+                let mut steps = 0;
+                while let Ok(Some(e)) = b.next_entry(&mut c) {
+                    let _ = b.cell(&e);
+                    steps += 1;
+                    proptest::prop_assert!(steps <= data.len(), "entries consume bytes");
+                }
+                let _ = b.seek(&mut c, &[0x80, 0, 0, 0, 0, 0, 0, 0], &target);
+                let _ = b.next_entry(&mut c);
+            }
+        }
+    }
+
     #[test]
     fn malformed_blocks_are_errors() {
         assert!(Block::parse(Bytes::from_static(&[1, 2])).is_err());
