@@ -158,6 +158,20 @@ async fn round_trip_over_loopback() {
     assert_eq!(s.requests, 2);
     assert_eq!(s.pings, 1);
     assert_eq!(s.responses_ok, 2);
+    // The server counts per authenticated client node too.
+    let client_node = common::identity(2, "", "").node_id;
+    let per_node = &s.peers[&client_node];
+    assert_eq!(
+        (
+            per_node.connections,
+            per_node.requests,
+            per_node.responses_ok
+        ),
+        (1, 2, 2)
+    );
+    assert_eq!(per_node.running, 0);
+    assert!(per_node.bytes_in > 0 && per_node.bytes_out > 0);
+    assert_eq!(s.peers.len(), 1);
     // Both sides saw the other's clock.
     assert!(cli.context().clocks.skew_us(pong.node).is_some());
 }
@@ -179,6 +193,8 @@ async fn many_concurrent_requests_multiplex_on_one_connection_and_complete_out_o
     })
     .await;
     assert_eq!(cli.peer_stats(addr).unwrap().in_flight, N);
+    let client_node = common::identity(2, "", "").node_id;
+    assert_eq!(srv.stats().snapshot().peers[&client_node].running, N);
     // Release in reverse order of sending; each answer must arrive before the next release,
     // so completion order is exactly the reverse of request order.
     for id in (0..N).rev() {

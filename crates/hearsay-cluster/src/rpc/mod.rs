@@ -50,6 +50,7 @@ pub use message::{
 };
 pub use server::RpcServer;
 pub use stats::{
-    PeerClock, PeerClocks, PeerStats, PeerStatsSnapshot, ServerStats, ServerStatsSnapshot,
+    PeerClock, PeerClocks, PeerStats, PeerStatsSnapshot, ServerPeerStats, ServerPeerStatsSnapshot,
+    ServerStats, ServerStatsSnapshot,
 };
 pub use transport::{MemNetwork, Transport};

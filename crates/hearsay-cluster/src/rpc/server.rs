@@ -11,7 +11,7 @@ use super::handshake::{HandshakeMsg, ServerHandshake, ServerStep};
 use super::message::{
     BoxFuture, Ping, Pong, Registry, RemoteError, RemoteErrorCode, RequestContext,
 };
-use super::stats::ServerStats;
+use super::stats::{ServerPeerStats, ServerStats};
 use super::transport::{BoxedRead, BoxedWrite, Listener, TcpListener};
 use bytes::Bytes;
 use hearsay_types::{NodeId, Timestamp};
@@ -232,9 +232,18 @@ async fn serve_connection(
     let state = Arc::new(ConnState::new(token));
     let (tx, rx) = mpsc::channel::<Bytes>(ctx.config.write_queue_frames);
     spawn_writer(w, rx, state.clone());
-    let limiter = Arc::new(Semaphore::new(
-        ctx.config.max_concurrent_requests_per_connection,
-    ));
+    let peer_stats = stats.peer(client_id);
+    peer_stats.connections.fetch_add(1, Relaxed);
+    let link = Arc::new(Link {
+        shared: shared.clone(),
+        tx,
+        limiter: Arc::new(Semaphore::new(
+            ctx.config.max_concurrent_requests_per_connection,
+        )),
+        peer: peer_stats.clone(),
+        from: client_id,
+        peer_addr: peer,
+    });
     tracing::debug!(%peer, %client_id, "rpc connection established");
 
     let silence = Duration::from_millis(ctx.config.peer_silence_timeout_ms);
@@ -268,15 +277,18 @@ async fn serve_connection(
         stats
             .bytes_in
             .fetch_add(frame.encoded_len() as u64, Relaxed);
+        peer_stats
+            .bytes_in
+            .fetch_add(frame.encoded_len() as u64, Relaxed);
         ctx.observe(&clock, frame.hlc, &client_id);
         match frame.kind {
             FrameKind::Ping => {
                 stats.pings.fetch_add(1, Relaxed);
                 let pong = ctx.frame(FrameKind::Pong, frame.request_id, Bytes::new());
-                send(shared, &tx, &pong).await;
+                link.send(&pong).await;
             }
             FrameKind::Request => {
-                if let Err(reason) = dispatch(shared, &tx, &limiter, frame, client_id, peer) {
+                if let Err(reason) = dispatch(&link, frame) {
                     stats.frames_rejected.inc(RejectReason::Undecodable);
                     tracing::warn!(%peer, %client_id, %reason, "undecodable request; closing connection");
                     state.close(reason);
@@ -294,48 +306,107 @@ async fn serve_connection(
     tracing::debug!(%peer, %client_id, reason = %state.reason(), "rpc connection closed");
 }
 
-/// Starts one request. Fails only when the body does not decode (the connection must close);
-/// every other failure is answered with an `Error` frame.
-fn dispatch(
-    shared: &Arc<ServerShared>,
-    tx: &mpsc::Sender<Bytes>,
-    limiter: &Arc<Semaphore>,
-    frame: Frame,
+/// One authenticated connection, as its request tasks see it.
+struct Link {
+    shared: Arc<ServerShared>,
+    tx: mpsc::Sender<Bytes>,
+    limiter: Arc<Semaphore>,
+    peer: Arc<ServerPeerStats>,
     from: NodeId,
     peer_addr: SocketAddr,
-) -> Result<(), String> {
-    let stats = &shared.stats;
+}
+
+impl Link {
+    fn error_frame(&self, id: u64, err: RemoteError) -> Frame {
+        self.shared.stats.responses_error.fetch_add(1, Relaxed);
+        self.peer.responses_error.fetch_add(1, Relaxed);
+        // A RemoteError is a code and a string; postcard cannot fail on it.
+        let body = postcard::to_allocvec(&err).unwrap_or_default();
+        self.shared
+            .ctx
+            .frame(FrameKind::Error, id, Bytes::from(body))
+    }
+
+    fn count_out(&self, len: u64) {
+        self.shared.stats.bytes_out.fetch_add(len, Relaxed);
+        self.peer.bytes_out.fetch_add(len, Relaxed);
+    }
+
+    /// Queues an error answer without blocking the reader; if the queue is full the peer is
+    /// not reading and the answer would be late anyway.
+    fn answer_error_now(&self, id: u64, err: RemoteError) {
+        let frame = self.error_frame(id, err);
+        if let Ok(bytes) = encode_to_bytes(&frame, self.shared.ctx.config.max_frame_bytes) {
+            let len = bytes.len() as u64;
+            if self.tx.try_send(bytes).is_ok() {
+                self.count_out(len);
+            }
+        }
+    }
+
+    async fn send(&self, frame: &Frame) {
+        match encode_to_bytes(frame, self.shared.ctx.config.max_frame_bytes) {
+            Ok(bytes) => {
+                let len = bytes.len() as u64;
+                if self.tx.send(bytes).await.is_ok() {
+                    self.count_out(len);
+                }
+            }
+            Err(e) => tracing::error!(error = %e, "cannot encode rpc answer"),
+        }
+    }
+}
+
+/// Decrements a peer's running-handler gauge when its task ends, however it ends.
+struct Running(Arc<ServerPeerStats>);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.0.running.fetch_sub(1, Relaxed);
+    }
+}
+
+/// Starts one request. Fails only when the body does not decode (the connection must close);
+/// every other failure is answered with an `Error` frame.
+fn dispatch(link: &Arc<Link>, frame: Frame) -> Result<(), String> {
+    let stats = &link.shared.stats;
     stats.requests.fetch_add(1, Relaxed);
+    link.peer.requests.fetch_add(1, Relaxed);
     let id = frame.request_id;
     if frame.deadline_ms == 0 {
         // The caller already gave up; nothing to answer.
         stats.deadline_dropped.fetch_add(1, Relaxed);
+        link.peer.deadline_dropped.fetch_add(1, Relaxed);
         return Ok(());
     }
-    let Some(reg) = shared.registry.handlers.get(&frame.method) else {
+    let Some(reg) = link.shared.registry.handlers.get(&frame.method) else {
         let err = RemoteError::new(
             RemoteErrorCode::UnknownMethod,
             format!("no handler for method {}", frame.method),
         );
-        spawn_error(shared, tx, id, err);
+        link.answer_error_now(id, err);
         return Ok(());
     };
-    let Ok(permit) = limiter.clone().try_acquire_owned() else {
+    let Ok(permit) = link.limiter.clone().try_acquire_owned() else {
         stats.overloaded.fetch_add(1, Relaxed);
+        link.peer.overloaded.fetch_add(1, Relaxed);
         let err = RemoteError::new(
             RemoteErrorCode::Overloaded,
             format!(
                 "{} requests already running on this connection (max_concurrent_requests_per_connection)",
-                shared.ctx.config.max_concurrent_requests_per_connection
+                link.shared
+                    .ctx
+                    .config
+                    .max_concurrent_requests_per_connection
             ),
         );
-        spawn_error(shared, tx, id, err);
+        link.answer_error_now(id, err);
         return Ok(());
     };
     let deadline = Instant::now() + Duration::from_millis(u64::from(frame.deadline_ms));
     let rctx = RequestContext {
-        from,
-        peer_addr,
+        from: link.from,
+        peer_addr: link.peer_addr,
         request_id: id,
         deadline,
     };
@@ -347,9 +418,7 @@ fn dispatch(
             let msg = panic_message(&panic);
             tracing::error!(method = reg.name, %msg, "rpc handler panicked");
             drop(permit);
-            spawn_error(
-                shared,
-                tx,
+            link.answer_error_now(
                 id,
                 RemoteError::new(
                     RemoteErrorCode::Handler,
@@ -360,13 +429,17 @@ fn dispatch(
         }
     };
     let name = reg.name;
-    let shared = shared.clone();
-    let tx = tx.clone();
+    let link = link.clone();
+    link.peer.running.fetch_add(1, Relaxed);
+    let running = Running(link.peer.clone());
     tokio::spawn(async move {
         let _permit = permit;
+        let _running = running;
+        let shared = &link.shared;
         let outcome = match tokio::time::timeout_at(deadline, CatchPanic(fut)).await {
             Err(_) => {
                 shared.stats.deadline_dropped.fetch_add(1, Relaxed);
+                link.peer.deadline_dropped.fetch_add(1, Relaxed);
                 return;
             }
             Ok(Ok(o)) => o,
@@ -383,8 +456,7 @@ fn dispatch(
             Ok(body) => {
                 let f = shared.ctx.frame(FrameKind::Response, id, body);
                 if f.encoded_len() > shared.ctx.config.max_frame_bytes as usize {
-                    error_frame(
-                        &shared,
+                    link.error_frame(
                         id,
                         RemoteError::new(
                             RemoteErrorCode::Handler,
@@ -397,12 +469,13 @@ fn dispatch(
                     )
                 } else {
                     shared.stats.responses_ok.fetch_add(1, Relaxed);
+                    link.peer.responses_ok.fetch_add(1, Relaxed);
                     f
                 }
             }
-            Err(e) => error_frame(&shared, id, e),
+            Err(e) => link.error_frame(id, e),
         };
-        send(&shared, &tx, &frame).await;
+        link.send(&frame).await;
     });
     Ok(())
 }
@@ -430,36 +503,5 @@ fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
         s.clone()
     } else {
         "(non-string panic payload)".to_string()
-    }
-}
-
-fn error_frame(shared: &ServerShared, id: u64, err: RemoteError) -> Frame {
-    shared.stats.responses_error.fetch_add(1, Relaxed);
-    // A RemoteError is a code and a string; postcard cannot fail on it.
-    let body = postcard::to_allocvec(&err).unwrap_or_default();
-    shared.ctx.frame(FrameKind::Error, id, Bytes::from(body))
-}
-
-fn spawn_error(shared: &Arc<ServerShared>, tx: &mpsc::Sender<Bytes>, id: u64, err: RemoteError) {
-    let frame = error_frame(shared, id, err);
-    // Queue without blocking the reader; if the queue is full the peer is not reading and
-    // the answer would be late anyway.
-    if let Ok(bytes) = encode_to_bytes(&frame, shared.ctx.config.max_frame_bytes) {
-        let len = bytes.len() as u64;
-        if tx.try_send(bytes).is_ok() {
-            shared.stats.bytes_out.fetch_add(len, Relaxed);
-        }
-    }
-}
-
-async fn send(shared: &ServerShared, tx: &mpsc::Sender<Bytes>, frame: &Frame) {
-    match encode_to_bytes(frame, shared.ctx.config.max_frame_bytes) {
-        Ok(bytes) => {
-            let len = bytes.len() as u64;
-            if tx.send(bytes).await.is_ok() {
-                shared.stats.bytes_out.fetch_add(len, Relaxed);
-            }
-        }
-        Err(e) => tracing::error!(error = %e, "cannot encode rpc answer"),
     }
 }

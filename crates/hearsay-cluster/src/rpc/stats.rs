@@ -134,6 +134,56 @@ pub struct ServerStats {
     pub(crate) bytes_in: AtomicU64,
     pub(crate) bytes_out: AtomicU64,
     pub(crate) frames_rejected: RejectCounters,
+    /// Per authenticated client node. Bounded by the cluster's size: entries are made only
+    /// after a handshake proved the node knows the cluster secret.
+    pub(crate) peers: Mutex<BTreeMap<NodeId, Arc<ServerPeerStats>>>,
+}
+
+/// Server-side counters for one client node (all its connections).
+#[derive(Debug, Default)]
+pub struct ServerPeerStats {
+    pub(crate) connections: AtomicU64,
+    pub(crate) requests: AtomicU64,
+    pub(crate) responses_ok: AtomicU64,
+    pub(crate) responses_error: AtomicU64,
+    pub(crate) overloaded: AtomicU64,
+    pub(crate) deadline_dropped: AtomicU64,
+    pub(crate) running: AtomicU64,
+    pub(crate) bytes_in: AtomicU64,
+    pub(crate) bytes_out: AtomicU64,
+}
+
+/// A point-in-time copy of [`ServerPeerStats`].
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ServerPeerStatsSnapshot {
+    /// Authenticated connections from this node so far.
+    pub connections: u64,
+    pub requests: u64,
+    pub responses_ok: u64,
+    pub responses_error: u64,
+    pub overloaded: u64,
+    pub deadline_dropped: u64,
+    /// Handlers running now for this node.
+    pub running: u64,
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+}
+
+impl ServerPeerStats {
+    /// A copy of every counter.
+    pub fn snapshot(&self) -> ServerPeerStatsSnapshot {
+        ServerPeerStatsSnapshot {
+            connections: self.connections.load(Relaxed),
+            requests: self.requests.load(Relaxed),
+            responses_ok: self.responses_ok.load(Relaxed),
+            responses_error: self.responses_error.load(Relaxed),
+            overloaded: self.overloaded.load(Relaxed),
+            deadline_dropped: self.deadline_dropped.load(Relaxed),
+            running: self.running.load(Relaxed),
+            bytes_in: self.bytes_in.load(Relaxed),
+            bytes_out: self.bytes_out.load(Relaxed),
+        }
+    }
 }
 
 /// A point-in-time copy of [`ServerStats`].
@@ -160,9 +210,15 @@ pub struct ServerStatsSnapshot {
     pub bytes_in: u64,
     pub bytes_out: u64,
     pub frames_rejected: BTreeMap<RejectReason, u64>,
+    /// Per authenticated client node.
+    pub peers: BTreeMap<NodeId, ServerPeerStatsSnapshot>,
 }
 
 impl ServerStats {
+    pub(crate) fn peer(&self, node: NodeId) -> Arc<ServerPeerStats> {
+        self.peers.lock().entry(node).or_default().clone()
+    }
+
     /// A copy of every counter.
     pub fn snapshot(&self) -> ServerStatsSnapshot {
         ServerStatsSnapshot {
@@ -182,6 +238,12 @@ impl ServerStats {
             bytes_in: self.bytes_in.load(Relaxed),
             bytes_out: self.bytes_out.load(Relaxed),
             frames_rejected: self.frames_rejected.snapshot(),
+            peers: self
+                .peers
+                .lock()
+                .iter()
+                .map(|(n, p)| (*n, p.snapshot()))
+                .collect(),
         }
     }
 }
