@@ -491,7 +491,9 @@ impl Worker {
         (self.io, self.st.stats)
     }
 
-    /// Sends what `fill` queued and handles at least one reply.
+    /// Sends what `fill` queued and handles at least one reply. Sending and reading proceed
+    /// together: a server that stops reading while its replies are not being read (TCP
+    /// backpressure) would otherwise deadlock with a client blocked writing a large pipeline.
     async fn round_trip(&mut self) -> Result<(), ConnFailure> {
         let Some(stream) = self.io.stream.as_mut() else {
             return Err(ConnFailure("io"));
@@ -500,46 +502,84 @@ impl Worker {
             Some(op) => op.start + self.st.cfg.timeout,
             None => return Ok(()),
         };
-        if !self.st.wbuf.is_empty() {
-            match tokio::time::timeout_at(deadline, stream.write_all(&self.st.wbuf)).await {
-                Err(_) => return Err(ConnFailure("timeout")),
-                Ok(Err(_)) => return Err(ConnFailure("io")),
-                Ok(Ok(())) => self.st.wbuf.clear(),
-            }
+        // Replies may queue new requests (read-modify-write) into `st.wbuf` while this batch
+        // is being sent; they go out on the next round.
+        let out = std::mem::take(&mut self.st.wbuf);
+        let result = exchange(
+            stream,
+            &out,
+            &mut self.io.rbuf,
+            &mut self.io.rpos,
+            &mut self.st,
+            deadline,
+        )
+        .await;
+        if self.st.wbuf.is_empty() {
+            // Keep the larger allocation.
+            self.st.wbuf = out;
+            self.st.wbuf.clear();
         }
-        let before = self.st.inflight.len();
-        loop {
-            match tokio::time::timeout_at(deadline, stream.read_buf(&mut self.io.rbuf)).await {
-                Err(_) => return Err(ConnFailure("timeout")),
-                Ok(Err(_)) => return Err(ConnFailure("io")),
-                Ok(Ok(0)) => return Err(ConnFailure("closed")),
-                Ok(Ok(_)) => {}
+        result
+    }
+}
+
+enum Event {
+    Wrote(std::io::Result<usize>),
+    Read(std::io::Result<usize>),
+    Timeout,
+}
+
+async fn exchange(
+    stream: &mut TcpStream,
+    out: &[u8],
+    rbuf: &mut Vec<u8>,
+    rpos: &mut usize,
+    st: &mut State,
+    deadline: Instant,
+) -> Result<(), ConnFailure> {
+    let (mut rd, mut wr) = stream.split();
+    let timer = tokio::time::sleep_until(deadline);
+    tokio::pin!(timer);
+    let mut written = 0usize;
+    let mut handled = 0usize;
+    loop {
+        if written == out.len() && handled > 0 {
+            return Ok(());
+        }
+        let event = tokio::select! {
+            biased;
+            r = wr.write(out.get(written..).unwrap_or_default()), if written < out.len() => {
+                Event::Wrote(r)
             }
-            let now = Instant::now();
-            let mut handled = 0usize;
-            loop {
-                let parsed =
-                    resp::parse_reply(self.io.rbuf.get(self.io.rpos..).unwrap_or_default());
-                match parsed {
-                    Ok(Some((reply, used))) => {
-                        self.st.handle(reply, now)?;
-                        self.io.rpos += used;
-                        handled += 1;
+            r = rd.read_buf(rbuf) => Event::Read(r),
+            () = &mut timer => Event::Timeout,
+        };
+        match event {
+            Event::Timeout => return Err(ConnFailure("timeout")),
+            Event::Wrote(Ok(0)) => return Err(ConnFailure("closed")),
+            Event::Wrote(Ok(n)) => written += n,
+            Event::Wrote(Err(_)) | Event::Read(Err(_)) => return Err(ConnFailure("io")),
+            Event::Read(Ok(0)) => return Err(ConnFailure("closed")),
+            Event::Read(Ok(_)) => {
+                let now = Instant::now();
+                loop {
+                    match resp::parse_reply(rbuf.get(*rpos..).unwrap_or_default()) {
+                        Ok(Some((reply, used))) => {
+                            st.handle(reply, now)?;
+                            *rpos += used;
+                            handled += 1;
+                        }
+                        Ok(None) => break,
+                        Err(_) => return Err(ConnFailure("protocol")),
                     }
-                    Ok(None) => break,
-                    Err(_) => return Err(ConnFailure("protocol")),
                 }
-            }
-            if self.io.rpos == self.io.rbuf.len() {
-                self.io.rbuf.clear();
-                self.io.rpos = 0;
-            } else if self.io.rpos > READ_BUFFER_COMPACT_BYTES {
-                self.io.rbuf.drain(..self.io.rpos);
-                self.io.rpos = 0;
-            }
-            // A read-modify-write turns a reply into a new request: go back and send it.
-            if handled > 0 || self.st.inflight.len() != before {
-                return Ok(());
+                if *rpos == rbuf.len() {
+                    rbuf.clear();
+                    *rpos = 0;
+                } else if *rpos > READ_BUFFER_COMPACT_BYTES {
+                    rbuf.drain(..*rpos);
+                    *rpos = 0;
+                }
             }
         }
     }

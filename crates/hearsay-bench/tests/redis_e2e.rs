@@ -207,6 +207,38 @@ async fn workloads_against_redis_server() {
     assert_eq!(dbsize, 600);
 }
 
+/// Large values and a deep pipeline: writes and reads of many partial socket chunks.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_values_deep_pipeline() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let report = hearsay_bench::run(args(&[
+        "--hosts",
+        &server.addr,
+        "--load",
+        "--record-count",
+        "40",
+        "--value-size",
+        "262144",
+        "--concurrency",
+        "2",
+        "--pipeline",
+        "16",
+        "--operations",
+        "300",
+        "--workload",
+        "a",
+        "--distribution",
+        "uniform",
+    ]))
+    .await
+    .expect("large values");
+    assert_eq!(report.run.errors, 0, "{:?}", report.run.errors_by_kind);
+    assert_eq!(report.run.ops, 300);
+    assert_populated(&report, "read");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn corrupt_values_are_counted_as_errors() {
     let Some(server) = RedisServer::start() else {
@@ -404,4 +436,46 @@ async fn server_dying_mid_run_is_counted_not_fatal() {
         .filter_map(|k| report.run.errors_by_kind.get(*k))
         .sum();
     assert!(connection_errors > 0, "{:?}", report.run.errors_by_kind);
+}
+
+/// A server that answers garbage: every operation fails as `protocol`, each failure drops the
+/// connection, and a run in which nothing succeeds is an error naming the kind.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn garbage_replies_are_protocol_errors() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr").to_string();
+    let server = tokio::spawn(async move {
+        loop {
+            let Ok((mut sock, _)) = listener.accept().await else {
+                return;
+            };
+            tokio::spawn(async move {
+                let mut buf = [0u8; 4096];
+                while let Ok(n) = sock.read(&mut buf).await {
+                    if n == 0 || sock.write_all(b"?garbage\r\n").await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    let err = hearsay_bench::run(args(&[
+        "--hosts",
+        &addr,
+        "--concurrency",
+        "2",
+        "--duration",
+        "0.3",
+    ]))
+    .await
+    .expect_err("nothing can succeed");
+    let msg = format!("{err:#}");
+    assert!(
+        msg.contains("every operation failed") && msg.contains("protocol"),
+        "{msg}"
+    );
+    server.abort();
 }
