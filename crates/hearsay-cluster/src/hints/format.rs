@@ -216,3 +216,89 @@ pub fn decode_cursor(bytes: &[u8]) -> Option<Cursor> {
         last_id: word(3)?,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn rec() -> HintRecordV1 {
+        HintRecordV1 {
+            hint_id: 42,
+            target: NodeId(7),
+            keyspace: "default".into(),
+            created_at_ms: 1_000,
+            cells: vec![HintCellV1 {
+                token: -3,
+                key: b"k".to_vec(),
+                value: Some(b"v".to_vec()),
+                timestamp: 9,
+                expires_at_ms: None,
+            }],
+        }
+    }
+
+    #[test]
+    fn record_round_trips_and_every_prefix_is_torn() {
+        let bytes = encode_record(&rec()).unwrap();
+        assert_eq!(
+            read_record(&bytes),
+            ReadOutcome::Record(Box::new(rec()), bytes.len())
+        );
+        assert_eq!(read_record(&[]), ReadOutcome::End);
+        for cut in 1..bytes.len() {
+            assert_eq!(
+                read_record(&bytes[..cut]),
+                ReadOutcome::Torn,
+                "cut at {cut}"
+            );
+        }
+    }
+
+    #[test]
+    fn oversized_length_and_unknown_version_are_corrupt_without_allocating() {
+        let mut bytes = encode_record(&rec()).unwrap();
+        bytes[1..5].copy_from_slice(&u32::MAX.to_le_bytes());
+        assert_eq!(read_record(&bytes), ReadOutcome::Corrupt);
+        let mut bytes = encode_record(&rec()).unwrap();
+        bytes[0] = 2;
+        assert_eq!(read_record(&bytes), ReadOutcome::Corrupt);
+    }
+
+    #[test]
+    fn cursor_round_trips_and_rejects_damage() {
+        let c = Cursor {
+            seq: 3,
+            offset: 100,
+            consumed: 4,
+            last_id: 99,
+        };
+        let bytes = encode_cursor(&c);
+        assert_eq!(decode_cursor(&bytes), Some(c));
+        for i in 0..bytes.len() {
+            let mut b = bytes;
+            b[i] ^= 1;
+            assert_eq!(decode_cursor(&b), None, "flip at {i}");
+        }
+        assert_eq!(decode_cursor(&bytes[..10]), None);
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+        #[test]
+        fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..200)) {
+            let _ = read_record(&bytes);
+            let _ = decode_cursor(&bytes);
+            let _ = check_segment_header(&bytes);
+        }
+
+        #[test]
+        fn any_single_flip_is_detected(i in 0usize..1000, mask in 1u8..=255) {
+            let bytes = encode_record(&rec()).unwrap();
+            let mut b = bytes.clone();
+            let i = i % b.len();
+            b[i] ^= mask;
+            prop_assert!(!matches!(read_record(&b), ReadOutcome::Record(..)), "flip at {} undetected", i);
+        }
+    }
+}

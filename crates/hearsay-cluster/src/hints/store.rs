@@ -5,7 +5,7 @@ use super::format::{
     Cursor, HeaderProblem, HintCellV1, HintRecordV1, ReadOutcome, SEGMENT_HEADER_BYTES,
     check_segment_header, decode_cursor, encode_cursor, encode_record, read_record, segment_header,
 };
-use hearsay_storage::{Cell, CellKey};
+use hearsay_storage::{Cell, CellKey, Fs, RealFs};
 use hearsay_types::{Clock, NodeId, Token};
 use parking_lot::Mutex;
 use std::collections::{BTreeMap, BTreeSet};
@@ -99,6 +99,8 @@ pub struct HintStats {
     /// Segments whose torn tail was truncated at open.
     pub torn_tails_truncated_total: u64,
     pub fsyncs_total: u64,
+    /// fsyncs that failed (each seals the segment; in Batch mode the hint counts as dropped).
+    pub fsync_failures_total: u64,
     pub bytes_on_disk: u64,
     pub targets: BTreeMap<NodeId, TargetStats>,
 }
@@ -230,6 +232,9 @@ pub struct HintStore {
     dir: PathBuf,
     config: HintConfig,
     clock: Arc<dyn Clock>,
+    /// The durability seam (fsync, rename), shared with the storage engine, so fault tests
+    /// can make fsync fail.
+    fs: Arc<dyn Fs>,
     inner: Mutex<Inner>,
 }
 
@@ -241,6 +246,16 @@ impl HintStore {
         dir: impl Into<PathBuf>,
         config: HintConfig,
         clock: Arc<dyn Clock>,
+    ) -> Result<HintStore, HintError> {
+        HintStore::open_with_fs(dir, config, clock, Arc::new(RealFs))
+    }
+
+    /// [`HintStore::open`] with a chosen durability seam (fault tests pass a `FaultyFs`).
+    pub fn open_with_fs(
+        dir: impl Into<PathBuf>,
+        config: HintConfig,
+        clock: Arc<dyn Clock>,
+        fs: Arc<dyn Fs>,
     ) -> Result<HintStore, HintError> {
         config.validate()?;
         let dir = dir.into();
@@ -274,6 +289,7 @@ impl HintStore {
             dir,
             config,
             clock,
+            fs,
             inner: Mutex::new(inner),
         })
     }
@@ -346,9 +362,15 @@ impl HintStore {
         match self.append(inner, target, &bytes, needs_segment) {
             Ok(()) => {
                 inner.next_id += 1;
-                inner.stats.stored_total += 1;
-                self.maybe_sync(inner, target);
-                HintOutcome::Stored { hint_id }
+                if self.maybe_sync(inner, target) {
+                    inner.stats.stored_total += 1;
+                    HintOutcome::Stored { hint_id }
+                } else {
+                    // Batch mode promised durability and the fsync failed: do not let ANY
+                    // count this hint. The record may still be replayed later (harmless: a
+                    // hint carries the original timestamps).
+                    drop(inner, DropReason::Io)
+                }
             }
             Err(e) => {
                 tracing::warn!(%target, error = %e, "hint append failed; hint dropped");
@@ -385,7 +407,7 @@ impl HintStore {
                 && self.config.sync != HintSyncPolicy::None
             {
                 // Seal the old segment durably before moving on.
-                f.sync_data()?;
+                self.fs.sync_file(&f, &t.dir)?;
                 inner.stats.fsyncs_total += 1;
             }
             let seq = t.next_seq();
@@ -396,8 +418,8 @@ impl HintStore {
                 .open(&path)?;
             f.write_all(&segment_header())?;
             if self.config.sync == HintSyncPolicy::Batch {
-                f.sync_data()?;
-                sync_dir(&t.dir)?;
+                self.fs.sync_file(&f, &path)?;
+                self.fs.sync_dir(&t.dir)?;
             }
             t.segments.insert(
                 seq,
@@ -429,21 +451,22 @@ impl HintStore {
         Ok(())
     }
 
-    fn maybe_sync(&self, inner: &mut Inner, target: NodeId) {
+    /// Syncs per the policy after an append; false only when Batch's fsync failed.
+    fn maybe_sync(&self, inner: &mut Inner, target: NodeId) -> bool {
         match self.config.sync {
-            HintSyncPolicy::None => {}
-            HintSyncPolicy::Batch => {
-                if let Some(t) = inner.targets.get_mut(&target) {
-                    sync_target(t, &mut inner.stats);
-                }
-            }
+            HintSyncPolicy::None => true,
+            HintSyncPolicy::Batch => match inner.targets.get_mut(&target) {
+                Some(t) => sync_target(&*self.fs, t, &mut inner.stats),
+                None => false,
+            },
             HintSyncPolicy::Periodic { interval_ms } => {
                 let now = self.clock.monotonic();
                 if now.saturating_duration_since(inner.last_sync).as_millis() as u64 >= interval_ms
                 {
-                    sync_all(inner);
+                    sync_all(&*self.fs, inner);
                     inner.last_sync = now;
                 }
+                true
             }
         }
     }
@@ -451,7 +474,7 @@ impl HintStore {
     /// fsyncs every segment with unsynced appends (the periodic policy's timer calls this).
     pub fn sync(&self) {
         let mut inner = self.inner.lock();
-        sync_all(&mut inner);
+        sync_all(&*self.fs, &mut inner);
         inner.last_sync = self.clock.monotonic();
     }
 
@@ -671,7 +694,12 @@ impl HintStore {
             }
             return Ok(());
         }
-        write_cursor(&t.dir, &t.cursor, self.config.sync == HintSyncPolicy::Batch)
+        write_cursor(
+            &*self.fs,
+            &t.dir,
+            &t.cursor,
+            self.config.sync == HintSyncPolicy::Batch,
+        )
     }
 
     /// Deletes every hint for `target` (the node was removed) and refuses later ones.
@@ -726,34 +754,37 @@ impl HintStore {
     }
 }
 
-fn sync_target(t: &mut Target, stats: &mut HintStats) {
+/// fsyncs `t`'s active segment if it has unsynced appends; false if the fsync failed.
+fn sync_target(fs: &dyn Fs, t: &mut Target, stats: &mut HintStats) -> bool {
     if !t.unsynced {
-        return;
+        return true;
     }
     if let Some((_, f)) = &t.active {
-        match f.sync_data() {
+        match fs.sync_file(f, &t.dir) {
             Ok(()) => {
                 stats.fsyncs_total += 1;
                 t.unsynced = false;
+                true
             }
             // Hints are best-effort: an fsync failure is logged and the segment is closed so
             // no more hints are appended behind bytes that may not be on disk.
             Err(e) => {
                 tracing::warn!(dir = %t.dir.display(), error = %e, "hint fsync failed; sealing segment");
+                stats.fsync_failures_total += 1;
                 t.active = None;
+                t.unsynced = false;
+                false
             }
         }
+    } else {
+        true
     }
 }
 
-fn sync_all(inner: &mut Inner) {
+fn sync_all(fs: &dyn Fs, inner: &mut Inner) {
     for t in inner.targets.values_mut() {
-        sync_target(t, &mut inner.stats);
+        sync_target(fs, t, &mut inner.stats);
     }
-}
-
-fn sync_dir(dir: &Path) -> io::Result<()> {
-    File::open(dir)?.sync_all()
 }
 
 fn read_segment(path: &Path, len: u64) -> Result<Vec<u8>, HintError> {
@@ -762,18 +793,18 @@ fn read_segment(path: &Path, len: u64) -> Result<Vec<u8>, HintError> {
     Ok(data)
 }
 
-fn write_cursor(dir: &Path, c: &Cursor, sync: bool) -> Result<(), HintError> {
+fn write_cursor(fs: &dyn Fs, dir: &Path, c: &Cursor, sync: bool) -> Result<(), HintError> {
     let tmp = dir.join(CURSOR_TMP_FILE);
     let path = dir.join(CURSOR_FILE);
     let write = || -> io::Result<()> {
         let mut f = File::create(&tmp)?;
         f.write_all(&encode_cursor(c))?;
         if sync {
-            f.sync_data()?;
+            fs.sync_file(&f, &tmp)?;
         }
-        fs::rename(&tmp, &path)?;
+        fs.rename(&tmp, &path)?;
         if sync {
-            sync_dir(dir)?;
+            fs.sync_dir(dir)?;
         }
         Ok(())
     };
