@@ -1,0 +1,303 @@
+//! The tokio driver of the RESP front end: accepts connections (at most `maxclients`), reads
+//! requests, runs them through the command layer, writes replies, and shuts down gracefully.
+//!
+//! Each connection is its own task and owns its buffers, so a slow or hostile client can only
+//! stall itself: its input is bounded by `max_request_bytes`, its pending output by
+//! `output_buffer_limit_bytes`, a request must arrive within `request_timeout_ms` of its first
+//! byte, and writes that make no progress for as long close the connection.
+
+use crate::cmd::{self, After, ClientInfo, ServerState, Session};
+use crate::resp::{Parsed, Reply, parse_request};
+use bytes::{Buf, Bytes, BytesMut};
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{Semaphore, watch};
+use tokio::time::Instant;
+
+/// Bytes reserved for each read: large enough that a pipelined burst of small commands is
+/// one syscall, small enough that 10k idle-ish clients cost little.
+const READ_CHUNK_BYTES: usize = 16 * 1024;
+/// Replies are written once this much is pending, even mid-pipeline, so a long pipeline of
+/// large replies streams out instead of accumulating up to the output limit.
+const WRITE_FLUSH_BYTES: usize = 64 * 1024;
+
+/// A bound listener plus the shared state, ready to run.
+#[derive(Debug)]
+pub struct RespServer {
+    state: Arc<ServerState>,
+    listener: TcpListener,
+}
+
+impl RespServer {
+    /// Binds `state.config.server.listen`.
+    pub async fn bind(state: Arc<ServerState>) -> io::Result<RespServer> {
+        let listener = TcpListener::bind(state.config.server.listen).await?;
+        *state.bound_listen.lock() = Some(listener.local_addr()?);
+        Ok(RespServer { state, listener })
+    }
+
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    pub fn state(&self) -> &Arc<ServerState> {
+        &self.state
+    }
+
+    /// Serves until `shutdown` resolves; then stops accepting, lets every connection finish
+    /// the requests it has already received, waits up to `shutdown_timeout_ms` for them, and
+    /// finally makes the store durable ([`crate::store::Store::shutdown`]).
+    pub async fn run(self, shutdown: impl Future<Output = ()> + Send) -> io::Result<()> {
+        let state = self.state;
+        let maxclients = state.config.server.maxclients;
+        let slots = Arc::new(Semaphore::new(maxclients));
+        let (stop_tx, stop_rx) = watch::channel(false);
+        tokio::pin!(shutdown);
+        loop {
+            tokio::select! {
+                _ = &mut shutdown => break,
+                accepted = self.listener.accept() => {
+                    let (stream, addr) = match accepted {
+                        Ok(x) => x,
+                        Err(e) => {
+                            // EMFILE and friends: back off briefly instead of spinning.
+                            tracing::warn!(error = %e, "accept failed");
+                            tokio::time::sleep(Duration::from_millis(50)).await;
+                            continue;
+                        }
+                    };
+                    state.stats.connections_received.fetch_add(1, Ordering::Relaxed);
+                    let Ok(permit) = slots.clone().try_acquire_owned() else {
+                        state.stats.connections_rejected.fetch_add(1, Ordering::Relaxed);
+                        tokio::spawn(async move {
+                            let mut stream = stream;
+                            let _ = tokio::time::timeout(
+                                Duration::from_secs(1),
+                                stream.write_all(b"-ERR max number of clients reached\r\n"),
+                            )
+                            .await;
+                        });
+                        continue;
+                    };
+                    let state = state.clone();
+                    let stop = stop_rx.clone();
+                    tokio::spawn(async move {
+                        state.stats.connected_clients.fetch_add(1, Ordering::Relaxed);
+                        let _ = handle(state.clone(), stream, addr, stop).await;
+                        state.stats.connected_clients.fetch_sub(1, Ordering::Relaxed);
+                        drop(permit);
+                    });
+                }
+            }
+        }
+        drop(self.listener);
+        let _ = stop_tx.send(true);
+        let deadline = Duration::from_millis(state.config.server.shutdown_timeout_ms);
+        if tokio::time::timeout(deadline, slots.acquire_many(maxclients as u32))
+            .await
+            .is_err()
+        {
+            tracing::warn!("connections still busy after shutdown_timeout_ms; closing anyway");
+        }
+        state
+            .store
+            .shutdown()
+            .map_err(|e| io::Error::other(e.to_string()))
+    }
+}
+
+/// Why a connection ended (for counters and logs).
+#[derive(Debug, PartialEq, Eq)]
+enum Close {
+    Eof,
+    Quit,
+    Protocol,
+    Idle,
+    SlowRequest,
+    OutputLimit,
+    RequestLimit,
+    Shutdown,
+}
+
+async fn write_out(
+    stream: &mut TcpStream,
+    out: &mut Reply,
+    state: &ServerState,
+    timeout: Duration,
+) -> io::Result<()> {
+    if out.buf.is_empty() {
+        return Ok(());
+    }
+    match tokio::time::timeout(timeout, stream.write_all(&out.buf)).await {
+        Ok(r) => r?,
+        Err(_) => {
+            state
+                .stats
+                .output_limit_disconnects
+                .fetch_add(1, Ordering::Relaxed);
+            return Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "client not reading",
+            ));
+        }
+    }
+    state
+        .stats
+        .net_output_bytes
+        .fetch_add(out.buf.len() as u64, Ordering::Relaxed);
+    out.buf.clear();
+    Ok(())
+}
+
+async fn handle(
+    state: Arc<ServerState>,
+    mut stream: TcpStream,
+    addr: SocketAddr,
+    mut stop: watch::Receiver<bool>,
+) -> io::Result<Close> {
+    let _ = stream.set_nodelay(true);
+    let laddr = stream.local_addr()?;
+    let info = Arc::new(ClientInfo::new(state.next_client_id(), addr, laddr));
+    state.register(info.clone());
+    let result = serve_connection(&state, &mut stream, info.clone(), &mut stop).await;
+    state.unregister(info.id);
+    let stats = &state.stats;
+    match &result {
+        Ok(Close::Protocol) => stats.protocol_errors.fetch_add(1, Ordering::Relaxed),
+        Ok(Close::Idle) => stats.idle_disconnects.fetch_add(1, Ordering::Relaxed),
+        Ok(Close::SlowRequest) => stats
+            .slow_request_disconnects
+            .fetch_add(1, Ordering::Relaxed),
+        Ok(Close::OutputLimit) => stats
+            .output_limit_disconnects
+            .fetch_add(1, Ordering::Relaxed),
+        Ok(Close::RequestLimit) => stats
+            .request_limit_disconnects
+            .fetch_add(1, Ordering::Relaxed),
+        _ => 0,
+    };
+    let _ = stream.shutdown().await;
+    result
+}
+
+async fn serve_connection(
+    state: &ServerState,
+    stream: &mut TcpStream,
+    info: Arc<ClientInfo>,
+    stop: &mut watch::Receiver<bool>,
+) -> io::Result<Close> {
+    let cfg = &state.config;
+    let limits = cfg.limits.request_limits();
+    let max_request_bytes = cfg.limits.max_request_bytes;
+    let output_limit = cfg.limits.output_buffer_limit_bytes;
+    let request_timeout = Duration::from_millis(cfg.limits.request_timeout_ms);
+    let idle_timeout =
+        (cfg.server.idle_timeout_ms > 0).then(|| Duration::from_millis(cfg.server.idle_timeout_ms));
+    let mut session = Session::new(info, cfg.server.password.is_some());
+    let mut out = Reply::new(session.proto);
+    let mut inbuf = BytesMut::with_capacity(READ_CHUNK_BYTES);
+    let mut ranges = Vec::new();
+    // Do not re-parse before the buffer holds this many bytes (the parser said so).
+    let mut need = 0usize;
+    let mut last_activity = Instant::now();
+    // When the request now at the front of the buffer started arriving.
+    let mut partial_since: Option<Instant> = None;
+    loop {
+        // Run every complete request already buffered (pipelining).
+        let mut consumed_any = false;
+        while !inbuf.is_empty() && inbuf.len() >= need {
+            let args: Vec<Bytes> =
+                match parse_request(&inbuf, &limits, session.authenticated, &mut ranges) {
+                    Ok(Parsed::Request { consumed }) => {
+                        let frame = inbuf.split_to(consumed).freeze();
+                        ranges.iter().map(|r| frame.slice(r.clone())).collect()
+                    }
+                    Ok(Parsed::Inline { consumed, args }) => {
+                        inbuf.advance(consumed);
+                        args.into_iter().map(Bytes::from).collect()
+                    }
+                    Ok(Parsed::Skip { consumed }) => {
+                        inbuf.advance(consumed);
+                        consumed_any = true;
+                        continue;
+                    }
+                    Ok(Parsed::Incomplete { at_least }) => {
+                        need = at_least;
+                        break;
+                    }
+                    Err(e) => {
+                        out.error(&format!("ERR {e}"));
+                        write_out(stream, &mut out, state, request_timeout).await?;
+                        return Ok(Close::Protocol);
+                    }
+                };
+            need = 0;
+            consumed_any = true;
+            let after = cmd::execute(state, &mut session, args, &mut out).await;
+            if out.buf.len() > output_limit {
+                return Ok(Close::OutputLimit);
+            }
+            if after == After::Close {
+                write_out(stream, &mut out, state, request_timeout).await?;
+                return Ok(Close::Quit);
+            }
+            if out.buf.len() >= WRITE_FLUSH_BYTES {
+                write_out(stream, &mut out, state, request_timeout).await?;
+            }
+        }
+        write_out(stream, &mut out, state, request_timeout).await?;
+        if need > max_request_bytes || inbuf.len() > max_request_bytes {
+            out.error("ERR Protocol error: request larger than limits.max_request_bytes");
+            write_out(stream, &mut out, state, request_timeout).await?;
+            return Ok(Close::RequestLimit);
+        }
+        if *stop.borrow() {
+            return Ok(Close::Shutdown);
+        }
+        let now = Instant::now();
+        if inbuf.is_empty() {
+            partial_since = None;
+        } else if consumed_any || partial_since.is_none() {
+            partial_since = Some(now);
+        }
+        let deadline = match (partial_since, idle_timeout) {
+            (Some(start), _) => Some((start + request_timeout, Close::SlowRequest)),
+            (None, Some(idle)) => Some((last_activity + idle, Close::Idle)),
+            (None, None) => None,
+        };
+        inbuf.reserve(READ_CHUNK_BYTES.min(need.saturating_sub(inbuf.len()).max(1024)));
+        let read = async {
+            match &deadline {
+                Some((at, _)) => tokio::time::timeout_at(*at, stream.read_buf(&mut inbuf))
+                    .await
+                    .ok(),
+                None => Some(stream.read_buf(&mut inbuf).await),
+            }
+        };
+        tokio::select! {
+            r = read => match r {
+                None => {
+                    let why = deadline.map_or(Close::Idle, |(_, why)| why);
+                    if why == Close::SlowRequest {
+                        out.error("ERR request not received within limits.request_timeout_ms");
+                        let _ = write_out(stream, &mut out, state, Duration::from_secs(1)).await;
+                    }
+                    return Ok(why);
+                }
+                Some(Ok(0)) => return Ok(Close::Eof),
+                Some(Ok(n)) => {
+                    last_activity = Instant::now();
+                    state.stats.net_input_bytes.fetch_add(n as u64, Ordering::Relaxed);
+                }
+                Some(Err(e)) => return Err(e),
+            },
+            _ = stop.changed() => return Ok(Close::Shutdown),
+        }
+    }
+}
