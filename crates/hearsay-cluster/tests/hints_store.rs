@@ -14,6 +14,7 @@ use std::time::Duration;
 const T0_MICROS: u64 = 1_700_000_000_000_000;
 const A: NodeId = NodeId(0xaaaa_0000_0000_0000_0000_0000_0000_0001);
 const B: NodeId = NodeId(0xbbbb_0000_0000_0000_0000_0000_0000_0002);
+const C: NodeId = NodeId(0xcccc_0000_0000_0000_0000_0000_0000_0003);
 
 fn clock() -> Arc<ManualClock> {
     ManualClock::new(T0_MICROS)
@@ -262,12 +263,20 @@ fn expired_hints_are_never_replayed_and_are_counted() {
     assert_eq!(dropped(&s, DropReason::TooOld), 3);
     assert_eq!(s.stats().delivered_total, 2);
     assert_eq!(s.pending(A), (0, 0));
+    // purge_expired frees an expired head without a replay, and stops at live hints.
+    let keep = stored(s.store(C, "default", &cells(6), now_ms(&c)));
+    s.store(B, "default", &cells(7), now_ms(&c) - max_age_ms - 1);
+    s.purge_expired().unwrap();
+    assert_eq!(s.pending(B), (0, 0));
+    assert_eq!(s.pending(C).0, 1);
+    assert_eq!(dropped(&s, DropReason::TooOld), 4);
+    assert_eq!(s.replay_batch(C, 1).unwrap()[0].hint_id, keep);
     // Everything expired: nothing replayed, the store empties.
     s.store(B, "default", &cells(5), now_ms(&c));
     c.advance(Duration::from_millis(max_age_ms + 1));
     assert!(s.replay_batch(B, 1 << 20).unwrap().is_empty());
     assert_eq!(s.pending(B), (0, 0));
-    assert!(s.targets_with_hints().is_empty());
+    assert_eq!(s.targets_with_hints(), vec![C]);
 }
 
 #[test]

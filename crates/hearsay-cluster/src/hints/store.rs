@@ -504,6 +504,24 @@ impl HintStore {
     /// dropped when [`HintStore::ack`] passes them. Calling again without an ack returns the
     /// same hints (a failed replay is simply retried).
     pub fn replay_batch(&self, target: NodeId, max_bytes: u64) -> Result<Vec<Hint>, HintError> {
+        self.scan(target, max_bytes, true)
+    }
+
+    /// Drops the expired hints at the head of every target's queue (counted `too_old`,
+    /// tokens marked dirty), so the disk is freed even for a target that never comes back.
+    /// The driver calls this from a slow timer (every minute is plenty).
+    pub fn purge_expired(&self) -> Result<(), HintError> {
+        let targets: Vec<NodeId> = self.inner.lock().targets.keys().copied().collect();
+        for t in targets {
+            self.scan(t, 0, false)?;
+        }
+        Ok(())
+    }
+
+    /// Reads `target`'s queue from the cursor: drops the expired head; with `collect`, also
+    /// gathers up to `max_bytes` of live hints as the new replay batch; without it, stops at
+    /// the first live hint and leaves the batch alone.
+    fn scan(&self, target: NodeId, max_bytes: u64, collect: bool) -> Result<Vec<Hint>, HintError> {
         let now_ms = self.clock.wall_millis();
         let max_age = self.config.max_hint_age_ms;
         let max_dirty = self.config.max_dirty_entries;
@@ -512,7 +530,9 @@ impl HintStore {
         let Some(t) = inner.targets.get_mut(&target) else {
             return Ok(Vec::new());
         };
-        t.batch = Batch::default();
+        if collect {
+            t.batch = Batch::default();
+        }
         let mut out = Vec::new();
         let mut bytes_out = 0u64;
         let mut head = true;
@@ -570,7 +590,7 @@ impl HintStore {
                                 t.batch.skipped.insert(rec.hint_id);
                             }
                         } else {
-                            if !out.is_empty() && bytes_out + len as u64 > max_bytes {
+                            if !collect || (!out.is_empty() && bytes_out + len as u64 > max_bytes) {
                                 break 'segments;
                             }
                             head = false;
