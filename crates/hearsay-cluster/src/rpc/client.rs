@@ -26,6 +26,10 @@ use tokio::sync::{Semaphore, mpsc, oneshot};
 use tokio::time::{Instant, timeout_at};
 use tokio_util::sync::CancellationToken;
 
+/// The longest a call may wait. No internode call legitimately waits an hour; clamping keeps
+/// the deadline arithmetic from overflowing on `Duration::MAX` and fits `deadline_ms` (u32).
+pub const MAX_CALL_TIMEOUT: Duration = Duration::from_secs(3_600);
+
 /// What the reader hands a waiting caller.
 enum Reply {
     Response(Bytes),
@@ -178,7 +182,8 @@ impl RpcClient {
             .clone()
     }
 
-    /// Sends `request` to `peer` and waits at most `timeout` for its typed response.
+    /// Sends `request` to `peer` and waits at most `timeout` (capped at [`MAX_CALL_TIMEOUT`])
+    /// for its typed response.
     ///
     /// Fails fast with `Overloaded` when `max_in_flight_per_peer` calls are already waiting
     /// on this peer, and with `Unreachable` while the peer is in reconnect backoff. The
@@ -265,7 +270,7 @@ impl RpcClient {
         timeout: Duration,
     ) -> Result<(Reply, Arc<Conn>), RpcError> {
         let start = Instant::now();
-        let deadline = start + timeout;
+        let deadline = start + timeout.min(MAX_CALL_TIMEOUT);
         let peer = self.peer(addr);
         peer.stats.requests.fetch_add(1, Relaxed);
         let limit = self.inner.ctx.config.max_in_flight_per_peer;

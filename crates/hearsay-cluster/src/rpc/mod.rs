@@ -36,7 +36,7 @@ mod server;
 mod stats;
 pub mod transport;
 
-pub use client::RpcClient;
+pub use client::{MAX_CALL_TIMEOUT, RpcClient};
 pub use config::{
     ConfigError, MAX_CONCURRENT_REQUESTS_PER_CONNECTION, MAX_CONNECTIONS,
     MAX_HANDSHAKE_FRAME_BYTES, MAX_IN_FLIGHT_PER_PEER, RpcConfig,
