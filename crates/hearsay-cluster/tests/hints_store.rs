@@ -634,3 +634,64 @@ proptest! {
         prop_assert_eq!(s.pending(A).0, 0);
     }
 }
+
+/// Throughput figures for docs and reports (not a pass/fail test):
+/// `cargo test -p hearsay-cluster --test hints_store measure -- --ignored --nocapture`.
+#[test]
+#[ignore]
+fn measure_store_and_replay_throughput() {
+    for (name, sync, n) in [
+        ("batch", HintSyncPolicy::Batch, 2_000u64),
+        (
+            "periodic",
+            HintSyncPolicy::Periodic { interval_ms: 1000 },
+            50_000,
+        ),
+        ("none", HintSyncPolicy::None, 50_000),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let c = clock();
+        let s = open(dir.path(), HintConfig { sync, ..config() }, &c);
+        let value = vec![b'v'; 100];
+        let t = std::time::Instant::now();
+        // 16 concurrent writers, as a coordinator's write path would hint.
+        let s = Arc::new(s);
+        let writers: Vec<_> = (0..16u64)
+            .map(|w| {
+                let (s, value, now) = (s.clone(), value.clone(), now_ms(&c));
+                std::thread::spawn(move || {
+                    for i in (w..n).step_by(16) {
+                        let cells = vec![(
+                            CellKey::new(Token(i as i64), format!("key-{i:08}").into_bytes()),
+                            Cell::value(value.clone(), Timestamp(T0_MICROS + i)),
+                        )];
+                        stored(s.store(A, "default", &cells, now));
+                    }
+                })
+            })
+            .collect();
+        for w in writers {
+            w.join().unwrap();
+        }
+        let store_s = t.elapsed().as_secs_f64();
+        let bytes = s.stats().bytes_on_disk;
+        let fsyncs = s.stats().fsyncs_total;
+        let t = std::time::Instant::now();
+        let mut replayed = 0;
+        loop {
+            let b = s.replay_batch(A, 256 * 1024).unwrap();
+            let Some(last) = b.last() else { break };
+            replayed += b.len();
+            s.ack(A, last.hint_id).unwrap();
+        }
+        let replay_s = t.elapsed().as_secs_f64();
+        assert_eq!(replayed as u64, n);
+        println!(
+            "{name:>8}: store {n} hints of 100 B from 16 threads ({} B on disk, {} fsyncs) {:.0} hints/s; replay+ack {:.0} hints/s",
+            bytes,
+            fsyncs,
+            n as f64 / store_s,
+            n as f64 / replay_s
+        );
+    }
+}

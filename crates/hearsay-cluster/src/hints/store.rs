@@ -144,7 +144,7 @@ struct Target {
     segments: BTreeMap<u64, Segment>,
     /// The segment being appended to, if open in this process. Segments found at open are
     /// never appended to again, so a torn tail can never end up in the middle of a segment.
-    active: Option<(u64, File)>,
+    active: Option<(u64, Arc<File>)>,
     unsynced: bool,
     cursor: Cursor,
     batch: Batch,
@@ -308,11 +308,11 @@ impl HintStore {
         cells: &[(CellKey, Cell)],
         now_ms: u64,
     ) -> HintOutcome {
-        let mut inner = self.inner.lock();
-        let inner = &mut *inner;
+        let mut guard = self.inner.lock();
+        let inner = &mut *guard;
         let tokens = || cells.iter().map(|(k, _)| k.token);
         let max_dirty = self.config.max_dirty_entries;
-        let drop = |inner: &mut Inner, reason: DropReason| {
+        let refuse = |inner: &mut Inner, reason: DropReason| {
             inner.count_drop(reason, 1);
             if reason != DropReason::TargetRemoved {
                 inner.mark_dirty(target, tokens(), max_dirty);
@@ -321,7 +321,7 @@ impl HintStore {
             HintOutcome::Dropped(reason)
         };
         if inner.removed.contains(&target) {
-            return drop(inner, DropReason::TargetRemoved);
+            return refuse(inner, DropReason::TargetRemoved);
         }
         let hint_id = inner.next_id;
         let rec = HintRecordV1 {
@@ -335,7 +335,7 @@ impl HintStore {
                 .collect(),
         };
         let Some(bytes) = encode_record(&rec) else {
-            return drop(inner, DropReason::TooLarge);
+            return refuse(inner, DropReason::TooLarge);
         };
         let total: u64 = inner.targets.values().map(Target::disk_bytes).sum();
         let (target_bytes, needs_segment) = match inner.targets.get(&target) {
@@ -357,24 +357,52 @@ impl HintStore {
         if target_bytes + added > self.config.max_bytes_per_target
             || total + added > self.config.max_total_bytes
         {
-            return drop(inner, DropReason::Full);
+            return refuse(inner, DropReason::Full);
         }
-        match self.append(inner, target, &bytes, needs_segment) {
+        if let Err(e) = self.append(inner, target, &bytes, needs_segment) {
+            tracing::warn!(%target, error = %e, "hint append failed; hint dropped");
+            return refuse(inner, DropReason::Io);
+        }
+        inner.next_id += 1;
+        if self.config.sync != HintSyncPolicy::Batch {
+            self.maybe_sync(inner);
+            inner.stats.stored_total += 1;
+            return HintOutcome::Stored { hint_id };
+        }
+        // Batch: fsync outside the lock, so other stores keep appending meanwhile and
+        // concurrent fsyncs of one file share the kernel's work (a group commit in effect);
+        // holding the lock would serialise every hint behind a disk flush.
+        let Some((seq, file)) = inner
+            .targets
+            .get(&target)
+            .and_then(|t| t.active.as_ref().map(|(seq, f)| (*seq, f.clone())))
+        else {
+            return refuse(inner, DropReason::Io);
+        };
+        let dir = self.dir.join(target.to_string());
+        drop(guard);
+        let synced = self.fs.sync_file(&file, &dir);
+        let mut guard = self.inner.lock();
+        let inner = &mut *guard;
+        match synced {
             Ok(()) => {
-                inner.next_id += 1;
-                if self.maybe_sync(inner, target) {
-                    inner.stats.stored_total += 1;
-                    HintOutcome::Stored { hint_id }
-                } else {
-                    // Batch mode promised durability and the fsync failed: do not let ANY
-                    // count this hint. The record may still be replayed later (harmless: a
-                    // hint carries the original timestamps).
-                    drop(inner, DropReason::Io)
-                }
+                inner.stats.fsyncs_total += 1;
+                inner.stats.stored_total += 1;
+                HintOutcome::Stored { hint_id }
             }
             Err(e) => {
-                tracing::warn!(%target, error = %e, "hint append failed; hint dropped");
-                drop(inner, DropReason::Io)
+                // Batch promised durability and the fsync failed: do not let ANY count this
+                // hint, and append nothing more behind bytes that may not be on disk. The
+                // record may still be replayed later (harmless: it carries the original
+                // timestamps).
+                tracing::warn!(%target, error = %e, "hint fsync failed; hint dropped, segment sealed");
+                inner.stats.fsync_failures_total += 1;
+                if let Some(t) = inner.targets.get_mut(&target)
+                    && t.active.as_ref().is_some_and(|(s, _)| *s == seq)
+                {
+                    t.active = None;
+                }
+                refuse(inner, DropReason::Io)
             }
         }
     }
@@ -429,7 +457,7 @@ impl HintStore {
                     count: 0,
                 },
             );
-            t.active = Some((seq, f));
+            t.active = Some((seq, Arc::new(f)));
         }
         let Some((seq, f)) = t.active.as_mut() else {
             return Err(io::Error::other("no active hint segment"));
@@ -437,7 +465,7 @@ impl HintStore {
         let Some(seg) = t.segments.get_mut(seq) else {
             return Err(io::Error::other("active hint segment missing"));
         };
-        if let Err(e) = f.write_all(bytes) {
+        if let Err(e) = (&**f).write_all(bytes) {
             // Cut off whatever part of the record got written, so the segment stays readable;
             // if even that fails, stop appending to it (readers stop at the bad record).
             if f.set_len(seg.len).is_err() {
@@ -451,22 +479,14 @@ impl HintStore {
         Ok(())
     }
 
-    /// Syncs per the policy after an append; false only when Batch's fsync failed.
-    fn maybe_sync(&self, inner: &mut Inner, target: NodeId) -> bool {
-        match self.config.sync {
-            HintSyncPolicy::None => true,
-            HintSyncPolicy::Batch => match inner.targets.get_mut(&target) {
-                Some(t) => sync_target(&*self.fs, t, &mut inner.stats),
-                None => false,
-            },
-            HintSyncPolicy::Periodic { interval_ms } => {
-                let now = self.clock.monotonic();
-                if now.saturating_duration_since(inner.last_sync).as_millis() as u64 >= interval_ms
-                {
-                    sync_all(&*self.fs, inner);
-                    inner.last_sync = now;
-                }
-                true
+    /// The periodic policy's sync-on-store once the interval has passed (Batch syncs in
+    /// `store` itself, outside the lock).
+    fn maybe_sync(&self, inner: &mut Inner) {
+        if let HintSyncPolicy::Periodic { interval_ms } = self.config.sync {
+            let now = self.clock.monotonic();
+            if now.saturating_duration_since(inner.last_sync).as_millis() as u64 >= interval_ms {
+                sync_all(&*self.fs, inner);
+                inner.last_sync = now;
             }
         }
     }
