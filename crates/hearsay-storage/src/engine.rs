@@ -114,7 +114,17 @@ pub(crate) struct Version {
     pub active: Arc<Memtable>,
     /// Awaiting flush, oldest first.
     pub immutable: Vec<Arc<Memtable>>,
+    /// Sorted by descending max timestamp (see [`sort_tables`]), so that a point read can
+    /// stop early.
     pub tables: Vec<TableHandle>,
+}
+
+/// Orders tables newest (largest max timestamp) first.
+pub(crate) fn sort_tables(tables: &mut [TableHandle]) {
+    tables.sort_by_key(|t| {
+        let m = t.table.meta();
+        (std::cmp::Reverse(m.max_timestamp), std::cmp::Reverse(m.id))
+    });
 }
 
 impl Version {
@@ -369,6 +379,7 @@ impl Engine {
                     level: t.level,
                 });
             }
+            sort_tables(&mut tables);
             let active = Arc::new(Memtable::new(next_memtable_id));
             next_memtable_id += 1;
             keyspaces.insert(
@@ -655,28 +666,23 @@ impl Engine {
         let v = ks.version();
         let mut best: Option<Cell> = None;
         for m in v.memtables() {
+            if m.is_empty() {
+                continue;
+            }
             if let Some(c) = m.get(key) {
                 best = Some(newer(best, c));
             }
         }
-        let mut tables: Vec<&TableHandle> = v
-            .tables
-            .iter()
-            .filter(|t| {
-                let m = t.table.meta();
-                m.min_key <= *key && *key <= m.max_key
-            })
-            .collect();
-        tables.sort_by_key(|t| std::cmp::Reverse(t.table.meta().max_timestamp));
-        for t in tables {
-            // Tables come newest-first: once a table's newest write is strictly older than
-            // what we hold, neither it nor any later table can win (ties still must be read,
-            // since the conflict rule breaks them by content).
-            if best
-                .as_ref()
-                .is_some_and(|b| t.table.meta().max_timestamp < b.timestamp)
-            {
+        for t in &v.tables {
+            let m = t.table.meta();
+            // Tables are kept newest-first (by max timestamp): once a table's newest write is
+            // strictly older than what we hold, neither it nor any later table can win (ties
+            // must still be read, since the conflict rule breaks them by content).
+            if best.as_ref().is_some_and(|b| m.max_timestamp < b.timestamp) {
                 break;
+            }
+            if *key < m.min_key || m.max_key < *key {
+                continue;
             }
             if let Some(c) = t.table.get(key)? {
                 best = Some(newer(best, c));

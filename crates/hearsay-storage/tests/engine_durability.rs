@@ -316,3 +316,21 @@ fn failed_fsync_poisons_the_engine_for_every_later_write() {
     assert!(e.get("default", &key(1)).unwrap().is_some());
     assert!(e.stats().poisoned.is_none());
 }
+
+#[test]
+fn failed_sstable_fsync_during_flush_poisons_the_engine() {
+    let dir = tempfile::tempdir().unwrap();
+    let fs = FaultyFs::new();
+    let mut c = config(dir.path(), SyncMode::None);
+    c.fs = fs.clone();
+    let e = Engine::open(c).unwrap();
+    write_n(&e, 10);
+    fs.fail_syncs(true);
+    assert!(e.flush(None).is_err());
+    match e.apply("default", &[(key(99), Cell::value("y", Timestamp(1)))]) {
+        Err(Error::Poisoned(why)) => assert!(why.contains("flush"), "{why}"),
+        other => panic!("expected Poisoned, got {other:?}"),
+    }
+    // Nothing was lost: the memtable still serves the data.
+    assert!(e.get("default", &key(9)).unwrap().is_some());
+}

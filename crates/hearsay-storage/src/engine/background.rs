@@ -41,6 +41,22 @@ pub(crate) fn start(inner: &Arc<Inner>) -> Result<Vec<JoinHandle<()>>> {
     Ok(handles)
 }
 
+/// An I/O error while writing an SSTable (its fsync, rename or directory fsync included)
+/// poisons the engine, as a commit-log fsync failure does: after a failed fsync nothing about
+/// the file system's state can be trusted. A full disk is the exception — it is an operating
+/// condition, not a lie about durability: the flush is retried and writers stall, then fail,
+/// until space is freed.
+fn poison_if_durability_failure(inner: &Inner, what: &str, e: &Error) {
+    if let Error::Io { source, .. } = e
+        && !matches!(
+            source.kind(),
+            std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded
+        )
+    {
+        inner.poison.poison(format!("{what} failed: {e}"));
+    }
+}
+
 fn stopping(inner: &Inner) -> bool {
     inner.shutdown.load(Ordering::SeqCst)
 }
@@ -83,6 +99,7 @@ fn flush_loop(inner: Arc<Inner>) {
         match work {
             Some((ks, mem)) => {
                 if let Err(e) = flush_memtable(&inner, &ks, &mem) {
+                    poison_if_durability_failure(&inner, "flush", &e);
                     inner.counters.flush_errors.fetch_add(1, Ordering::AcqRel);
                     inner.record_error(&format!("flush of keyspace '{}'", ks.name), &e);
                     inner.flush_done.notify();
@@ -143,6 +160,7 @@ impl Inner {
         v.tables
             .retain(|t| !remove_tables.contains(&t.table.meta().id));
         v.tables.extend(add);
+        super::sort_tables(&mut v.tables);
         if let Some(mid) = remove_memtable {
             v.immutable.retain(|mm| mm.id != mid);
         }
@@ -219,6 +237,7 @@ fn compaction_loop(inner: Arc<Inner>) {
         if let Some(r) = request {
             let result = run_major(&inner, &r.keyspace);
             if let Err(e) = &result {
+                poison_if_durability_failure(&inner, "compaction", e);
                 inner.record_error(&format!("major compaction of '{}'", r.keyspace), e);
             }
             let _ = r.reply.send(result);
@@ -232,6 +251,7 @@ fn compaction_loop(inner: Arc<Inner>) {
         match work {
             Some((ks, task)) => {
                 if let Err(e) = run_compaction(&inner, &ks, &task) {
+                    poison_if_durability_failure(&inner, "compaction", &e);
                     inner
                         .counters
                         .compaction_errors
