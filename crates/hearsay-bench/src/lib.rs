@@ -41,6 +41,10 @@ pub const MAX_IN_FLIGHT: usize = 1 << 20;
 /// Largest `--timeout-ms`; histograms are sized to it.
 pub const MAX_TIMEOUT_MS: u64 = 60_000;
 
+/// Largest `--rate`: far beyond what one client box can drive; above it, intervals would round
+/// to nothing.
+pub const MAX_RATE_OPS_PER_S: f64 = 1e8;
+
 /// Run time when neither `--duration` nor `--operations` is given.
 pub const DEFAULT_DURATION_S: f64 = 10.0;
 
@@ -96,6 +100,13 @@ pub struct BenchArgs {
     /// Operations to run (after the warm-up), instead of or as well as a duration.
     #[arg(long)]
     pub operations: Option<u64>,
+
+    /// Target operations per second over all connections (open loop). Operations are
+    /// scheduled at fixed intervals and timed from their scheduled moment, so a stalled server
+    /// shows in the percentiles (no coordinated omission). Default: closed loop, each worker
+    /// sends its next request when a reply frees a pipeline slot.
+    #[arg(long)]
+    pub rate: Option<f64>,
 
     /// Seconds at the start whose operations are excluded from the figures.
     #[arg(long, default_value_t = 0.0)]
@@ -185,6 +196,13 @@ impl BenchArgs {
             && !(d.is_finite() && d > 0.0)
         {
             bail!("--duration must be a positive number of seconds");
+        }
+        if let Some(r) = self.rate
+            && !(r.is_finite() && r > 0.0 && r <= MAX_RATE_OPS_PER_S)
+        {
+            bail!(
+                "--rate must be a positive number of operations per second, at most {MAX_RATE_OPS_PER_S}"
+            );
         }
         if self.operations == Some(0) {
             bail!("--operations must be at least 1");
@@ -277,6 +295,7 @@ mod tests {
             &["--operations", "0"],
             &["--warmup=-1"],
             &["--timeout-ms", "0"],
+            &["--rate", "0"],
             &["--workload", "b", "--update-proportion", "0.5"],
             &["--workload", "custom"],
             &["--hosts", ""],

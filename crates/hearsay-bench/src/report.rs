@@ -105,6 +105,8 @@ pub struct BenchReport {
     pub seed: u64,
     /// Warm-up seconds excluded from the run figures.
     pub warmup_s: f64,
+    /// Target ops/s of an open-loop run (`--rate`); `None` for closed loop.
+    pub rate: Option<f64>,
     /// Stopped early by Ctrl-C: the figures cover only what ran.
     pub interrupted: bool,
     /// The `--load` phase, if run.
@@ -158,6 +160,12 @@ impl BenchReport {
             self.consistency.as_deref().unwrap_or("(server default)"),
             self.seed
         );
+        if let Some(rate) = self.rate {
+            let _ = writeln!(
+                s,
+                "  open loop at {rate:.0} ops/s: latencies timed from each operation's schedule"
+            );
+        }
         if let Some(load) = &self.load {
             render_phase(&mut s, "load", load);
         }

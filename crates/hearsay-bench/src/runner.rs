@@ -58,6 +58,8 @@ struct Config {
     consistency: Option<ConsistencyLevel>,
     ops: OpChooser,
     kinds_used: [bool; 4],
+    /// Open loop (`--rate`): each worker schedules one operation per interval.
+    interval: Option<Duration>,
     /// Set by Ctrl-C: workers stop issuing, drain what is in flight, and the report covers
     /// what ran.
     interrupted: AtomicBool,
@@ -107,7 +109,10 @@ struct InFlight {
     kind: OpKind,
     stage: Stage,
     key: u64,
+    /// Latency is measured from here: when queued (closed loop) or scheduled (open loop).
     start: Instant,
+    /// When the request was written; the timeout runs from here.
+    sent: Instant,
     measured: bool,
 }
 
@@ -260,6 +265,8 @@ struct State {
     nonce: u64,
     stats: WorkerStats,
     completed_unreported: u64,
+    /// Open loop: when the next operation is scheduled.
+    next_due: Option<Instant>,
 }
 
 impl State {
@@ -293,11 +300,24 @@ impl State {
         self.wbuf.extend_from_slice(b"\r\n");
     }
 
-    /// Issues new operations until the pipeline is full or the phase is over.
-    fn fill(&mut self, now: Instant) {
+    /// Issues new operations until the pipeline is full, the phase is over (returns `true`),
+    /// or, in open-loop mode, no further operation is due yet.
+    fn fill(&mut self, now: Instant) -> bool {
         while self.inflight.len() < self.cfg.pipeline {
-            let Some((kind, key, measured)) = self.next_op(now) else {
-                return;
+            // Open loop: an operation's clock starts at its scheduled time, even if the
+            // pipeline was full then, so a stalled server shows in the latencies.
+            let start = match (self.phase, self.cfg.interval, self.next_due) {
+                (Phase::Run, Some(interval), Some(due)) => {
+                    if due > now {
+                        return false;
+                    }
+                    self.next_due = Some(due + interval);
+                    due
+                }
+                _ => now,
+            };
+            let Some((kind, key, measured)) = self.next_op(start) else {
+                return true;
             };
             let stage = match kind {
                 OpKind::Read | OpKind::ReadModifyWrite => {
@@ -313,10 +333,12 @@ impl State {
                 kind,
                 stage,
                 key,
-                start: now,
+                start,
+                sent: now,
                 measured,
             });
         }
+        false
     }
 
     fn next_op(&mut self, now: Instant) -> Option<(OpKind, u64, bool)> {
@@ -408,6 +430,7 @@ impl State {
                     self.encode_set(op.key);
                     self.inflight.push_back(InFlight {
                         stage: Stage::Set,
+                        sent: now,
                         ..op
                     });
                 } else {
@@ -477,9 +500,15 @@ impl Worker {
                     }
                 }
             }
-            self.st.fill(Instant::now());
+            let exhausted = self.st.fill(Instant::now());
             if self.st.inflight.is_empty() {
-                break;
+                match self.st.next_due {
+                    Some(due) if !exhausted => {
+                        tokio::time::sleep_until(due).await;
+                        continue;
+                    }
+                    _ => break,
+                }
             }
             if let Err(ConnFailure(what)) = self.round_trip().await {
                 self.st.fail_all(what);
@@ -499,7 +528,7 @@ impl Worker {
             return Err(ConnFailure("io"));
         };
         let deadline = match self.st.inflight.front() {
-            Some(op) => op.start + self.st.cfg.timeout,
+            Some(op) => op.sent + self.st.cfg.timeout,
             None => return Ok(()),
         };
         // Replies may queue new requests (read-modify-write) into `st.wbuf` while this batch
@@ -691,7 +720,8 @@ async fn run_phase(
         })
     };
 
-    let mut handles = Vec::with_capacity(ios.len());
+    let n_workers = ios.len();
+    let mut handles = Vec::with_capacity(n_workers);
     for (i, io) in ios.into_iter().enumerate() {
         let st = State {
             id: i as u64,
@@ -708,6 +738,10 @@ async fn run_phase(
             nonce: 0,
             stats: WorkerStats::new(cfg.kinds_used)?,
             completed_unreported: 0,
+            // Workers' schedules are staggered so the aggregate rate is smooth.
+            next_due: cfg
+                .interval
+                .map(|iv| phase_start + iv.mul_f64(i as f64 / n_workers as f64)),
         };
         handles.push(tokio::spawn(Worker { io, st }.run()));
     }
@@ -816,6 +850,9 @@ pub(crate) async fn run(args: BenchArgs) -> anyhow::Result<BenchReport> {
         consistency: args.consistency,
         ops: mix.chooser(),
         kinds_used,
+        interval: args
+            .rate
+            .map(|r| Duration::from_secs_f64(args.concurrency as f64 / r)),
         interrupted: AtomicBool::new(false),
     });
     let ctrl_c = {
@@ -908,7 +945,7 @@ async fn run_with(
     };
     let (_ios, _, run) =
         run_phase(ios, spec, cfg, &shared, &chooser, seed, &args.server_pid).await?;
-    if run.ops == 0 && run.errors > 0 {
+    if run.ops == 0 && (run.errors > 0 || !run.errors_by_kind.is_empty()) {
         bail!(
             "every operation failed ({} errors: {:?})",
             run.errors,
@@ -927,6 +964,7 @@ async fn run_with(
         consistency: args.consistency.map(|c| c.name().to_string()),
         seed,
         warmup_s: args.warmup,
+        rate: args.rate,
         interrupted: cfg.interrupted.load(Ordering::Relaxed),
         load,
         run,

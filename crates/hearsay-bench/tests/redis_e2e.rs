@@ -207,6 +207,39 @@ async fn workloads_against_redis_server() {
     assert_eq!(dbsize, 600);
 }
 
+/// Open loop: the number of operations follows the schedule, not the server's speed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn open_loop_rate_follows_the_schedule() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let report = hearsay_bench::run(args(&[
+        "--hosts",
+        &server.addr,
+        "--record-count",
+        "100",
+        "--concurrency",
+        "4",
+        "--pipeline",
+        "4",
+        "--rate",
+        "2000",
+        "--duration",
+        "0.5",
+    ]))
+    .await
+    .expect("open loop");
+    assert_eq!(report.run.errors, 0, "{:?}", report.run.errors_by_kind);
+    // 2000/s for 0.5 s, four staggered schedules: 1000 operations, give or take one each.
+    assert!(
+        (990..=1008).contains(&report.run.ops),
+        "{} ops for a 1000-op schedule",
+        report.run.ops
+    );
+    assert_eq!(report.rate, Some(2000.0));
+    assert!(report.to_text().contains("open loop at 2000 ops/s"));
+}
+
 /// Large values and a deep pipeline: writes and reads of many partial socket chunks.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn large_values_deep_pipeline() {
