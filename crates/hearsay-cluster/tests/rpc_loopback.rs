@@ -240,7 +240,7 @@ async fn deadline_expiry_is_a_timeout_and_the_server_drops_the_work() {
     let elapsed = start.elapsed();
     assert!(matches!(err, RpcError::Timeout { .. }), "{err}");
     assert!(elapsed >= Duration::from_millis(100), "{elapsed:?}");
-    assert!(elapsed < SECOND, "timeout took {elapsed:?}");
+    assert!(elapsed < 5 * SECOND, "timeout took {elapsed:?}");
     // The server gives up on the handler at the deadline the request carried, instead of
     // finishing work nobody waits for; the handler future is dropped (its gate with it).
     wait_until("server dropped the expired request", LONG, || {
@@ -284,7 +284,10 @@ async fn in_flight_bound_fails_fast_with_overloaded() {
         .unwrap_err();
     assert!(matches!(err, RpcError::Overloaded { .. }), "{err}");
     assert!(err.to_string().contains("max_in_flight_per_peer"), "{err}");
-    assert!(start.elapsed() < SECOND, "must fail fast, not queue");
+    assert!(
+        start.elapsed() < 2 * SECOND,
+        "must fail fast, not queue for {LONG:?}"
+    );
     assert_eq!(
         srv.stats().snapshot().requests,
         4,
@@ -409,7 +412,9 @@ async fn peer_restart_reconnects_after_backoff() {
     .await
     .expect("rebind the same port");
     let start = tokio::time::Instant::now();
+    let mut attempts = 0u64;
     loop {
+        attempts += 1;
         match cli.ping(addr, SECOND).await {
             Ok(_) => break,
             Err(e) => {
@@ -422,9 +427,12 @@ async fn peer_restart_reconnects_after_backoff() {
     let s = cli.peer_stats(addr).unwrap();
     assert_eq!(s.connects, 2);
     assert_eq!(s.reconnects, 1);
-    // Backoff bounded the dialing: with a 20..200 ms backoff over this short outage the
-    // client dialed a handful of times, not once per call.
-    assert!(s.connect_failures <= 10, "{s:?}");
+    // Backoff bounded the dialing: calls every ~5 ms, dials every few hundred ms.
+    assert!(
+        s.connect_failures <= 2 + attempts / 10,
+        "{} dials for {attempts} calls: {s:?}",
+        s.connect_failures
+    );
     assert!(s.fast_failures_backoff >= 1);
     let echo = cli
         .call(
@@ -444,8 +452,8 @@ async fn peer_restart_reconnects_after_backoff() {
 #[tokio::test]
 async fn keepalives_keep_an_idle_connection_open() {
     let config = RpcConfig {
-        keepalive_interval_ms: 20,
-        peer_silence_timeout_ms: 150,
+        keepalive_interval_ms: 25,
+        peer_silence_timeout_ms: 400,
         ..fast_config()
     };
     let srv = common::server_with(
@@ -456,9 +464,9 @@ async fn keepalives_keep_an_idle_connection_open() {
     let addr = srv.local_addr();
     let cli = RpcClient::new(common::context(2, common::CLUSTER, common::SECRET, config));
     cli.ping(addr, SECOND).await.unwrap();
-    // Twenty keepalive periods is well past the silence timeout on both sides.
-    wait_until("20 keepalives answered", LONG, || {
-        srv.stats().snapshot().pings >= 21
+    // Forty keepalive periods (1 s) is well past the silence timeout on both sides.
+    wait_until("40 keepalives answered", LONG, || {
+        srv.stats().snapshot().pings >= 41
     })
     .await;
     assert!(cli.is_connected(addr));

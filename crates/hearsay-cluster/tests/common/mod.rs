@@ -32,11 +32,14 @@ pub fn context(node: u128, cluster: &str, secret: &str, config: RpcConfig) -> Ar
     .expect("valid config")
 }
 
-/// A config with short backoffs and timeouts, so failure paths finish quickly in tests.
+/// A config with short timeouts, so failure paths finish quickly in tests. The backoff is
+/// long enough (200..400 ms before the first redial) that a test can observe "failing fast
+/// while backing off" even on a loaded machine, and short enough that reconnect tests take
+/// well under a second.
 pub fn fast_config() -> RpcConfig {
     RpcConfig {
-        backoff_base_ms: 20,
-        backoff_max_ms: 200,
+        backoff_base_ms: 400,
+        backoff_max_ms: 800,
         connect_timeout_ms: 500,
         handshake_timeout_ms: 1_000,
         ..RpcConfig::default()
