@@ -349,6 +349,29 @@ impl Gossiper {
         }
     }
 
+    /// [`Gossiper::learn_from`] for many nodes at once, built in bulk (sorted), which is
+    /// much faster and packs the member map densely. Only before the first tick.
+    #[doc(hidden)]
+    pub fn learn_from_all<'a>(&mut self, others: impl IntoIterator<Item = &'a Gossiper>) {
+        let mut batch: Vec<(NodeId, Member)> = others
+            .into_iter()
+            .filter(|o| o.me != self.me && !self.members.contains_key(&o.me))
+            .filter_map(|o| {
+                let src = o.members.get(&o.me)?;
+                let mut m = Member::new(src.generation, src.heartbeat);
+                m.max_version = src.max_version;
+                m.states = Arc::clone(&src.states);
+                Some((o.me, m))
+            })
+            .collect();
+        batch.sort_by_key(|(id, _)| *id);
+        batch.dedup_by_key(|(id, _)| *id);
+        self.order.reserve(batch.len());
+        self.order.extend(batch.iter().map(|(id, _)| *id));
+        let mut bulk: BTreeMap<NodeId, Member> = batch.into_iter().collect();
+        self.members.append(&mut bulk);
+    }
+
     // ----------------------------------------------------------------------------------
     // Local changes
 

@@ -131,6 +131,9 @@ pub struct Sim {
     link_loss: BTreeMap<(usize, usize), f64>,
     trace: DefaultHasher,
     events: Vec<(u64, usize, Event)>,
+    /// Suspect and Down events seen by any node, per subject node.
+    suspect_events: BTreeMap<NodeId, u64>,
+    down_events: BTreeMap<NodeId, u64>,
     /// Datagrams handed to the network, and their bytes.
     pub packets_sent: u64,
     /// Bytes handed to the network.
@@ -184,6 +187,8 @@ impl Sim {
             link_loss: BTreeMap::new(),
             trace: DefaultHasher::new(),
             events: Vec::new(),
+            suspect_events: BTreeMap::new(),
+            down_events: BTreeMap::new(),
             packets_sent: 0,
             bytes_sent: 0,
             packets_lost: 0,
@@ -236,6 +241,30 @@ impl Sim {
     /// Recorded events (only with `record_events`).
     pub fn events(&self) -> &[(u64, usize, Event)] {
         &self.events
+    }
+
+    /// Suspect events so far (summed over observers) about `node`, or about all nodes.
+    pub fn suspect_events(&self, node: Option<NodeId>) -> u64 {
+        match node {
+            Some(n) => self.suspect_events.get(&n).copied().unwrap_or(0),
+            None => self.suspect_events.values().sum(),
+        }
+    }
+
+    /// Down events so far (summed over observers) about `node`, or about all nodes.
+    pub fn down_events(&self, node: Option<NodeId>) -> u64 {
+        match node {
+            Some(n) => self.down_events.get(&n).copied().unwrap_or(0),
+            None => self.down_events.values().sum(),
+        }
+    }
+
+    /// Down events about nodes that are up (false convictions), summed over observers.
+    pub fn false_down_events(&self) -> u64 {
+        (0..self.nodes.len())
+            .filter(|i| self.nodes[*i].gossiper.is_some())
+            .map(|i| self.down_events(Some(self.nodes[i].id)))
+            .sum()
     }
 
     /// Hash of every event so far with its time and node: equal seeds, equal hashes.
@@ -295,20 +324,16 @@ impl Sim {
         self.start_all()?;
         let n = self.nodes.len();
         for i in 0..n {
-            for j in 0..n {
-                if i == j {
-                    continue;
-                }
-                let (a, b) = if i < j {
-                    let (l, r) = self.nodes.split_at_mut(j);
-                    (&mut l[i], &r[0])
-                } else {
-                    let (l, r) = self.nodes.split_at_mut(i);
-                    (&mut r[0], &l[j])
-                };
-                if let (Some(ga), Some(gb)) = (a.gossiper.as_mut(), b.gossiper.as_ref()) {
-                    ga.learn_from(gb);
-                }
+            let (before, rest) = self.nodes.split_at_mut(i);
+            let Some((me, after)) = rest.split_first_mut() else {
+                continue;
+            };
+            if let Some(g) = me.gossiper.as_mut() {
+                let others = before
+                    .iter()
+                    .chain(after.iter())
+                    .filter_map(|x| x.gossiper.as_ref());
+                g.learn_from_all(others);
             }
         }
         Ok(())
@@ -370,6 +395,11 @@ impl Sim {
         };
         for e in g.drain_events() {
             (self.now_ms, i, &e).hash(&mut self.trace);
+            match &e {
+                Event::Suspect { node } => *self.suspect_events.entry(*node).or_insert(0) += 1,
+                Event::Down { node } => *self.down_events.entry(*node).or_insert(0) += 1,
+                _ => {}
+            }
             if self.opts.record_events {
                 self.events.push((self.now_ms, i, e));
             }

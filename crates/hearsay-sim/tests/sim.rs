@@ -234,7 +234,7 @@ fn no_false_down_at_ten_percent_loss() {
     };
     let mut sim = Sim::new(o).unwrap();
     sim.start_converged().unwrap();
-    sim.run_for(300_000);
+    sim.run_for(200_000);
     let downs = sim
         .events()
         .iter()
@@ -245,7 +245,7 @@ fn no_false_down_at_ten_percent_loss() {
         .iter()
         .filter(|(_, _, e)| matches!(e, Event::Suspect { .. }))
         .count();
-    eprintln!("{suspects} suspect events, {downs} down events in 300 s x {n} nodes");
+    eprintln!("{suspects} suspect events, {downs} down events in 200 s x {n} nodes");
     assert_eq!(downs, 0, "false DOWN at 10% loss (seed {seed})");
 }
 

@@ -1,0 +1,270 @@
+//! Gossip simulation benchmark (not run in CI). Build with `--release`.
+//!
+//! `gossip-bench [--nodes 100,1000,10000] [--modes push,pull,pushpull] [--loss 0,0.1]
+//!               [--trials 20] [--crashes 5] [--seed 1]`
+//!
+//! For each configuration, from a converged cluster: rounds until a new state is known by
+//! every node (full protocol, and anti-entropy only), bytes per node per round (quiet and
+//! while disseminating), false DOWN per node-hour, crash detection time (SUSPECT and DOWN
+//! everywhere). An ideal push-pull epidemic (synchronous rounds, one random partner, no
+//! byte budget) runs alongside as the reference. Prints Markdown.
+
+use std::time::Instant;
+
+use hearsay_gossip::{GossipMode, Liveness, StateKey};
+use hearsay_sim::{NetConfig, Sim, SimOptions};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+struct Args {
+    nodes: Vec<usize>,
+    modes: Vec<GossipMode>,
+    losses: Vec<f64>,
+    trials: usize,
+    crashes: usize,
+    seed: u64,
+}
+
+fn parse_args() -> Args {
+    let mut a = Args {
+        nodes: vec![100, 1_000, 10_000],
+        modes: vec![GossipMode::Push, GossipMode::Pull, GossipMode::PushPull],
+        losses: vec![0.0, 0.1],
+        trials: 20,
+        crashes: 5,
+        seed: 1,
+    };
+    let argv: Vec<String> = std::env::args().skip(1).collect();
+    let mut i = 0;
+    while i + 1 < argv.len() {
+        let v = &argv[i + 1];
+        match argv[i].as_str() {
+            "--nodes" => a.nodes = v.split(',').filter_map(|x| x.parse().ok()).collect(),
+            "--modes" => {
+                a.modes = v
+                    .split(',')
+                    .filter_map(|m| match m {
+                        "push" => Some(GossipMode::Push),
+                        "pull" => Some(GossipMode::Pull),
+                        "pushpull" => Some(GossipMode::PushPull),
+                        _ => None,
+                    })
+                    .collect()
+            }
+            "--loss" => a.losses = v.split(',').filter_map(|x| x.parse().ok()).collect(),
+            "--trials" => a.trials = v.parse().unwrap_or(a.trials),
+            "--crashes" => a.crashes = v.parse().unwrap_or(a.crashes),
+            "--seed" => a.seed = v.parse().unwrap_or(a.seed),
+            other => eprintln!("ignoring {other}"),
+        }
+        i += 2;
+    }
+    a
+}
+
+fn pct(v: &mut [f64], p: f64) -> f64 {
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    v.sort_by(|a, b| a.total_cmp(b));
+    let i = ((v.len() - 1) as f64 * p).round() as usize;
+    v[i]
+}
+
+/// Ideal push-pull epidemic: synchronous rounds, each node exchanges with one uniformly
+/// random partner, an exchange succeeds with probability 1 - loss, no byte limit.
+fn ideal_rounds(n: usize, loss: f64, trials: usize, rng: &mut StdRng) -> Vec<f64> {
+    (0..trials)
+        .map(|_| {
+            let mut informed = vec![false; n];
+            informed[rng.random_range(0..n)] = true;
+            let mut count = 1;
+            let mut rounds = 0;
+            while count < n && rounds < 1_000 {
+                rounds += 1;
+                let snap = informed.clone();
+                for i in 0..n {
+                    let mut j = rng.random_range(0..n - 1);
+                    if j >= i {
+                        j += 1;
+                    }
+                    if (snap[i] || snap[j]) && !rng.random_bool(loss) {
+                        for k in [i, j] {
+                            if !informed[k] {
+                                informed[k] = true;
+                                count += 1;
+                            }
+                        }
+                    }
+                }
+            }
+            rounds as f64
+        })
+        .collect()
+}
+
+fn mode_name(m: GossipMode) -> &'static str {
+    match m {
+        GossipMode::Push => "push",
+        GossipMode::Pull => "pull",
+        GossipMode::PushPull => "push-pull",
+    }
+}
+
+fn build(n: usize, mode: GossipMode, loss: f64, rumors: bool, seed: u64) -> Sim {
+    let mut o = SimOptions::new(n, seed);
+    o.mode = mode;
+    o.rumors = rumors;
+    o.net = NetConfig {
+        loss,
+        delay_ms: 1,
+        jitter_ms: 4,
+    };
+    let mut sim = Sim::new(o).expect("sim");
+    sim.start_converged().expect("start");
+    sim
+}
+
+/// Rounds for a fresh state at a random node to reach every up node.
+fn dissemination(sim: &mut Sim, trials: usize, rng: &mut StdRng, interval_ms: u64) -> Vec<f64> {
+    let mut out = Vec::new();
+    for k in 0..trials {
+        let ups = sim.up_nodes();
+        let origin = ups[rng.random_range(0..ups.len())];
+        let x = sim.id(origin);
+        let key = StateKey::Custom("bench".into());
+        let Some(v) = sim.node_mut(origin).and_then(|g| {
+            g.set_local_state(key.clone(), format!("{k}").into_bytes())
+                .ok()
+        }) else {
+            continue;
+        };
+        let t0 = sim.now_ms();
+        let t = sim.run_until_pred(t0 + 300 * interval_ms, interval_ms / 10, |s| {
+            s.all_up(&[], |_, g| {
+                g.member_state(x, &key).is_some_and(|e| e.version >= v)
+            })
+        });
+        out.push(match t {
+            Some(t) => (t - t0) as f64 / interval_ms as f64,
+            None => f64::INFINITY,
+        });
+        // Let the rumor retire before the next trial.
+        sim.run_for(2 * interval_ms);
+    }
+    out
+}
+
+fn rss_mib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<u64>().ok())
+        })
+        .map_or(0, |kb| kb / 1024)
+}
+
+fn main() {
+    let args = parse_args();
+    if let Ok(n) = std::env::var("GOSSIP_BENCH_MEMORY_PROBE") {
+        // Memory and speed probe: a converged cluster of n nodes, 10 virtual seconds.
+        let n: usize = n.parse().unwrap_or(1_000);
+        let t = Instant::now();
+        let mut sim = build(n, GossipMode::PushPull, 0.0, true, 1);
+        eprintln!(
+            "converged start: {:.1} s, RSS {} MiB",
+            t.elapsed().as_secs_f64(),
+            rss_mib()
+        );
+        let t = Instant::now();
+        sim.run_for(10_000);
+        eprintln!(
+            "10 virtual s: {:.1} s, RSS {} MiB",
+            t.elapsed().as_secs_f64(),
+            rss_mib()
+        );
+        return;
+    }
+    let interval_ms = 1_000;
+    let mut rng = StdRng::seed_from_u64(args.seed);
+    println!(
+        "| N | mode | loss | rounds to all (median / p99), full protocol | rounds, anti-entropy only | ideal push-pull (median / p99) | bytes/node/round quiet | bytes/node/round disseminating | SUSPECT everywhere (median s) | DOWN everywhere (median s) | false DOWN per node-hour | wall s |"
+    );
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|");
+    for &n in &args.nodes {
+        let trials = if n >= 10_000 {
+            args.trials.min(10)
+        } else {
+            args.trials
+        };
+        for &loss in &args.losses {
+            let mut ideal = ideal_rounds(n, loss, 200, &mut rng);
+            let (im, ip) = (pct(&mut ideal, 0.5), pct(&mut ideal, 0.99));
+            for &mode in &args.modes {
+                let wall = Instant::now();
+                let seed = rng.random();
+                // Full protocol.
+                let mut sim = build(n, mode, loss, true, seed);
+                sim.run_for(10 * interval_ms);
+                let ups = n as f64;
+                let b0 = sim.bytes_sent;
+                let quiet_s = if n >= 10_000 { 20 } else { 60 };
+                sim.run_for(quiet_s * interval_ms);
+                let quiet = (sim.bytes_sent - b0) as f64 / (ups * quiet_s as f64);
+                let b1 = sim.bytes_sent;
+                let t1 = sim.now_ms();
+                let mut full = dissemination(&mut sim, trials, &mut rng, interval_ms);
+                let busy = (sim.bytes_sent - b1) as f64
+                    / (ups * ((sim.now_ms() - t1) as f64 / interval_ms as f64));
+                // Crashes.
+                let mut sus = Vec::new();
+                let mut down = Vec::new();
+                for _ in 0..args.crashes {
+                    let ups = sim.up_nodes();
+                    let victim = ups[rng.random_range(args.crashes.min(ups.len() - 1)..ups.len())];
+                    let x = sim.id(victim);
+                    sim.crash(victim);
+                    let t0 = sim.now_ms();
+                    let s = sim.run_until_pred(t0 + 60 * interval_ms, 100, |s| {
+                        s.all_up(&[], |_, g| g.liveness(x) != Some(Liveness::Up))
+                    });
+                    let d = sim.run_until_pred(t0 + 60 * interval_ms, 100, |s| {
+                        s.all_up(&[], |_, g| g.liveness(x) == Some(Liveness::Down))
+                    });
+                    sus.push(s.map_or(f64::INFINITY, |t| (t - t0) as f64 / 1_000.0));
+                    down.push(d.map_or(f64::INFINITY, |t| (t - t0) as f64 / 1_000.0));
+                    sim.run_for(5 * interval_ms);
+                }
+                let hours = sim.now_ms() as f64 / 3_600_000.0;
+                let false_down = sim.false_down_events() as f64 / (n as f64 * hours);
+                drop(sim);
+                // Anti-entropy only.
+                let mut ae_sim = build(n, mode, loss, false, seed ^ 0x5eed);
+                ae_sim.run_for(5 * interval_ms);
+                let ae_trials = trials.min(10);
+                let mut ae = dissemination(&mut ae_sim, ae_trials, &mut rng, interval_ms);
+                drop(ae_sim);
+                println!(
+                    "| {n} | {} | {:.0}% | {:.1} / {:.1} | {:.1} / {:.1} | {:.1} / {:.1} | {:.0} | {:.0} | {:.1} | {:.1} | {:.2} | {:.0} |",
+                    mode_name(mode),
+                    loss * 100.0,
+                    pct(&mut full, 0.5),
+                    pct(&mut full, 0.99),
+                    pct(&mut ae, 0.5),
+                    pct(&mut ae, 0.99),
+                    im,
+                    ip,
+                    quiet,
+                    busy,
+                    pct(&mut sus, 0.5),
+                    pct(&mut down, 0.5),
+                    false_down,
+                    wall.elapsed().as_secs_f64(),
+                );
+            }
+        }
+    }
+}
