@@ -428,3 +428,63 @@ fn storage_cell_resolves_like_the_stand_in() {
     assert_eq!(visible_value(Some(exp), 8), Some(&b"a"[..]));
     assert_eq!(visible_value(Some(exp), 9), None);
 }
+
+#[test]
+fn blocking_read_repair_waits_until_the_level_holds_the_newest_cell() {
+    use hearsay_cluster::coordinator::RepairStatus;
+    let n = ids(3);
+    let plan = ReadPlan::new(ConsistencyLevel::Quorum, &n, None, &all_alive(&n)).unwrap();
+    let mut r = ReadResolver::<TestCell>::new(plan);
+    r.on_data(n[0], Some(val("old", 1)));
+    r.on_digest(n[1], cell_digest(Some(&val("new", 2))));
+    assert_eq!(r.status(), ReadStatus::Mismatch);
+    r.begin_full_read();
+    r.on_data(n[1], Some(val("new", 2)));
+    let ReadStatus::Resolved(res) = r.status() else {
+        panic!("expected resolution")
+    };
+    assert_eq!(res.stale, vec![n[0]]);
+    let mut repair = r.read_repair(&res);
+    assert_eq!(repair.send_to(), vec![n[0]]);
+    assert_eq!(
+        repair.status(),
+        RepairStatus::Pending,
+        "1 current of 2 required"
+    );
+    assert!(!repair.on_ack(n[2]), "not contacted, cannot count");
+    assert!(repair.on_ack(n[0]));
+    assert_eq!(repair.status(), RepairStatus::Satisfied);
+
+    // The stale replica never acknowledges: a read timeout naming it.
+    let mut repair = r.read_repair(&res);
+    repair.on_timeout();
+    let RepairStatus::Failed(err) = repair.status() else {
+        panic!("expected failure")
+    };
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "Operation timed out - received only 1 of 2 required responses (node {}: timeout)",
+            n[0]
+        )
+    );
+}
+
+#[test]
+fn read_repair_with_nothing_stale_is_satisfied_at_once() {
+    use hearsay_cluster::coordinator::RepairStatus;
+    let n = ids(3);
+    let plan = ReadPlan::new(ConsistencyLevel::All, &n, None, &all_alive(&n)).unwrap();
+    let mut r = ReadResolver::<TestCell>::new(plan);
+    r.on_data(n[0], None);
+    r.on_digest(n[1], 1);
+    r.begin_full_read();
+    r.on_data(n[1], None);
+    r.on_data(n[2], None);
+    let ReadStatus::Resolved(res) = r.status() else {
+        panic!("expected resolution")
+    };
+    let repair = r.read_repair(&res);
+    assert!(repair.send_to().is_empty());
+    assert_eq!(repair.status(), RepairStatus::Satisfied);
+}

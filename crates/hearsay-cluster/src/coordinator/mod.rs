@@ -9,6 +9,8 @@
 //!   data read plus digest reads; on a digest mismatch, full reads from every contacted
 //!   replica, newest wins by the storage engine's conflict rule (reached through
 //!   [`VersionedCell`]), and the stale replicas are listed for a blocking read-repair write.
+//! - [`ReadRepair`]: waits until enough contacted replicas hold the newest cell again (those
+//!   already current plus repaired stale ones) before the client is answered.
 //!
 //! Invariants: a replica is counted at most once (its first answer wins); only replicas in
 //! the preference list count; no level is ever satisfied by zero answers.
@@ -22,8 +24,8 @@ mod write;
 pub use cell::VersionedCell;
 pub use error::{ConsistencyError, FailureReason, Failures, OpKind};
 pub use read::{
-    DIGEST_VERSION, Digest, ReadPlan, ReadResolver, ReadStatus, Resolution, cell_digest,
-    resolve_full, visible_value,
+    DIGEST_VERSION, Digest, ReadPlan, ReadRepair, ReadResolver, ReadStatus, RepairStatus,
+    Resolution, cell_digest, resolve_full, visible_value,
 };
 pub use requirement::{DcInfo, UNKNOWN_DC};
 pub use write::{WriteStatus, WriteTracker};

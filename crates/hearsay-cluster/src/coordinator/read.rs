@@ -358,6 +358,33 @@ impl<C: VersionedCell> ReadResolver<C> {
         }
     }
 
+    /// The blocking read repair for a [`ReadStatus::Resolved`] outcome: the driver writes
+    /// `resolution.newest` to each of [`ReadRepair::send_to`] and answers the client only
+    /// once [`ReadRepair::status`] is `Satisfied`, so a QUORUM read never goes back in time
+    /// (the value returned is on a quorum when the client sees it).
+    pub fn read_repair(&self, resolution: &Resolution<C>) -> ReadRepair {
+        let state = self
+            .answers
+            .iter()
+            .map(|(n, a)| {
+                let s = match a {
+                    Answer::Data(_) if resolution.stale.contains(n) => RepairState::Waiting,
+                    Answer::Data(_) => RepairState::Current,
+                    Answer::Failed(r) => RepairState::Failed(r.clone()),
+                    // Did not answer the full read: cannot count toward the repair.
+                    _ => RepairState::Failed(FailureReason::Timeout),
+                };
+                (*n, s)
+            })
+            .collect();
+        ReadRepair {
+            level: self.plan.level,
+            groups: self.plan.groups.clone(),
+            state,
+            timed_out: false,
+        }
+    }
+
     fn error_for(&self, g: &Group, received: usize, data_present: bool) -> ConsistencyError {
         let failures = Failures(
             g.members
@@ -389,5 +416,116 @@ impl<C: VersionedCell> ReadResolver<C> {
                 failures,
             }
         }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum RepairState {
+    /// Already held the newest cell.
+    Current,
+    /// Stale; a repair write is in flight.
+    Waiting,
+    Repaired,
+    Failed(FailureReason),
+}
+
+/// Whether a blocking read repair has finished.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RepairStatus {
+    Pending,
+    /// Enough replicas hold the newest cell for the read's level: answer the client.
+    Satisfied,
+    Failed(ConsistencyError),
+}
+
+/// Tracks the repair writes of one read (Cassandra's blocking read repair): the read's level
+/// is met again once enough contacted replicas hold the newest cell — those that already did
+/// plus the stale ones that acknowledged their repair write. Pure, like the other trackers.
+#[derive(Clone, Debug)]
+pub struct ReadRepair {
+    level: ConsistencyLevel,
+    groups: Vec<Group>,
+    state: BTreeMap<NodeId, RepairState>,
+    timed_out: bool,
+}
+
+impl ReadRepair {
+    /// The stale replicas to send the newest cell to.
+    pub fn send_to(&self) -> Vec<NodeId> {
+        self.state
+            .iter()
+            .filter(|(_, s)| **s == RepairState::Waiting)
+            .map(|(n, _)| *n)
+            .collect()
+    }
+
+    pub fn on_ack(&mut self, node: NodeId) -> bool {
+        match self.state.get_mut(&node) {
+            Some(s @ RepairState::Waiting) => {
+                *s = RepairState::Repaired;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    pub fn on_failure(&mut self, node: NodeId, reason: FailureReason) -> bool {
+        match self.state.get_mut(&node) {
+            Some(s @ RepairState::Waiting) => {
+                *s = RepairState::Failed(reason);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    pub fn on_timeout(&mut self) {
+        self.timed_out = true;
+        for s in self.state.values_mut() {
+            if *s == RepairState::Waiting {
+                *s = RepairState::Failed(FailureReason::Timeout);
+            }
+        }
+    }
+
+    pub fn status(&self) -> RepairStatus {
+        let count = |g: &Group, f: &dyn Fn(&RepairState) -> bool| {
+            g.members
+                .iter()
+                .filter(|n| self.state.get(n).is_some_and(f))
+                .count()
+        };
+        for g in &self.groups {
+            let done = count(g, &|s| {
+                matches!(s, RepairState::Current | RepairState::Repaired)
+            });
+            if done >= g.required {
+                continue;
+            }
+            let waiting = count(g, &|s| *s == RepairState::Waiting);
+            if done + waiting >= g.required && !self.timed_out {
+                return RepairStatus::Pending;
+            }
+            let failures = Failures(
+                g.members
+                    .iter()
+                    .filter_map(|n| match self.state.get(n) {
+                        Some(RepairState::Failed(r)) => Some((*n, r.clone())),
+                        _ => None,
+                    })
+                    .collect(),
+            );
+            // Cassandra reports a read repair that cannot finish as a read timeout.
+            return RepairStatus::Failed(ConsistencyError::Timeout {
+                kind: OpKind::Read,
+                level: self.level,
+                received: done,
+                required: g.required,
+                dc: g.dc.clone(),
+                data_present: true,
+                failures,
+            });
+        }
+        RepairStatus::Satisfied
     }
 }
