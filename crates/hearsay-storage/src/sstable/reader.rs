@@ -41,6 +41,9 @@ pub struct Sstable {
     uid: u64,
     meta: SstableMeta,
     index: Vec<IndexEntry>,
+    /// Token prefix of each block's last key, as an order-preserving u64 (parallel to
+    /// `index`): point reads binary-search this dense array.
+    index_tokens: Vec<u64>,
     bloom: BloomFilter,
     /// End of the data blocks (start of the first meta block).
     data_end: u64,
@@ -288,7 +291,17 @@ impl Sstable {
         let bloom = BloomFilter::decode(&bloom_block)
             .map_err(|r| Error::corruption(&path, footer.bloom.offset, r))?;
 
+        let index_tokens: Vec<u64> = index
+            .iter()
+            .map(|e| {
+                // Index keys were checked to be at least TOKEN_BYTES long above.
+                e.last_key
+                    .first_chunk::<TOKEN_BYTES>()
+                    .map_or(0, |t| u64::from_be_bytes(*t))
+            })
+            .collect();
         let index_memory_bytes = index_block.len() as u64
+            + (index_tokens.capacity() * std::mem::size_of::<u64>()) as u64
             + (index.capacity() * std::mem::size_of::<IndexEntry>()) as u64;
         let meta = SstableMeta {
             id,
@@ -311,6 +324,7 @@ impl Sstable {
             uid: cache.next_table_uid(),
             meta,
             index,
+            index_tokens,
             bloom,
             data_end,
             cache,
@@ -396,7 +410,12 @@ impl Sstable {
 
     /// First block whose last key is >= the target.
     fn find_block(&self, token: &[u8; TOKEN_BYTES], key: &[u8]) -> usize {
-        self.index
+        // Search the dense token array first (8 bytes per block, cache-friendly), then
+        // compare full keys only among blocks whose last key has the same token.
+        let t = u64::from_be_bytes(*token);
+        let lo = self.index_tokens.partition_point(|&x| x < t);
+        let hi = lo + self.index_tokens[lo..].partition_point(|&x| x == t);
+        lo + self.index[lo..hi]
             .partition_point(|e| cmp_encoded(&e.last_key, token, key) == Ordering::Less)
     }
 
