@@ -25,7 +25,7 @@ pub mod workload;
 pub use cpu::cpu_seconds;
 pub use generator::Distribution;
 pub use hearsay_types::ConsistencyLevel;
-pub use report::{BenchReport, OpReport, PhaseReport};
+pub use report::{BenchReport, HostReport, OpReport, PhaseReport};
 pub use value::{CorruptValue, encode_value, verify_value};
 pub use workload::{OpKind, OpMix, Workload};
 
@@ -120,6 +120,11 @@ pub struct BenchArgs {
     #[arg(long)]
     pub consistency: Option<ConsistencyLevel>,
 
+    /// A command sent on every connection before the run, after `CONSISTENCY` (repeatable;
+    /// arguments split on whitespace), e.g. a keyspace choice. An error answer stops the bench.
+    #[arg(long)]
+    pub init_command: Vec<String>,
+
     /// Prefix of every key (`<prefix><number>`).
     #[arg(long, default_value = "hs:bench:")]
     pub key_prefix: String,
@@ -174,6 +179,9 @@ impl BenchArgs {
     /// Checks the arguments against each other and the limits.
     pub fn validate(&self) -> anyhow::Result<()> {
         self.mix()?;
+        if self.init_command.iter().any(|c| c.trim().is_empty()) {
+            bail!("--init-command must not be empty");
+        }
         if self.hosts.is_empty() || self.hosts.iter().any(|h| h.trim().is_empty()) {
             bail!("--hosts needs at least one host:port");
         }

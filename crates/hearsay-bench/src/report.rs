@@ -78,6 +78,19 @@ pub struct PhaseReport {
     pub server_cpu_s: Option<f64>,
     /// `ops / server_cpu_s`: operations per server core-second.
     pub ops_per_server_core_s: Option<f64>,
+    /// Successes and failures per host (which node a failure came through).
+    pub by_host: BTreeMap<String, HostReport>,
+}
+
+/// One host's share of a phase.
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+pub struct HostReport {
+    /// Connections to it.
+    pub connections: usize,
+    /// Successful operations through it.
+    pub ops: u64,
+    /// Failed operations through it.
+    pub errors: u64,
 }
 
 /// Everything `hearsay bench` measured, with the settings that produced it.
@@ -233,6 +246,14 @@ fn render_phase(s: &mut String, name: &str, p: &PhaseReport) {
             s,
             "  server CPU {cpu:.2} s: {per_core:.0} ops per server core-second"
         );
+    }
+    if p.by_host.len() > 1 {
+        let hosts: Vec<String> = p
+            .by_host
+            .iter()
+            .map(|(h, r)| format!("{h} {} ok / {} failed", r.ops, r.errors))
+            .collect();
+        let _ = writeln!(s, "  by host: {}", hosts.join(", "));
     }
     if !p.errors_by_kind.is_empty() {
         let kinds: Vec<String> = p

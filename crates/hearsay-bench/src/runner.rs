@@ -4,11 +4,11 @@
 
 use crate::cpu::cpu_seconds;
 use crate::generator::KeyChooser;
-use crate::report::{BenchReport, OpReport, PhaseReport};
+use crate::report::{BenchReport, HostReport, OpReport, PhaseReport};
 use crate::resp::{self, Reply};
 use crate::value::{encode_value, verify_value};
 use crate::workload::{OpChooser, OpKind, OpMix};
-use crate::{BenchArgs, ConsistencyLevel, MAX_TIMEOUT_MS};
+use crate::{BenchArgs, MAX_TIMEOUT_MS};
 use anyhow::{Context, anyhow, bail};
 use hdrhistogram::Histogram;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
@@ -55,7 +55,7 @@ struct Config {
     pipeline: usize,
     timeout: Duration,
     record_count: u64,
-    consistency: Option<ConsistencyLevel>,
+    setup: Vec<SetupCommand>,
     ops: OpChooser,
     kinds_used: [bool; 4],
     /// Open loop (`--rate`): each worker schedules one operation per interval.
@@ -199,9 +199,9 @@ impl Io {
         }
     }
 
-    /// Opens the socket and sets the consistency level. Server errors to `CONSISTENCY` are
-    /// reported with the server's text.
-    async fn connect(&mut self, consistency: Option<ConsistencyLevel>) -> anyhow::Result<()> {
+    /// Opens the socket and runs the setup commands (`CONSISTENCY`, `--init-command`). A
+    /// server error to any of them is reported with the server's text.
+    async fn connect(&mut self, setup: &[SetupCommand]) -> anyhow::Result<()> {
         self.stream = None;
         self.rbuf.clear();
         self.rpos = 0;
@@ -211,25 +211,26 @@ impl Io {
             .map_err(|_| anyhow!("connecting to {} timed out", self.host))?
             .with_context(|| format!("cannot connect to {}", self.host))?;
         stream.set_nodelay(true)?;
-        if let Some(level) = consistency {
+        for command in setup {
+            let shown = command.shown();
+            let args: Vec<&[u8]> = command.args.iter().map(|a| a.as_bytes()).collect();
             let mut cmd = Vec::new();
-            resp::encode_command(&mut cmd, &[b"CONSISTENCY", level.name().as_bytes()]);
+            resp::encode_command(&mut cmd, &args);
             stream.write_all(&cmd).await?;
             loop {
                 let n = tokio::time::timeout_at(deadline, stream.read_buf(&mut self.rbuf))
                     .await
-                    .map_err(|_| anyhow!("{} did not answer CONSISTENCY in time", self.host))??;
+                    .map_err(|_| anyhow!("{} did not answer `{shown}` in time", self.host))??;
                 if n == 0 {
-                    bail!("{} closed the connection after CONSISTENCY", self.host);
+                    bail!("{} closed the connection after `{shown}`", self.host);
                 }
                 match resp::parse_reply(&self.rbuf)? {
                     None => continue,
                     Some((Reply::Error(e), _)) => bail!(
-                        "{} rejected `CONSISTENCY {}`: {} (is it a Hearsay node? leave out \
-                         --consistency to benchmark a plain Redis server)",
+                        "{} rejected `{shown}`: {}{}",
                         self.host,
-                        level.name(),
-                        String::from_utf8_lossy(e)
+                        String::from_utf8_lossy(e),
+                        command.hint
                     ),
                     Some((_, used)) => {
                         self.rbuf.drain(..used);
@@ -240,6 +241,20 @@ impl Io {
         }
         self.stream = Some(stream);
         Ok(())
+    }
+}
+
+/// A command sent on every connection before any operation.
+#[derive(Debug, Clone)]
+struct SetupCommand {
+    args: Vec<String>,
+    /// Appended to the error if the server rejects the command.
+    hint: &'static str,
+}
+
+impl SetupCommand {
+    fn shown(&self) -> String {
+        self.args.join(" ")
     }
 }
 
@@ -486,7 +501,7 @@ impl Worker {
                 }
                 tokio::time::sleep(Duration::from_millis(backoff_ms)).await;
                 attempts += 1;
-                match self.io.connect(self.st.cfg.consistency).await {
+                match self.io.connect(&self.st.cfg.setup).await {
                     Ok(()) => {
                         backoff_ms = RECONNECT_BACKOFF_MIN_MS;
                         attempts = 0;
@@ -615,18 +630,19 @@ async fn exchange(
 }
 
 /// Opens one connection per worker, spread round-robin over the hosts; fails on the first
-/// host that cannot be reached or refuses the consistency level.
+/// host that cannot be reached or rejects a setup command.
 async fn connect_all(
     hosts: &[String],
     concurrency: usize,
-    consistency: Option<ConsistencyLevel>,
+    cfg: &Arc<Config>,
 ) -> anyhow::Result<Vec<Io>> {
     let mut set = tokio::task::JoinSet::new();
     for i in 0..concurrency {
         let host = hosts[i % hosts.len()].trim().to_string();
+        let cfg = Arc::clone(cfg);
         set.spawn(async move {
             let mut io = Io::new(host);
-            io.connect(consistency).await.map(|()| (i, io))
+            io.connect(&cfg.setup).await.map(|()| (i, io))
         });
     }
     let mut ios: Vec<Option<Io>> = (0..concurrency).map(|_| None).collect();
@@ -747,8 +763,13 @@ async fn run_phase(
     }
     let mut ios = Vec::with_capacity(handles.len());
     let mut total = WorkerStats::new(cfg.kinds_used)?;
+    let mut by_host: BTreeMap<String, HostReport> = BTreeMap::new();
     for h in handles {
         let (io, stats) = h.await.context("benchmark worker panicked")?;
+        let host = by_host.entry(io.host.clone()).or_default();
+        host.connections += 1;
+        host.ops += stats.hist.iter().flatten().map(Histogram::len).sum::<u64>();
+        host.errors += stats.errors.iter().sum::<u64>();
         ios.push(io);
         total.merge(stats)?;
     }
@@ -762,7 +783,8 @@ async fn run_phase(
     let elapsed_s = end
         .saturating_duration_since(spec.window.measure_start)
         .as_secs_f64();
-    let report = WorkerStatsSummary(&total).phase_report(elapsed_s, cpu_start, cpu_end);
+    let mut report = WorkerStatsSummary(&total).phase_report(elapsed_s, cpu_start, cpu_end);
+    report.by_host = by_host;
     Ok((ios, total, report))
 }
 
@@ -822,8 +844,28 @@ impl WorkerStatsSummary<'_> {
             ops_per_client_core_s: per_core(client_cpu_s),
             server_cpu_s,
             ops_per_server_core_s: per_core(server_cpu_s),
+            by_host: BTreeMap::new(),
         }
     }
+}
+
+/// `CONSISTENCY <level>` if asked for, then each `--init-command`, split on whitespace.
+fn setup_commands(args: &BenchArgs) -> Vec<SetupCommand> {
+    let mut setup = Vec::new();
+    if let Some(level) = args.consistency {
+        setup.push(SetupCommand {
+            args: vec!["CONSISTENCY".to_string(), level.name().to_string()],
+            hint: " (is it a Hearsay node? leave out --consistency to benchmark a plain \
+                   Redis server)",
+        });
+    }
+    for line in &args.init_command {
+        setup.push(SetupCommand {
+            args: line.split_whitespace().map(str::to_string).collect(),
+            hint: "",
+        });
+    }
+    setup
 }
 
 pub(crate) async fn run(args: BenchArgs) -> anyhow::Result<BenchReport> {
@@ -847,7 +889,7 @@ pub(crate) async fn run(args: BenchArgs) -> anyhow::Result<BenchReport> {
         pipeline: args.pipeline,
         timeout: Duration::from_millis(args.timeout_ms),
         record_count: args.record_count,
-        consistency: args.consistency,
+        setup: setup_commands(&args),
         ops: mix.chooser(),
         kinds_used,
         interval: args
@@ -878,7 +920,7 @@ async fn run_with(
     let chooser = KeyChooser::new(args.distribution, args.record_count);
     let hide = args.no_progress;
 
-    let mut ios = connect_all(&args.hosts, args.concurrency, args.consistency).await?;
+    let mut ios = connect_all(&args.hosts, args.concurrency, cfg).await?;
 
     let load = if args.load {
         let shared = Arc::new(Shared::default());

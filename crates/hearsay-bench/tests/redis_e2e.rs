@@ -43,7 +43,14 @@ impl RedisServer {
             .expect("free port")
             .port();
         let child = Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            // Two loopback addresses, so tests can spread connections over two "hosts".
+            .args([
+                "--port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "127.0.0.2",
+            ])
             .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -121,6 +128,9 @@ async fn workloads_against_redis_server() {
     let load = report.load.as_ref().expect("load phase");
     assert_eq!((load.ops, load.errors), (500, 0), "{load:?}");
     assert_eq!(report.run.ops, 2000, "{:?}", report.run);
+    assert_eq!(report.run.by_host.len(), 1);
+    assert_eq!(report.run.by_host[host].connections, 4);
+    assert_eq!(report.run.by_host[host].ops, 2000);
     assert_eq!(report.run.errors, 0, "{:?}", report.run.errors_by_kind);
     assert_eq!(report.run.not_found, 0, "loaded keys must all be found");
     assert_populated(&report, "read");
@@ -178,10 +188,13 @@ async fn workloads_against_redis_server() {
         report.run.elapsed_s
     );
 
-    // Custom mix with inserts: new keys land past the loaded range.
+    // Custom mix with inserts: new keys land past the loaded range. Two host names for the
+    // same server: connections alternate between them.
+    let second = host.replace("127.0.0.1", "127.0.0.2");
+    let both = format!("{host},{second}");
     let report = hearsay_bench::run(args(&[
         "--hosts",
-        host,
+        &both,
         "--record-count",
         "500",
         "--concurrency",
@@ -200,6 +213,11 @@ async fn workloads_against_redis_server() {
     .await
     .expect("inserts");
     assert_eq!(report.run.operations["insert"].ops, 100);
+    assert_eq!(report.run.by_host.len(), 2, "{:?}", report.run.by_host);
+    for h in [host, second.as_str()] {
+        assert_eq!(report.run.by_host[h].connections, 1, "round-robin: {h}");
+    }
+    assert_eq!(report.run.by_host.values().map(|h| h.ops).sum::<u64>(), 100);
     let dbsize: u64 = redis::cmd("DBSIZE")
         .query_async(&mut con)
         .await
@@ -397,6 +415,45 @@ async fn consistency_and_connect_errors_are_clear() {
     .expect_err("redis has no CONSISTENCY");
     let msg = format!("{err:#}");
     assert!(msg.contains("rejected `CONSISTENCY QUORUM`"), "{msg}");
+
+    // Init commands run on every connection: here they choose database 2.
+    let report = hearsay_bench::run(args(&[
+        "--hosts",
+        &server.addr,
+        "--init-command",
+        "SELECT 2",
+        "--load",
+        "--record-count",
+        "10",
+        "--operations",
+        "10",
+        "--concurrency",
+        "3",
+    ]))
+    .await
+    .expect("init command");
+    assert_eq!(report.run.errors, 0);
+    let mut db2 = redis::Client::open(format!("redis://{}/2", server.addr))
+        .expect("client")
+        .get_multiplexed_async_connection()
+        .await
+        .expect("connect");
+    let dbsize: u64 = redis::cmd("DBSIZE")
+        .query_async(&mut db2)
+        .await
+        .expect("dbsize");
+    assert_eq!(dbsize, 10);
+    let err = hearsay_bench::run(args(&[
+        "--hosts",
+        &server.addr,
+        "--init-command",
+        "BOGUS x",
+        "--operations",
+        "1",
+    ]))
+    .await
+    .expect_err("unknown command");
+    assert!(format!("{err:#}").contains("rejected `BOGUS x`"), "{err:#}");
 
     // A port nobody listens on (bound then released).
     let port = TcpListener::bind("127.0.0.1:0")
