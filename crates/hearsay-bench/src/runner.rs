@@ -37,6 +37,10 @@ const MAX_RECONNECT_ATTEMPTS: u32 = 35;
 /// sending many different messages cannot grow the map without bound.
 const MAX_ERROR_KINDS: usize = 64;
 
+/// Longest error code kept as an error kind (`-UNAVAILABLE ...` → `server:UNAVAILABLE`);
+/// a server sending a huge first word cannot make the report huge.
+const MAX_ERROR_WORD_BYTES: usize = 32;
+
 /// Refresh period of the progress bar and its live ops/s.
 const PROGRESS_TICK_MS: u64 = 250;
 
@@ -428,6 +432,7 @@ impl State {
         match (op.stage, reply) {
             (_, Reply::Error(e)) => {
                 let word = e.split(|&b| b == b' ').next().unwrap_or_default();
+                let word = word.get(..MAX_ERROR_WORD_BYTES).unwrap_or(word);
                 let what = format!("server:{}", String::from_utf8_lossy(word));
                 self.fail(op, &what);
             }
