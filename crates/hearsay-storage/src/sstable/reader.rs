@@ -422,7 +422,13 @@ impl Sstable {
     /// Point read: the cell stored for `key`, if any. Consults the bloom filter first, then
     /// the index, then one data block. Counts bloom outcomes in [`ReadStats`].
     pub fn get(&self, key: &CellKey) -> Result<Option<Cell>> {
-        if !self.bloom.may_contain(bloom::hash_key(key.token, &key.key)) {
+        self.get_with_hash(key, bloom::hash_key(key.token, &key.key))
+    }
+
+    /// As [`Self::get`], with the key's bloom hash computed by the caller once for all the
+    /// tables it probes. `key_hash` must be [`bloom::hash_key`]`(key.token, &key.key)`.
+    pub fn get_with_hash(&self, key: &CellKey, key_hash: u64) -> Result<Option<Cell>> {
+        if !self.bloom.may_contain(key_hash) {
             self.stats.record_bloom(BloomOutcome::Negative);
             return Ok(None);
         }
