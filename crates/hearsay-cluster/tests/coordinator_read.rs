@@ -488,3 +488,35 @@ fn read_repair_with_nothing_stale_is_satisfied_at_once() {
     assert!(repair.send_to().is_empty());
     assert_eq!(repair.status(), RepairStatus::Satisfied);
 }
+
+#[test]
+fn dc_levels_plan_local_or_per_dc_replicas() {
+    use hearsay_cluster::coordinator::DcInfo;
+    // Proximity order: two remote replicas first (a worst case), then the local ones.
+    let n = ids(6);
+    let dc_of = n
+        .iter()
+        .enumerate()
+        .map(|(i, x)| (*x, if i < 3 { "remote" } else { "local" }.to_string()))
+        .collect();
+    let dcs = DcInfo {
+        dc_of,
+        local_dc: "local".into(),
+    };
+    let alive = all_alive(&n);
+    let plan = ReadPlan::new(ConsistencyLevel::LocalQuorum, &n, Some(&dcs), &alive).unwrap();
+    assert_eq!(
+        plan.contacted,
+        vec![n[3], n[4]],
+        "only local replicas count"
+    );
+    let plan = ReadPlan::new(ConsistencyLevel::EachQuorum, &n, Some(&dcs), &alive).unwrap();
+    assert_eq!(plan.contacted, vec![n[0], n[1], n[3], n[4]]);
+    let local_down: BTreeSet<NodeId> = n[..4].iter().copied().collect();
+    let err =
+        ReadPlan::new(ConsistencyLevel::LocalQuorum, &n, Some(&dcs), &local_down).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "Cannot achieve consistency level LOCAL_QUORUM in DC local: 1 of 2 replicas alive"
+    );
+}

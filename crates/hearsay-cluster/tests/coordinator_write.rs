@@ -316,3 +316,68 @@ fn a_duplicated_replica_is_a_corrupt_ring() {
     let n = ids(1..3);
     let _ = WriteTracker::new(ConsistencyLevel::One, &n, &n[..1], None, &BTreeSet::new());
 }
+
+/// LOCAL_QUORUM and EACH_QUORUM over two DCs (dc1 = 3 natural, dc2 = 2 natural, plus one
+/// pending replica in dc1), every alive set and every ack set, against a per-DC model.
+#[test]
+fn exhaustive_dc_levels_match_model() {
+    let all = ids(1..7);
+    let (natural, pending) = all.split_at(5);
+    let dc_of: BTreeMap<NodeId, String> = all
+        .iter()
+        .enumerate()
+        .map(|(i, n)| (*n, if i < 3 || i == 5 { "dc1" } else { "dc2" }.to_string()))
+        .collect();
+    let dcs = DcInfo {
+        dc_of: dc_of.clone(),
+        local_dc: "dc1".into(),
+    };
+    let in_dc = |set: &BTreeSet<NodeId>, dc: &str| set.iter().filter(|n| dc_of[n] == dc).count();
+    // dc1: rf 3 → quorum 2, + 1 pending = 3 (of 4 targets). dc2: rf 2 → quorum 2.
+    let need = |dc: &str| if dc == "dc1" { 3 } else { 2 };
+    for level in [ConsistencyLevel::LocalQuorum, ConsistencyLevel::EachQuorum] {
+        let dcs_checked: &[&str] = if level == ConsistencyLevel::LocalQuorum {
+            &["dc1"]
+        } else {
+            &["dc1", "dc2"]
+        };
+        for alive_mask in 0u32..64 {
+            let alive = subset(&all, alive_mask);
+            let t = WriteTracker::new(level, natural, pending, Some(&dcs), &alive);
+            let available = dcs_checked.iter().all(|dc| in_dc(&alive, dc) >= need(dc));
+            assert_eq!(
+                t.check_availability().is_ok(),
+                available,
+                "{level} {alive_mask:06b}"
+            );
+            for ack_mask in 0u32..64 {
+                if ack_mask & !alive_mask != 0 {
+                    continue;
+                }
+                let acks = subset(&all, ack_mask);
+                let mut t = t.clone();
+                for a in &acks {
+                    t.on_ack(*a);
+                }
+                let satisfied = dcs_checked.iter().all(|dc| in_dc(&acks, dc) >= need(dc));
+                let reachable = dcs_checked.iter().all(|dc| in_dc(&alive, dc) >= need(dc));
+                let want = if satisfied {
+                    WriteStatus::Satisfied
+                } else if reachable {
+                    WriteStatus::Pending
+                } else {
+                    t.status() // failure detail checked below
+                };
+                let got = t.status();
+                if satisfied || reachable {
+                    assert_eq!(
+                        got, want,
+                        "{level} alive {alive_mask:06b} acks {ack_mask:06b}"
+                    );
+                } else {
+                    assert!(matches!(got, WriteStatus::Failed(_)), "{got:?}");
+                }
+            }
+        }
+    }
+}

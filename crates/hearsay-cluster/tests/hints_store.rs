@@ -89,6 +89,9 @@ fn store_replay_ack_round_trip_across_reopen() {
         assert!(ids.windows(2).all(|w| w[0] < w[1]), "ids grow: {ids:?}");
         assert_eq!(s.pending(A).0, 3);
         assert_eq!(s.targets_with_hints(), vec![A, B]);
+        let pb = s.pending_bytes_by_target();
+        assert_eq!(pb.keys().copied().collect::<Vec<_>>(), vec![A, B]);
+        assert_eq!(pb[&A], s.pending(A).1);
     }
     let s = open(dir.path(), config(), &c);
     assert_eq!(s.pending(A).0, 3);

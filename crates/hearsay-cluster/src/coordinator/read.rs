@@ -319,6 +319,7 @@ impl<C: VersionedCell> ReadResolver<C> {
                 return ReadStatus::Mismatch;
             }
         }
+        let mut pending = false;
         for g in &self.plan.groups {
             let got = self.counted(g, responded);
             if got >= g.required {
@@ -326,9 +327,14 @@ impl<C: VersionedCell> ReadResolver<C> {
             }
             let waiting = self.counted(g, |a| *a == Answer::Waiting);
             if got + waiting >= g.required && !self.timed_out {
-                return ReadStatus::Pending;
+                // Another group may already have failed: look at all of them first.
+                pending = true;
+                continue;
             }
             return ReadStatus::Failed(self.error_for(g, got, data.is_some()));
+        }
+        if pending {
+            return ReadStatus::Pending;
         }
         if self.full {
             let responses = self
@@ -495,6 +501,7 @@ impl ReadRepair {
                 .filter(|n| self.state.get(n).is_some_and(f))
                 .count()
         };
+        let mut pending = false;
         for g in &self.groups {
             let done = count(g, &|s| {
                 matches!(s, RepairState::Current | RepairState::Repaired)
@@ -504,7 +511,8 @@ impl ReadRepair {
             }
             let waiting = count(g, &|s| *s == RepairState::Waiting);
             if done + waiting >= g.required && !self.timed_out {
-                return RepairStatus::Pending;
+                pending = true;
+                continue;
             }
             let failures = Failures(
                 g.members
@@ -526,6 +534,10 @@ impl ReadRepair {
                 failures,
             });
         }
-        RepairStatus::Satisfied
+        if pending {
+            RepairStatus::Pending
+        } else {
+            RepairStatus::Satisfied
+        }
     }
 }

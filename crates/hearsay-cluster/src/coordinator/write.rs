@@ -164,6 +164,7 @@ impl WriteTracker {
     /// Whether the write is satisfied, still pending, or failed.
     pub fn status(&self) -> WriteStatus {
         let any = self.level == ConsistencyLevel::Any;
+        let mut pending = false;
         for g in &self.groups {
             let acks = self.acks(g);
             if acks >= g.required {
@@ -176,11 +177,18 @@ impl WriteTracker {
                 ReplicaState::Acked => false,
             });
             if acks + could_still >= g.required && !self.timed_out {
-                return WriteStatus::Pending;
+                // Keep looking: another group (EACH_QUORUM's other DCs) may already have
+                // failed, and failing early is the point.
+                pending = true;
+                continue;
             }
             return WriteStatus::Failed(self.error_for(g, acks));
         }
-        WriteStatus::Satisfied
+        if pending {
+            WriteStatus::Pending
+        } else {
+            WriteStatus::Satisfied
+        }
     }
 
     fn error_for(&self, g: &Group, received: usize) -> ConsistencyError {

@@ -770,6 +770,17 @@ impl HintStore {
         std::mem::take(&mut self.inner.lock().dirty)
     }
 
+    /// Undelivered bytes per target with hints, the input `HintScheduler::poll` wants.
+    pub fn pending_bytes_by_target(&self) -> BTreeMap<NodeId, u64> {
+        self.inner
+            .lock()
+            .targets
+            .iter()
+            .map(|(n, t)| (*n, t.pending().1))
+            .filter(|(_, b)| *b > 0)
+            .collect()
+    }
+
     /// A snapshot of the counters and per-target figures.
     pub fn stats(&self) -> HintStats {
         let inner = self.inner.lock();
