@@ -136,6 +136,13 @@ struct ActiveRumor {
     issued_round: u64,
 }
 
+/// A node's own record, as [`Gossiper::self_snapshot`] takes it (simulator support).
+#[derive(Clone, Debug)]
+pub struct SelfSnapshot {
+    id: NodeId,
+    member: Member,
+}
+
 /// What a requester lacks of one node.
 #[derive(Clone, Copy, Debug)]
 struct Candidate {
@@ -349,20 +356,30 @@ impl Gossiper {
         }
     }
 
-    /// [`Gossiper::learn_from`] for many nodes at once, built in bulk (sorted), which is
-    /// much faster and packs the member map densely. Only before the first tick.
+    /// This node's own record, for [`Gossiper::learn_from_all`].
     #[doc(hidden)]
-    pub fn learn_from_all<'a>(&mut self, others: impl IntoIterator<Item = &'a Gossiper>) {
-        let mut batch: Vec<(NodeId, Member)> = others
-            .into_iter()
-            .filter(|o| o.me != self.me && !self.members.contains_key(&o.me))
-            .filter_map(|o| {
-                let src = o.members.get(&o.me)?;
-                let mut m = Member::new(src.generation, src.heartbeat);
-                m.max_version = src.max_version;
-                m.states = Arc::clone(&src.states);
-                Some((o.me, m))
-            })
+    pub fn self_snapshot(&self) -> SelfSnapshot {
+        let src = self.members.get(&self.me);
+        let mut m = Member::new(self.generation, src.map_or(0, |s| s.heartbeat));
+        if let Some(src) = src {
+            m.max_version = src.max_version;
+            m.states = Arc::clone(&src.states);
+        }
+        SelfSnapshot {
+            id: self.me,
+            member: m,
+        }
+    }
+
+    /// [`Gossiper::learn_from`] for many nodes at once from their snapshots, built in bulk
+    /// (sorted), which packs the member map densely and avoids touching every other
+    /// gossiper's memory. Only before the first tick.
+    #[doc(hidden)]
+    pub fn learn_from_all(&mut self, snapshots: &[SelfSnapshot]) {
+        let mut batch: Vec<(NodeId, Member)> = snapshots
+            .iter()
+            .filter(|s| s.id != self.me && !self.members.contains_key(&s.id))
+            .map(|s| (s.id, s.member.clone()))
             .collect();
         batch.sort_by_key(|(id, _)| *id);
         batch.dedup_by_key(|(id, _)| *id);

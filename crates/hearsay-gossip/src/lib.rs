@@ -27,7 +27,8 @@ pub mod wire;
 
 pub use config::{GossipConfig, GossipMode};
 pub use gossiper::{
-    Gossiper, MAX_ACTIVE_RUMORS, MAX_PENDING_EVENTS, MAX_RECENT_CHANGES, Outgoing, Versioned,
+    Gossiper, MAX_ACTIVE_RUMORS, MAX_PENDING_EVENTS, MAX_RECENT_CHANGES, Outgoing, SelfSnapshot,
+    Versioned,
 };
 pub use identity::{load_or_create_node_id, next_generation};
 pub use types::{Event, GossipMetrics, Liveness, MemberStatus, MemberView};

@@ -322,18 +322,14 @@ impl Sim {
     /// cluster), without sending a packet.
     pub fn start_converged(&mut self) -> Result<(), SimError> {
         self.start_all()?;
-        let n = self.nodes.len();
-        for i in 0..n {
-            let (before, rest) = self.nodes.split_at_mut(i);
-            let Some((me, after)) = rest.split_first_mut() else {
-                continue;
-            };
-            if let Some(g) = me.gossiper.as_mut() {
-                let others = before
-                    .iter()
-                    .chain(after.iter())
-                    .filter_map(|x| x.gossiper.as_ref());
-                g.learn_from_all(others);
+        let snaps: Vec<hearsay_gossip::SelfSnapshot> = self
+            .nodes
+            .iter()
+            .filter_map(|n| n.gossiper.as_ref().map(|g| g.self_snapshot()))
+            .collect();
+        for n in &mut self.nodes {
+            if let Some(g) = n.gossiper.as_mut() {
+                g.learn_from_all(&snaps);
             }
         }
         Ok(())

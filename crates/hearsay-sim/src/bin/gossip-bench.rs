@@ -191,9 +191,9 @@ fn main() {
     let interval_ms = 1_000;
     let mut rng = StdRng::seed_from_u64(args.seed);
     println!(
-        "| N | mode | loss | rounds to all (median / p99), full protocol | rounds, anti-entropy only | ideal push-pull (median / p99) | bytes/node/round quiet | bytes/node/round disseminating | SUSPECT everywhere (median s) | DOWN everywhere (median s) | false DOWN per node-hour | wall s |"
+        "| N | mode | loss | rounds to all (median / p99), full protocol | rounds, anti-entropy only | ideal push-pull (median / p99) | bytes/node/round quiet | bytes/node/round disseminating | SUSPECT everywhere (median s) | DOWN everywhere (median s) | false DOWN per node-hour | false SUSPECT per node-hour | wall s |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|");
     for &n in &args.nodes {
         let trials = if n >= 10_000 {
             args.trials.min(10)
@@ -222,10 +222,12 @@ fn main() {
                 // Crashes.
                 let mut sus = Vec::new();
                 let mut down = Vec::new();
+                let mut victims = Vec::new();
                 for _ in 0..args.crashes {
                     let ups = sim.up_nodes();
                     let victim = ups[rng.random_range(args.crashes.min(ups.len() - 1)..ups.len())];
                     let x = sim.id(victim);
+                    victims.push(x);
                     sim.crash(victim);
                     let t0 = sim.now_ms();
                     let s = sim.run_until_pred(t0 + 60 * interval_ms, 100, |s| {
@@ -240,6 +242,9 @@ fn main() {
                 }
                 let hours = sim.now_ms() as f64 / 3_600_000.0;
                 let false_down = sim.false_down_events() as f64 / (n as f64 * hours);
+                let true_suspects: u64 = victims.iter().map(|v| sim.suspect_events(Some(*v))).sum();
+                let false_suspect =
+                    (sim.suspect_events(None) - true_suspects) as f64 / (n as f64 * hours);
                 drop(sim);
                 // Anti-entropy only.
                 let mut ae_sim = build(n, mode, loss, false, seed ^ 0x5eed);
@@ -248,7 +253,7 @@ fn main() {
                 let mut ae = dissemination(&mut ae_sim, ae_trials, &mut rng, interval_ms);
                 drop(ae_sim);
                 println!(
-                    "| {n} | {} | {:.0}% | {:.1} / {:.1} | {:.1} / {:.1} | {:.1} / {:.1} | {:.0} | {:.0} | {:.1} | {:.1} | {:.2} | {:.0} |",
+                    "| {n} | {} | {:.0}% | {:.1} / {:.1} | {:.1} / {:.1} | {:.1} / {:.1} | {:.0} | {:.0} | {:.1} | {:.1} | {:.2} | {:.1} | {:.0} |",
                     mode_name(mode),
                     loss * 100.0,
                     pct(&mut full, 0.5),
@@ -262,6 +267,7 @@ fn main() {
                     pct(&mut sus, 0.5),
                     pct(&mut down, 0.5),
                     false_down,
+                    false_suspect,
                     wall.elapsed().as_secs_f64(),
                 );
             }
