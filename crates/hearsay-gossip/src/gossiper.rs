@@ -1178,7 +1178,7 @@ impl Gossiper {
             m.liveness == Liveness::Down && m.extra.as_ref().is_none_or(|e| hb > e.down_heartbeat);
         if revive {
             m.liveness = Liveness::Suspect; // recomputed below
-            self.down_count -= 1;
+            self.down_count = self.down_count.saturating_sub(1);
         }
         if revive || m.reports_len() > 0 {
             self.refresh_liveness(id, now_ms);
@@ -1354,12 +1354,15 @@ impl Gossiper {
     /// Reports needed to convict `id`: a majority of its monitors, i.e. of
     /// `min(monitors, live members other than id)`.
     fn quorum_for(&self, id: NodeId) -> usize {
-        let active = self.members.len() - self.removed_count - self.down_count;
+        let active = self
+            .members
+            .len()
+            .saturating_sub(self.removed_count + self.down_count);
         let target_active = self
             .members
             .get(&id)
             .is_some_and(|m| !matches!(m.liveness, Liveness::Down | Liveness::Removed));
-        let others = active - usize::from(target_active);
+        let others = active.saturating_sub(usize::from(target_active));
         self.cfg.monitors.min(others) / 2 + 1
     }
 
@@ -1427,7 +1430,7 @@ impl Gossiper {
                 return false;
             }
             *m = Member::new(d.generation, d.heartbeat);
-            self.removed_count -= 1;
+            self.removed_count = self.removed_count.saturating_sub(1);
             self.push_event(Event::Joined {
                 node: id,
                 generation: d.generation,
@@ -1454,7 +1457,7 @@ impl Gossiper {
             let was = m.liveness;
             *m = Member::new(d.generation, d.heartbeat);
             if was == Liveness::Down {
-                self.down_count -= 1;
+                self.down_count = self.down_count.saturating_sub(1);
             }
             self.unreachable.remove(&id);
             self.reported.remove(&id);
@@ -1522,7 +1525,7 @@ impl Gossiper {
             return;
         };
         if m.liveness == Liveness::Down {
-            self.down_count -= 1;
+            self.down_count = self.down_count.saturating_sub(1);
         }
         let hb = m.heartbeat;
         *m = Member::new(generation, hb);
@@ -1709,6 +1712,10 @@ impl Gossiper {
             self.metrics.rumors_evicted += 1;
         }
         let size = encoded_len(&rumor);
+        if size > self.budget_left(&Body::Ping) {
+            // Could never ride a packet; anti-entropy carries it instead.
+            return;
+        }
         let rounds_left = self.rumor_rounds();
         self.rumors.push_back(ActiveRumor {
             key,

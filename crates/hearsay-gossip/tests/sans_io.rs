@@ -533,3 +533,19 @@ proptest! {
         a.handle_packet(addr(9), &forger().seal_raw(&raw), 0, &mut rng);
     }
 }
+
+#[test]
+fn config_and_value_limits_are_enforced() {
+    let mut cfg = GossipConfig::new(CLUSTER, SECRET, addr(1));
+    cfg.max_packet_bytes = 100;
+    assert!(Gossiper::new(cfg, id(1), 1, 0).is_err());
+    let mut cfg = GossipConfig::new(CLUSTER, SECRET, addr(1));
+    cfg.suspicion_validity_ms = 10;
+    assert!(Gossiper::new(cfg.clone(), id(1), 1, 0).is_err());
+    assert!(Gossiper::new(GossipConfig::new(CLUSTER, SECRET, addr(1)), id(1), 0, 0).is_err());
+    let mut a = node(1, &[]);
+    assert!(a.set_local_state(StateKey::Tokens, vec![0; 2_048]).is_err());
+    assert!(a.set_local_state(StateKey::Tokens, vec![0; 1_000]).is_ok());
+    assert!(a.remove(id(1)).is_err(), "cannot remove self");
+    assert!(a.remove(id(99)).is_err(), "unknown node");
+}
