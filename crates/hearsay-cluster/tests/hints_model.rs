@@ -2,7 +2,7 @@
 //! advances. The model is a per-target list of pending hints; the store must replay exactly
 //! the live prefix of it, in order, drop expired heads, and count pending hints the same way.
 
-use hearsay_cluster::hints::{HintConfig, HintOutcome, HintStore, HintSyncPolicy};
+use hearsay_cluster::hints::{DropReason, HintConfig, HintOutcome, HintStore, HintSyncPolicy};
 use hearsay_storage::{Cell, CellKey};
 use hearsay_types::{Clock, ManualClock, NodeId, Timestamp, Token};
 use proptest::prelude::*;
@@ -90,9 +90,12 @@ proptest! {
                 Op::Store { target, key, age_ms } => {
                     let created = now_ms - age_ms;
                     let c = cells(key, clock.wall_micros());
-                    let HintOutcome::Stored { hint_id } =
-                        store.store(TARGETS[target], "ks", &c, created)
-                    else {
+                    let outcome = store.store(TARGETS[target], "ks", &c, created);
+                    if age_ms > MAX_AGE_MS {
+                        prop_assert_eq!(outcome, HintOutcome::Dropped(DropReason::TooOld));
+                        continue;
+                    }
+                    let HintOutcome::Stored { hint_id } = outcome else {
                         panic!("caps are large: nothing may be dropped")
                     };
                     let q = model.entry(target).or_default();

@@ -268,11 +268,18 @@ fn expired_hints_are_never_replayed_and_are_counted() {
     assert_eq!(s.pending(A), (0, 0));
     // purge_expired frees an expired head without a replay, and stops at live hints.
     let keep = stored(s.store(C, "default", &cells(6), now_ms(&c)));
-    s.store(B, "default", &cells(7), now_ms(&c) - max_age_ms - 1);
+    stored(s.store(B, "default", &cells(7), now_ms(&c) - max_age_ms + 5));
+    c.advance(Duration::from_millis(10));
     s.purge_expired().unwrap();
     assert_eq!(s.pending(B), (0, 0));
     assert_eq!(s.pending(C).0, 1);
     assert_eq!(dropped(&s, DropReason::TooOld), 4);
+    // A hint already past the max age is not even stored.
+    assert_eq!(
+        s.store(B, "default", &cells(8), now_ms(&c) - max_age_ms - 1),
+        HintOutcome::Dropped(DropReason::TooOld)
+    );
+    assert_eq!(dropped(&s, DropReason::TooOld), 5);
     assert_eq!(s.replay_batch(C, 1).unwrap()[0].hint_id, keep);
     // Everything expired: nothing replayed, the store empties.
     s.store(B, "default", &cells(5), now_ms(&c));

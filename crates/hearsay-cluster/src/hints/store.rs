@@ -323,6 +323,10 @@ impl HintStore {
         if inner.removed.contains(&target) {
             return refuse(inner, DropReason::TargetRemoved);
         }
+        if self.clock.wall_millis().saturating_sub(now_ms) > self.config.max_hint_age_ms {
+            // Already past the max age (a write stuck for hours): replay would only drop it.
+            return refuse(inner, DropReason::TooOld);
+        }
         let hint_id = inner.next_id;
         let rec = HintRecordV1 {
             hint_id,
