@@ -420,3 +420,48 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn compression_resumes_after_an_incompressible_run() -> anyhow::Result<()> {
+    // The writer stops trying LZ4 on every block after a run of incompressible blocks;
+    // it must still notice when the data turns compressible.
+    let dir = tempfile::tempdir()?;
+    let mut rng = StdRng::seed_from_u64(5);
+    let model: Model = (0..4000u32)
+        .map(|i| {
+            let value: Vec<u8> = if i < 1000 {
+                (0..100).map(|_| rng.random::<u8>()).collect()
+            } else {
+                vec![b'z'; 100]
+            };
+            (
+                CellKey::new(Token(i64::from(i)), format!("k{i:06}")),
+                Cell::value(value, Timestamp(1)),
+            )
+        })
+        .collect();
+    for (id, compression) in [(1, Compression::None), (2, Compression::Lz4)] {
+        let opts = SstableOptions {
+            compression,
+            ..Default::default()
+        };
+        write(dir.path(), id, &opts, &model)?;
+    }
+    let plain = open(dir.path(), 1)?;
+    let lz4 = open(dir.path(), 2)?;
+    // 3000 of 4000 cells compress ~10x: the table must shrink by well over half.
+    assert!(
+        lz4.meta().size_bytes * 2 < plain.meta().size_bytes,
+        "lz4 {} vs plain {}",
+        lz4.meta().size_bytes,
+        plain.meta().size_bytes
+    );
+    let all = collect(lz4.iter(Bound::Unbounded, Bound::Unbounded));
+    assert_eq!(all.len(), 4000);
+    assert!(
+        all.iter()
+            .zip(&model)
+            .all(|(a, (k, c))| &a.0 == k && &a.1 == c)
+    );
+    Ok(())
+}

@@ -64,12 +64,18 @@ pub fn encode_token(token: Token) -> [u8; TOKEN_BYTES] {
     ((token.0 as u64) ^ (1 << 63)).to_be_bytes()
 }
 
+/// Inverse of [`encode_token`].
+#[inline]
+pub fn decode_token(encoded: &[u8; TOKEN_BYTES]) -> Token {
+    Token((u64::from_be_bytes(*encoded) ^ (1 << 63)) as i64)
+}
+
 /// Inverse of [`encode_key`]. `encoded` must be at least [`TOKEN_BYTES`] long (checked by
 /// every decoder before it gets here); a shorter input yields token `i64::MIN`.
 pub fn decode_key(encoded: &[u8]) -> CellKey {
     match encoded.split_first_chunk::<TOKEN_BYTES>() {
         Some((token, key)) => CellKey {
-            token: Token((u64::from_be_bytes(*token) ^ (1 << 63)) as i64),
+            token: decode_token(token),
             key: Bytes::copy_from_slice(key),
         },
         None => CellKey {

@@ -1,7 +1,7 @@
 //! Reads an SSTable: open verifies the footer and loads index, bloom and stats; point reads
 //! and iterators fetch data blocks lazily through the shared [`BlockCache`].
 
-use super::block::{Block, Cursor};
+use super::block::{Block, Cursor, EntryMeta};
 use super::format::*;
 use super::{ReadStats, SstableMeta, sstable_path};
 use crate::bloom::{self, BloomFilter};
@@ -9,7 +9,7 @@ use crate::cache::{BlockCache, BlockKey};
 use crate::cell::{Cell, CellKey};
 use crate::error::{Error, Result};
 use bytes::Bytes;
-use hearsay_types::Timestamp;
+use hearsay_types::{Timestamp, Token};
 use std::cell::RefCell;
 use std::cmp::Ordering;
 use std::fmt;
@@ -513,8 +513,20 @@ enum IterState {
     Done,
 }
 
+/// An entry of the current block, decoded ahead: its key is `keys[key_start..key_end]`.
+#[derive(Clone, Copy, Debug)]
+struct DecodedEntry {
+    key_start: usize,
+    key_end: usize,
+    meta: EntryMeta,
+}
+
 /// Ascending iterator over an SSTable's cells within bounds. Yields `Err` once on corruption
 /// or I/O failure, then ends.
+///
+/// On entering a block it decodes the rest of the block at once, copying all its keys into
+/// one buffer, so each yielded key is a slice of that buffer (one allocation per block, not
+/// per cell) and each value a slice of the block.
 pub struct SstableIter {
     table: Arc<Sstable>,
     lower: Bound<CellKey>,
@@ -523,6 +535,9 @@ pub struct SstableIter {
     fill_cache: bool,
     state: IterState,
     cursor: Cursor,
+    entries: Vec<DecodedEntry>,
+    keys: Bytes,
+    next: usize,
 }
 
 impl fmt::Debug for SstableIter {
@@ -558,6 +573,9 @@ impl SstableIter {
             fill_cache,
             state: IterState::Unstarted,
             cursor: Cursor::default(),
+            entries: Vec::new(),
+            keys: Bytes::new(),
+            next: 0,
         }
     }
 
@@ -591,16 +609,41 @@ impl SstableIter {
         {
             self.cursor.pending = None;
         }
+        self.fill(&block, offset)?;
         Ok(IterState::InBlock { idx, block })
     }
 
     fn load(&mut self, idx: usize) -> Result<IterState> {
-        if idx >= self.table.index.len() {
+        let Some(entry) = self.table.index.get(idx) else {
             return Ok(IterState::Done);
-        }
+        };
+        let offset = entry.handle.offset;
         let block = self.table.block(idx, self.fill_cache)?;
         self.cursor.reset();
+        self.fill(&block, offset)?;
         Ok(IterState::InBlock { idx, block })
+    }
+
+    /// Decodes the rest of `block` from the cursor into `entries` and `keys`. Terminates:
+    /// every entry decoded moves the cursor forward by at least one byte.
+    fn fill(&mut self, block: &Block, offset: u64) -> Result<()> {
+        self.entries.clear();
+        self.next = 0;
+        let mut arena = Vec::with_capacity(self.keys.len().max(256));
+        while let Some(meta) = block
+            .next_entry(&mut self.cursor)
+            .map_err(|r| Error::corruption(&self.table.path, offset, r))?
+        {
+            let key_start = arena.len();
+            arena.extend_from_slice(&self.cursor.key);
+            self.entries.push(DecodedEntry {
+                key_start,
+                key_end: arena.len(),
+                meta,
+            });
+        }
+        self.keys = Bytes::from(arena);
+        Ok(())
     }
 
     fn above_upper(&self, key: &[u8]) -> bool {
@@ -618,22 +661,25 @@ impl SstableIter {
                 IterState::Done => return Ok(None),
                 IterState::Unstarted => self.state = self.start()?,
                 IterState::InBlock { idx, block } => {
-                    let idx = *idx;
-                    let offset = self.table.index[idx].handle.offset;
-                    match block
-                        .next_entry(&mut self.cursor)
-                        .map_err(|r| Error::corruption(&self.table.path, offset, r))?
-                    {
-                        Some(e) => {
-                            if self.above_upper(&self.cursor.key) {
-                                self.state = IterState::Done;
-                                return Ok(None);
-                            }
-                            let cell = block.cell(&e);
-                            return Ok(Some((decode_key(&self.cursor.key), cell)));
-                        }
-                        None => self.state = self.load(idx + 1)?,
+                    let Some(&d) = self.entries.get(self.next) else {
+                        let next_idx = *idx + 1;
+                        self.state = self.load(next_idx)?;
+                        continue;
+                    };
+                    self.next += 1;
+                    let encoded = self.keys.get(d.key_start..d.key_end).unwrap_or_default();
+                    if self.above_upper(encoded) {
+                        self.state = IterState::Done;
+                        return Ok(None);
                     }
+                    let token = encoded
+                        .first_chunk::<TOKEN_BYTES>()
+                        .map_or(Token(i64::MIN), decode_token);
+                    let key = CellKey {
+                        token,
+                        key: self.keys.slice(d.key_start + TOKEN_BYTES..d.key_end),
+                    };
+                    return Ok(Some((key, block.cell(&d.meta))));
                 }
             }
         }

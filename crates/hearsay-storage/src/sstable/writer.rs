@@ -15,6 +15,12 @@ use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+/// Consecutive blocks that failed to compress before the writer stops trying every block.
+const COMPRESSION_GIVE_UP_BLOCKS: u32 = 8;
+/// Once it has given up, the writer still tries one block in this many, so data that turns
+/// compressible later in the table is noticed.
+const COMPRESSION_RETRY_INTERVAL_BLOCKS: u64 = 16;
+
 /// Size of the writer's user-space buffer: large sequential writes, few syscalls.
 const WRITE_BUFFER_BYTES: usize = 256 * 1024;
 
@@ -38,6 +44,10 @@ pub struct SstableWriter {
     hashes: Vec<u64>,
     key_buf: Vec<u8>,
     compress_buf: Vec<u8>,
+    /// Blocks written so far (all kinds).
+    blocks_written: u64,
+    /// LZ4 attempts in a row that did not pay off.
+    incompressible_streak: u32,
     // Stats for the meta.
     entry_count: u64,
     min_key: Option<CellKey>,
@@ -93,6 +103,8 @@ impl SstableWriter {
             hashes: Vec::with_capacity(expected_keys.min(1 << 20)),
             key_buf: Vec::new(),
             compress_buf: Vec::new(),
+            blocks_written: 0,
+            incompressible_streak: 0,
             entry_count: 0,
             min_key: None,
             last_key: Vec::new(),
@@ -182,7 +194,7 @@ impl SstableWriter {
         let mut block = std::mem::replace(&mut self.block, BlockBuilder::new(1, 0));
         let result = (|| {
             let last_key = block.last_key().to_vec();
-            let handle = self.write_block(block.finish(), self.opts.compression)?;
+            let handle = self.write_block(block.finish(), self.opts.compression, true)?;
             put_varint(&mut self.index, last_key.len() as u64);
             self.index.extend_from_slice(&last_key);
             put_varint(&mut self.index, handle.offset);
@@ -196,9 +208,28 @@ impl SstableWriter {
     }
 
     /// Writes `raw` (a decoded block) with its envelope: payload, compression byte, CRC32C.
-    fn write_block(&mut self, raw: &[u8], compression: Compression) -> Result<BlockHandle> {
+    /// `adaptive` lets a run of incompressible data blocks turn compression attempts down;
+    /// meta blocks always try.
+    fn write_block(
+        &mut self,
+        raw: &[u8],
+        compression: Compression,
+        adaptive: bool,
+    ) -> Result<BlockHandle> {
         let mut kind = COMPRESSION_NONE;
-        if compression == Compression::Lz4 && raw.len() >= 64 {
+        // After a run of blocks that did not compress, try only every
+        // `COMPRESSION_RETRY_INTERVAL_BLOCKS`-th block: incompressible data (random values)
+        // otherwise pays an LZ4 pass per block for nothing.
+        let try_compress = compression == Compression::Lz4
+            && raw.len() >= 64
+            && (!adaptive
+                || self.incompressible_streak < COMPRESSION_GIVE_UP_BLOCKS
+                || self.blocks_written % COMPRESSION_RETRY_INTERVAL_BLOCKS == 0);
+        self.blocks_written += 1;
+        if try_compress {
+            if adaptive {
+                self.incompressible_streak += 1;
+            }
             let max = lz4_flex::block::get_maximum_output_size(raw.len()) + 4;
             self.compress_buf.resize(max, 0);
             self.compress_buf[..4].copy_from_slice(&(raw.len() as u32).to_le_bytes());
@@ -208,6 +239,7 @@ impl SstableWriter {
                 if 4 + n < raw.len() - raw.len() / 8 {
                     self.compress_buf.truncate(4 + n);
                     kind = COMPRESSION_LZ4;
+                    self.incompressible_streak = 0;
                 }
             }
         }
@@ -242,7 +274,7 @@ impl SstableWriter {
                 raw.len()
             )));
         }
-        self.write_block(raw, compression)
+        self.write_block(raw, compression, false)
     }
 
     /// Writes the rest of the table, fsyncs it, renames it to its final name and fsyncs the
