@@ -214,11 +214,21 @@ fn main() {
                 let quiet_s = if n >= 10_000 { 20 } else { 60 };
                 sim.run_for(quiet_s * interval_ms);
                 let quiet = (sim.bytes_sent - b0) as f64 / (ups * quiet_s as f64);
+                eprintln!(
+                    "[{n} {} {loss}] quiet bytes/node/round {quiet:.0} ({:.0} s)",
+                    mode_name(mode),
+                    wall.elapsed().as_secs_f64()
+                );
                 let b1 = sim.bytes_sent;
                 let t1 = sim.now_ms();
                 let mut full = dissemination(&mut sim, trials, &mut rng, interval_ms);
                 let busy = (sim.bytes_sent - b1) as f64
                     / (ups * ((sim.now_ms() - t1) as f64 / interval_ms as f64));
+                eprintln!(
+                    "[{n} {} {loss}] full-protocol rounds {full:?}, busy bytes/node/round {busy:.0} ({:.0} s)",
+                    mode_name(mode),
+                    wall.elapsed().as_secs_f64()
+                );
                 // Crashes.
                 let mut sus = Vec::new();
                 let mut down = Vec::new();
@@ -238,6 +248,13 @@ fn main() {
                     });
                     sus.push(s.map_or(f64::INFINITY, |t| (t - t0) as f64 / 1_000.0));
                     down.push(d.map_or(f64::INFINITY, |t| (t - t0) as f64 / 1_000.0));
+                    eprintln!(
+                        "[{n} {} {loss}] crash: suspect everywhere {:?} s, down {:?} s ({:.0} s)",
+                        mode_name(mode),
+                        sus.last(),
+                        down.last(),
+                        wall.elapsed().as_secs_f64()
+                    );
                     sim.run_for(5 * interval_ms);
                 }
                 let hours = sim.now_ms() as f64 / 3_600_000.0;
