@@ -2,15 +2,16 @@
 
 use super::config::{HintConfig, HintConfigError, HintSyncPolicy, MAX_REMOVED_TARGETS_REMEMBERED};
 use super::format::{
-    Cursor, HeaderProblem, HintCellV1, HintRecordV1, ReadOutcome, SEGMENT_HEADER_BYTES,
-    check_segment_header, decode_cursor, encode_cursor, encode_record, read_record, segment_header,
+    Cursor, HeaderProblem, HintCellV1, HintRecordV1, MAX_HINT_RECORD_BYTES, RECORD_HEADER_BYTES,
+    ReadOutcome, SEGMENT_HEADER_BYTES, check_segment_header, decode_cursor, encode_cursor,
+    encode_record, read_record, segment_header,
 };
 use hearsay_storage::{Cell, CellKey, Fs, RealFs};
 use hearsay_types::{Clock, NodeId, Token};
 use parking_lot::Mutex;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Write};
+use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
@@ -568,10 +569,10 @@ impl HintStore {
             let Some(seg) = t.segments.get(&seq) else {
                 continue;
             };
-            let data = read_segment(&seg.path, seg.len)?;
+            let mut reader = SegmentReader::open(&seg.path, seg.len)?;
             let mut off = start as usize;
-            while let Some(rest) = data.get(off..) {
-                match read_record(rest) {
+            loop {
+                match reader.record_at(off as u64)? {
                     ReadOutcome::End => break,
                     ReadOutcome::Torn | ReadOutcome::Corrupt => {
                         // The file changed under us since open: drop the rest of the segment.
@@ -659,14 +660,14 @@ impl HintStore {
             let Some(seg) = t.segments.get(&seq) else {
                 continue;
             };
-            let data = read_segment(&seg.path, seg.len)?;
+            let mut reader = SegmentReader::open(&seg.path, seg.len)?;
             let mut off = start as usize;
             let mut consumed = consumed;
             t.cursor.seq = seq;
             t.cursor.offset = off as u64;
             t.cursor.consumed = consumed;
-            while let Some(rest) = data.get(off..) {
-                match read_record(rest) {
+            loop {
+                match reader.record_at(off as u64)? {
                     ReadOutcome::Record(rec, len) if rec.hint_id <= up_to_hint_id => {
                         if t.batch.skipped.remove(&rec.hint_id) {
                             too_old += 1;
@@ -842,10 +843,70 @@ fn sync_all(fs: &dyn Fs, inner: &mut Inner) {
     }
 }
 
-fn read_segment(path: &Path, len: u64) -> Result<Vec<u8>, HintError> {
-    let mut data = fs::read(path).map_err(io_err(path))?;
-    data.truncate(len as usize);
-    Ok(data)
+/// How much of a segment a reader loads at a time: a replay batch's worth, so replaying
+/// 256 KiB from an 8 MiB segment reads about 256 KiB, not the whole file.
+const READ_WINDOW_BYTES: usize = 256 * 1024;
+
+/// Reads a segment's records through a moving window. Never reads past `len` (the good
+/// data), and never more than one record (at most `MAX_HINT_RECORD_BYTES`) beyond a window.
+struct SegmentReader {
+    file: File,
+    path: PathBuf,
+    len: u64,
+    buf: Vec<u8>,
+    buf_start: u64,
+}
+
+impl SegmentReader {
+    fn open(path: &Path, len: u64) -> Result<SegmentReader, HintError> {
+        Ok(SegmentReader {
+            file: File::open(path).map_err(io_err(path))?,
+            path: path.to_path_buf(),
+            len,
+            buf: Vec::new(),
+            buf_start: 0,
+        })
+    }
+
+    /// The bytes from `off` on, holding at least `need` of them unless the data ends first.
+    fn window(&mut self, off: u64, need: usize) -> Result<&[u8], HintError> {
+        let want_end = off.saturating_add(need as u64).min(self.len);
+        let have_end = self.buf_start + self.buf.len() as u64;
+        if off < self.buf_start || want_end > have_end {
+            let n = self
+                .len
+                .saturating_sub(off)
+                .min(need.max(READ_WINDOW_BYTES) as u64);
+            self.buf.clear();
+            let path = &self.path;
+            self.file.seek(SeekFrom::Start(off)).map_err(io_err(path))?;
+            // A file shorter than `len` (changed under us) just yields fewer bytes: the
+            // record parser then reports it torn.
+            (&mut self.file)
+                .take(n)
+                .read_to_end(&mut self.buf)
+                .map_err(io_err(path))?;
+            self.buf_start = off;
+        }
+        let from = (off - self.buf_start) as usize;
+        Ok(self.buf.get(from..).unwrap_or(&[]))
+    }
+
+    fn record_at(&mut self, off: u64) -> Result<ReadOutcome, HintError> {
+        let head = self.window(off, RECORD_HEADER_BYTES)?;
+        if head.len() < RECORD_HEADER_BYTES {
+            return Ok(read_record(head));
+        }
+        let mut len4 = [0u8; 4];
+        len4.copy_from_slice(&head[1..5]);
+        let body_len = u32::from_le_bytes(len4) as usize;
+        if body_len > MAX_HINT_RECORD_BYTES {
+            return Ok(ReadOutcome::Corrupt);
+        }
+        Ok(read_record(
+            self.window(off, RECORD_HEADER_BYTES + body_len)?,
+        ))
+    }
 }
 
 fn write_cursor(fs: &dyn Fs, dir: &Path, c: &Cursor, sync: bool) -> Result<(), HintError> {
