@@ -224,7 +224,9 @@ impl SstableWriter {
             && raw.len() >= 64
             && (!adaptive
                 || self.incompressible_streak < COMPRESSION_GIVE_UP_BLOCKS
-                || self.blocks_written % COMPRESSION_RETRY_INTERVAL_BLOCKS == 0);
+                || self
+                    .blocks_written
+                    .is_multiple_of(COMPRESSION_RETRY_INTERVAL_BLOCKS));
         self.blocks_written += 1;
         if try_compress {
             if adaptive {
