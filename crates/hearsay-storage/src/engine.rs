@@ -673,6 +673,8 @@ impl Engine {
                 best = Some(newer(best, c));
             }
         }
+        // Hash once for every table's bloom filter.
+        let key_hash = crate::bloom::hash_key(key.token, &key.key);
         for t in &v.tables {
             let m = t.table.meta();
             // Tables are kept newest-first (by max timestamp): once a table's newest write is
@@ -684,7 +686,7 @@ impl Engine {
             if *key < m.min_key || m.max_key < *key {
                 continue;
             }
-            if let Some(c) = t.table.get(key)? {
+            if let Some(c) = t.table.get_with_hash(key, key_hash)? {
                 best = Some(newer(best, c));
             }
         }

@@ -295,3 +295,28 @@ fn tombstone_is_kept_while_an_older_version_may_live_outside_the_compaction() {
     assert_eq!(e.get("default", &key(1)).unwrap(), None);
     assert_eq!(e.stats().keyspaces["default"].sstable_count, 0);
 }
+
+#[test]
+fn engine_and_scan_iterators_can_cross_threads() {
+    fn send_sync<T: Send + Sync>() {}
+    fn send<T: Send>() {}
+    send_sync::<Engine>();
+    send::<hearsay_storage::ScanIter>();
+    let dir = tempfile::tempdir().unwrap();
+    let e = std::sync::Arc::new(Engine::open(config(dir.path())).unwrap());
+    e.apply("default", &[(key(1), Cell::value("a", Timestamp(1)))])
+        .unwrap();
+    let it = e
+        .scan("default", Bound::Unbounded, Bound::Unbounded)
+        .unwrap();
+    // A scan is a snapshot: a later write does not appear in it.
+    e.apply("default", &[(key(2), Cell::value("b", Timestamp(1)))])
+        .unwrap();
+    let n = std::thread::spawn(move || it.count()).join().unwrap();
+    assert_eq!(n, 1);
+    e.close().unwrap();
+    assert!(matches!(
+        e.apply("default", &[(key(3), Cell::value("c", Timestamp(1)))]),
+        Err(Error::Closed)
+    ));
+}

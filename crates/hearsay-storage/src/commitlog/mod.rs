@@ -664,6 +664,37 @@ mod tests {
         assert!(decode_batch(&bad).is_err());
     }
 
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig { cases: 256, ..Default::default() })]
+
+        /// Replay of arbitrary bytes after a valid header never panics and never allocates
+        /// beyond the input: it yields records, a torn tail, or a corruption error.
+        #[test]
+        fn replay_of_garbage_never_panics(
+            body in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..2048),
+            valid_prefix in proptest::prelude::any::<bool>(),
+        ) {
+            let dir = tempfile::tempdir().unwrap();
+            let mut data = segment_header(0).to_vec();
+            if valid_prefix {
+                let p = encode_batch(1, &cells());
+                data.extend_from_slice(&(p.len() as u32).to_le_bytes());
+                data.extend_from_slice(&record_crc(&p).to_le_bytes());
+                data.extend_from_slice(&p);
+            }
+            data.extend_from_slice(&body);
+            std::fs::write(segment_path(dir.path(), 0), &data).unwrap();
+            let r = replay(dir.path(), &RealFs, |_, _, _, p| {
+                let _ = decode_batch(p);
+                Ok(())
+            });
+            if let Err(e) = r {
+                proptest::prop_assert!(matches!(e, Error::Corruption { .. }), "{e}");
+            }
+            let _ = decode_batch(&body);
+        }
+    }
+
     #[test]
     fn append_replay_and_torn_tail() {
         let dir = tempfile::tempdir().unwrap();
