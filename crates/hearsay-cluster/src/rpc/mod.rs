@@ -35,6 +35,7 @@ pub mod message;
 mod server;
 mod stats;
 pub mod transport;
+pub mod wire_bytes;
 
 pub use client::{MAX_CALL_TIMEOUT, RpcClient};
 pub use config::{

@@ -73,6 +73,13 @@ impl TcpListener {
     }
 }
 
+impl TcpListener {
+    /// The bound address (with the real port after binding port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+}
+
 impl Listener for TcpListener {
     fn local_addr(&self) -> SocketAddr {
         self.local_addr
