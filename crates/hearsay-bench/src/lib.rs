@@ -25,7 +25,7 @@ pub mod workload;
 pub use cpu::cpu_seconds;
 pub use generator::Distribution;
 pub use hearsay_types::ConsistencyLevel;
-pub use report::{BenchReport, HostReport, OpReport, PhaseReport};
+pub use report::{BenchReport, HostReport, OpReport, PhaseReport, TimelinePoint};
 pub use value::{CorruptValue, encode_value, verify_value};
 pub use workload::{OpKind, OpMix, Workload};
 

@@ -80,6 +80,20 @@ pub struct PhaseReport {
     pub ops_per_server_core_s: Option<f64>,
     /// Successes and failures per host (which node a failure came through).
     pub by_host: BTreeMap<String, HostReport>,
+    /// Replies per whole second since the phase started, warm-up included: shows stalls
+    /// and recoveries (a node killed, hints replaying) that an average hides.
+    pub timeline: Vec<TimelinePoint>,
+}
+
+/// One second of a phase.
+#[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq)]
+pub struct TimelinePoint {
+    /// Seconds since the phase started (this point covers `second..second + 1`).
+    pub second: u64,
+    /// Replies handled in that second, failures included.
+    pub replies: u64,
+    /// Operations that failed in that second.
+    pub failed: u64,
 }
 
 /// One host's share of a phase.
@@ -245,6 +259,17 @@ fn render_phase(s: &mut String, name: &str, p: &PhaseReport) {
         let _ = writeln!(
             s,
             "  server CPU {cpu:.2} s: {per_core:.0} ops per server core-second"
+        );
+    }
+    if let (Some(min), Some(max)) = (
+        p.timeline.iter().map(|t| t.replies).min(),
+        p.timeline.iter().map(|t| t.replies).max(),
+    ) && p.timeline.len() > 1
+    {
+        let _ = writeln!(
+            s,
+            "  per second (warm-up included): min {min}, max {max} replies over {} s",
+            p.timeline.len()
         );
     }
     if p.by_host.len() > 1 {

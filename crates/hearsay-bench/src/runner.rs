@@ -4,7 +4,7 @@
 
 use crate::cpu::cpu_seconds;
 use crate::generator::KeyChooser;
-use crate::report::{BenchReport, HostReport, OpReport, PhaseReport};
+use crate::report::{BenchReport, HostReport, OpReport, PhaseReport, TimelinePoint};
 use crate::resp::{self, Reply};
 use crate::value::{encode_value, verify_value};
 use crate::workload::{OpChooser, OpKind, OpMix};
@@ -40,6 +40,10 @@ const MAX_ERROR_KINDS: usize = 64;
 /// Longest error code kept as an error kind (`-UNAVAILABLE ...` → `server:UNAVAILABLE`);
 /// a server sending a huge first word cannot make the report huge.
 const MAX_ERROR_WORD_BYTES: usize = 32;
+
+/// Seconds of per-second throughput kept in a report (one day): bounds the timeline of a run
+/// left going for a long time.
+const MAX_TIMELINE_POINTS: usize = 24 * 3600;
 
 /// Refresh period of the progress bar and its live ops/s.
 const PROGRESS_TICK_MS: u64 = 250;
@@ -718,11 +722,25 @@ async fn run_phase(
         let counts_ops = spec.bar_counts_ops;
         tokio::spawn(async move {
             let mut last = (Instant::now(), 0u64);
+            let mut timeline = Vec::new();
+            let mut second_start = (0u64, 0u64);
             let mut interval = tokio::time::interval(Duration::from_millis(PROGRESS_TICK_MS));
             while !shared.finished.load(Ordering::Relaxed) {
                 interval.tick().await;
                 let now = Instant::now();
                 let done = shared.completed.load(Ordering::Relaxed);
+                let failed = shared.failed.load(Ordering::Relaxed);
+                let second = timeline.len() as u64;
+                if now.duration_since(phase_start) >= Duration::from_secs(second + 1)
+                    && timeline.len() < MAX_TIMELINE_POINTS
+                {
+                    timeline.push(TimelinePoint {
+                        second,
+                        replies: done.saturating_sub(second_start.0),
+                        failed: failed.saturating_sub(second_start.1),
+                    });
+                    second_start = (done, failed);
+                }
                 let dt = now.duration_since(last.0).as_secs_f64();
                 if dt > 0.0 {
                     let rate = (done - last.1) as f64 / dt;
@@ -738,6 +756,7 @@ async fn run_phase(
                     now.duration_since(phase_start).as_secs()
                 });
             }
+            timeline
         })
     };
 
@@ -781,7 +800,7 @@ async fn run_phase(
     let end = Instant::now();
     let cpu_end = cpu_snapshot(server_pids);
     shared.finished.store(true, Ordering::Relaxed);
-    let _ = ticker.await;
+    let timeline = ticker.await.unwrap_or_default();
     spec.bar.finish_and_clear();
 
     let cpu_start = cpu_at_measure.lock().ok().and_then(|g| *g);
@@ -790,6 +809,7 @@ async fn run_phase(
         .as_secs_f64();
     let mut report = WorkerStatsSummary(&total).phase_report(elapsed_s, cpu_start, cpu_end);
     report.by_host = by_host;
+    report.timeline = timeline;
     Ok((ios, total, report))
 }
 
@@ -850,6 +870,7 @@ impl WorkerStatsSummary<'_> {
             server_cpu_s,
             ops_per_server_core_s: per_core(server_cpu_s),
             by_host: BTreeMap::new(),
+            timeline: Vec::new(),
         }
     }
 }

@@ -181,6 +181,8 @@ async fn workloads_against_redis_server() {
     assert_eq!(report.run.errors, 0, "{:?}", report.run.errors_by_kind);
     assert_populated(&report, "read");
     assert_populated(&report, "read-modify-write");
+    // 0.6 s in all: no whole second yet, so no timeline point.
+    assert!(report.run.timeline.is_empty(), "{:?}", report.run.timeline);
     assert!(report.run.warmup_ops > 0, "warm-up ops are counted apart");
     assert!(
         report.run.elapsed_s >= 0.4 && report.run.elapsed_s < 5.0,
@@ -526,6 +528,10 @@ async fn server_dying_mid_run_is_counted_not_fatal() {
         .filter_map(|k| report.run.errors_by_kind.get(*k))
         .sum();
     assert!(connection_errors > 0, "{:?}", report.run.errors_by_kind);
+    // 1.5 s run: the first whole second is in the timeline, with the work done in it.
+    let first = report.run.timeline.first().expect("a timeline point");
+    assert_eq!(first.second, 0);
+    assert!(first.replies > 0, "{:?}", report.run.timeline);
 }
 
 /// A server that answers garbage: every operation fails as `protocol`, each failure drops the
