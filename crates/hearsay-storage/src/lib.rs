@@ -32,3 +32,4 @@ pub mod memtable;
 
 pub use config::{CompactionStrategy, EngineConfig, KeyspaceOptions, SyncMode};
 pub use engine::{DEFAULT_KEYSPACE, Engine, EngineStats, KeyspaceStats, ScanIter};
+pub use sstable::Compression;

@@ -206,7 +206,7 @@ fn size_tiered_compaction_merges_flushed_tables() {
         e.flush(Some("default")).unwrap();
     }
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    while e.stats().keyspaces["default"].sstable_count != 1 {
+    while e.stats().keyspaces["default"].sstable_count != 1 || e.stats().compactions == 0 {
         assert!(
             std::time::Instant::now() < deadline,
             "no compaction: {:?}",
@@ -319,4 +319,59 @@ fn engine_and_scan_iterators_can_cross_threads() {
         e.apply("default", &[(key(3), Cell::value("c", Timestamp(1)))]),
         Err(Error::Closed)
     ));
+}
+
+#[test]
+fn rate_limited_compaction_does_not_block_writes() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = config(dir.path());
+    // 256 KiB/s against ~1 MiB of tables: the compaction takes seconds.
+    c.compaction_bytes_per_sec = 256 << 10;
+    c.default_keyspace.compression = hearsay_storage::Compression::None;
+    c.default_keyspace.compaction = CompactionStrategy::SizeTiered {
+        min_threshold: 32,
+        max_threshold: 32,
+    };
+    let e = std::sync::Arc::new(Engine::open(c).unwrap());
+    for round in 0..4u64 {
+        for i in 0..2000 {
+            e.apply(
+                "default",
+                &[(key(i), Cell::value(vec![b'z'; 128], Timestamp(round + 1)))],
+            )
+            .unwrap();
+        }
+        e.flush(None).unwrap();
+    }
+    let started = std::time::Instant::now();
+    let major = {
+        let e = e.clone();
+        std::thread::spawn(move || e.compact("default"))
+    };
+    // Writes and reads proceed while the compaction runs.
+    for i in 0..500 {
+        e.apply(
+            "default",
+            &[(key(10_000 + i), Cell::value("w", Timestamp(9)))],
+        )
+        .unwrap();
+        assert!(e.get("default", &key(i % 2000)).unwrap().is_some());
+    }
+    assert_eq!(
+        e.stats().compactions,
+        0,
+        "the writes above finished while the compaction was still running"
+    );
+    major.join().unwrap().unwrap();
+    let s = e.stats();
+    assert_eq!(s.compactions, 1);
+    // The limiter held the compaction to about its rate.
+    let secs = s.compaction_bytes_written as f64 / (256 << 10) as f64;
+    assert!(
+        started.elapsed().as_secs_f64() >= secs * 0.8,
+        "compaction of {} bytes took {:?}, faster than the rate limit allows",
+        s.compaction_bytes_written,
+        started.elapsed()
+    );
+    assert_eq!(val(&e, "default", 7).unwrap().len(), 128);
 }
