@@ -381,3 +381,23 @@ fn exhaustive_dc_levels_match_model() {
         }
     }
 }
+
+#[test]
+fn superseded_answers_count_toward_w_and_are_reported() {
+    let n = ids(1..4);
+    let alive: BTreeSet<_> = n.iter().copied().collect();
+    let mut t = WriteTracker::new(ConsistencyLevel::Quorum, &n, &[], None, &alive);
+    assert!(t.on_superseded(n[0]));
+    assert!(!t.on_ack(n[0]), "first answer wins");
+    assert_eq!(t.status(), WriteStatus::Pending);
+    t.on_ack(n[1]);
+    assert_eq!(t.status(), WriteStatus::Satisfied);
+    assert_eq!(t.superseded(), vec![n[0]]);
+    assert_eq!(t.acked(), 2);
+    t.on_timeout();
+    assert_eq!(
+        t.needs_hint(),
+        vec![n[2]],
+        "a superseded replica needs no hint"
+    );
+}

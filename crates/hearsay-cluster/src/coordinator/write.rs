@@ -11,6 +11,10 @@ enum ReplicaState {
     /// Sent, no answer yet.
     Waiting,
     Acked,
+    /// Answered "superseded": it already held a version at least as new, so it did not apply
+    /// this one. Counts as an ack (last write wins: the key there is at least this new), but
+    /// is reported so the coordinator never silently acknowledges a discarded write.
+    Superseded,
     Failed(FailureReason),
 }
 
@@ -112,6 +116,28 @@ impl WriteTracker {
         }
     }
 
+    /// A replica answered that it already held a version at least as new (see the design's
+    /// "superseded"). Counts toward W like an ack; listed by [`WriteTracker::superseded`].
+    pub fn on_superseded(&mut self, node: NodeId) -> bool {
+        match self.replicas.get_mut(&node) {
+            Some(s @ ReplicaState::Waiting) => {
+                *s = ReplicaState::Superseded;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Replicas that answered "superseded". When every ack was one, the write was discarded
+    /// everywhere it landed: the driver can say so instead of a plain OK.
+    pub fn superseded(&self) -> Vec<NodeId> {
+        self.replicas
+            .iter()
+            .filter(|(_, s)| **s == ReplicaState::Superseded)
+            .map(|(n, _)| *n)
+            .collect()
+    }
+
     /// A replica failed. Same first-answer-wins rule as [`WriteTracker::on_ack`].
     pub fn on_failure(&mut self, node: NodeId, reason: FailureReason) -> bool {
         match self.replicas.get_mut(&node) {
@@ -157,7 +183,8 @@ impl WriteTracker {
     fn acks(&self, g: &Group) -> usize {
         let any = self.level == ConsistencyLevel::Any;
         self.count(g, |n, s| {
-            *s == ReplicaState::Acked || (any && self.hinted.contains(n))
+            matches!(s, ReplicaState::Acked | ReplicaState::Superseded)
+                || (any && self.hinted.contains(n))
         })
     }
 
@@ -174,7 +201,7 @@ impl WriteTracker {
                 ReplicaState::Waiting => true,
                 // Under ANY a failed replica can still be covered by a hint.
                 ReplicaState::Failed(_) => any && !self.timed_out && !self.hint_dropped.contains(n),
-                ReplicaState::Acked => false,
+                ReplicaState::Acked | ReplicaState::Superseded => false,
             });
             if acks + could_still >= g.required && !self.timed_out {
                 // Keep looking: another group (EACH_QUORUM's other DCs) may already have
@@ -239,11 +266,11 @@ impl WriteTracker {
             .collect()
     }
 
-    /// How many replicas acknowledged (hints excluded).
+    /// How many replicas acknowledged, "superseded" answers included (hints excluded).
     pub fn acked(&self) -> usize {
         self.replicas
             .values()
-            .filter(|s| **s == ReplicaState::Acked)
+            .filter(|s| matches!(s, ReplicaState::Acked | ReplicaState::Superseded))
             .count()
     }
 }
