@@ -3,8 +3,10 @@
 //!
 //! It owns the workload model (YCSB core workloads A, B, C, F and custom mixes; uniform,
 //! scrambled-zipfian and latest key choice, implemented here after Gray et al. as YCSB does),
-//! a small pipelined RESP client, self-verifying values, and the report (HDR latency
-//! percentiles per operation, throughput, errors by kind, client and server CPU time).
+//! a small pipelined RESP client, self-verifying values, closed- and open-loop (`--rate`)
+//! drivers, and the report (HDR latency percentiles per operation, throughput, errors by
+//! kind and by host, a per-second timeline, client and server CPU time). User guide:
+//! `docs/bench.md`.
 //!
 //! Invariants: in-flight requests never exceed `concurrency × pipeline`; every value read is
 //! checked against the checksum its writer embedded, and a mismatch is an error in the report,
