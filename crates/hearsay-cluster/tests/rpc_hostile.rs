@@ -560,3 +560,64 @@ async fn a_silent_client_is_disconnected_by_the_server() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn a_peer_that_never_completes_the_handshake_is_cut_off() {
+    let srv = common::server_with(
+        context(
+            1,
+            CLUSTER,
+            SECRET,
+            hearsay_cluster::rpc::RpcConfig {
+                handshake_timeout_ms: 200,
+                ..fast_config()
+            },
+        ),
+        Registry::new(),
+    )
+    .await;
+    // Connects and says nothing (slowloris), or says Hello and then nothing.
+    let mut silent = Raw::connect(srv.local_addr()).await;
+    let mut stalled = Raw::connect(srv.local_addr()).await;
+    stalled.send_raw(&handshake_hello_bytes()).await;
+    silent.expect_closed().await;
+    stalled.expect_closed().await;
+    assert_eq!(srv.stats().snapshot().handshakes_ok, 0);
+}
+
+#[tokio::test]
+async fn connections_beyond_the_limit_are_closed_at_accept() {
+    let srv = common::server_with(
+        context(
+            1,
+            CLUSTER,
+            SECRET,
+            hearsay_cluster::rpc::RpcConfig {
+                max_connections: 2,
+                ..fast_config()
+            },
+        ),
+        Registry::new(),
+    )
+    .await;
+    let addr = srv.local_addr();
+    let held = client(2);
+    held.ping(addr, SECOND).await.unwrap();
+    let mut squatter = Raw::connect(addr).await; // holds the second slot, mid-handshake
+    wait_until("two connections open", LONG, || {
+        srv.stats().snapshot().connections_open == 2
+    })
+    .await;
+    let mut third = Raw::connect(addr).await;
+    third.expect_closed().await;
+    assert_eq!(srv.stats().snapshot().connections_refused_limit, 1);
+    // The established connection is unaffected; once a slot frees, newcomers get in.
+    held.ping(addr, SECOND).await.unwrap();
+    squatter.s.shutdown().await.unwrap();
+    squatter.expect_closed().await;
+    wait_until("slot freed", LONG, || {
+        srv.stats().snapshot().connections_open == 1
+    })
+    .await;
+    client(3).ping(addr, SECOND).await.unwrap();
+}
