@@ -45,7 +45,7 @@ pub struct PeerStats {
     pub(crate) closed_silent: AtomicU64,
     pub(crate) handshakes_refused: AtomicU64,
     pub(crate) frames_rejected: RejectCounters,
-    /// The peer's node id once a handshake proved it (0 before).
+    /// The peer's node id once a handshake proved it (`None` before).
     pub(crate) node_id: Mutex<Option<NodeId>>,
 }
 
