@@ -235,6 +235,21 @@ pub struct KeyspaceStats {
     pub sstable_tombstones: u64,
 }
 
+/// One live SSTable, as [`Engine::tables`] reports it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TableSummary {
+    pub id: u64,
+    /// 0 for flushed tables; leveled compaction's levels are 1 and up.
+    pub level: u32,
+    pub size_bytes: u64,
+    pub entry_count: u64,
+    pub tombstone_count: u64,
+    pub min_key: CellKey,
+    pub max_key: CellKey,
+    pub min_timestamp: hearsay_types::Timestamp,
+    pub max_timestamp: hearsay_types::Timestamp,
+}
+
 /// Engine statistics, for the server's INFO and metrics.
 #[derive(Clone, Debug, Default)]
 pub struct EngineStats {
@@ -605,6 +620,28 @@ impl Engine {
     /// The options a keyspace was created with.
     pub fn keyspace_options(&self, name: &str) -> Result<KeyspaceOptions> {
         Ok(self.keyspace(name)?.options)
+    }
+
+    /// The live SSTables of a keyspace, newest first (for admin views and tests).
+    pub fn tables(&self, keyspace: &str) -> Result<Vec<TableSummary>> {
+        let v = self.keyspace(keyspace)?.version();
+        Ok(v.tables
+            .iter()
+            .map(|t| {
+                let m = t.table.meta();
+                TableSummary {
+                    id: m.id,
+                    level: t.level,
+                    size_bytes: m.size_bytes,
+                    entry_count: m.entry_count,
+                    tombstone_count: m.tombstone_count,
+                    min_key: m.min_key.clone(),
+                    max_key: m.max_key.clone(),
+                    min_timestamp: m.min_timestamp,
+                    max_timestamp: m.max_timestamp,
+                }
+            })
+            .collect())
     }
 
     /// Applies a batch atomically: after a crash it is replayed whole or not at all, and

@@ -31,5 +31,5 @@ pub mod manifest;
 pub mod memtable;
 
 pub use config::{CompactionStrategy, EngineConfig, KeyspaceOptions, SyncMode};
-pub use engine::{DEFAULT_KEYSPACE, Engine, EngineStats, KeyspaceStats, ScanIter};
+pub use engine::{DEFAULT_KEYSPACE, Engine, EngineStats, KeyspaceStats, ScanIter, TableSummary};
 pub use sstable::Compression;

@@ -168,7 +168,9 @@ fn memtable_threshold_flushes_in_the_background() {
     let dir = tempfile::tempdir().unwrap();
     let mut c = config(dir.path());
     c.memtable_size_bytes = 64 << 10;
-    c.memtable_total_bytes_max = 256 << 10;
+    // Total budget = one memtable: every write made while a flush is pending must stall
+    // (the flush takes milliseconds, the next write comes microseconds after the rotation).
+    c.memtable_total_bytes_max = 64 << 10;
     let e = Engine::open(c).unwrap();
     for i in 0..3000 {
         e.apply(
@@ -186,6 +188,9 @@ fn memtable_threshold_flushes_in_the_background() {
         assert_eq!(val(&e, "default", i).unwrap().len(), 100);
     }
     assert_eq!(scan_all(&e, "default").len(), 3000);
+    let s = e.stats();
+    assert!(s.write_stalls > 0, "stalls are counted: {s:?}");
+    assert!(s.memtable_bytes_total <= (64 << 10) + 4096);
 }
 
 #[test]

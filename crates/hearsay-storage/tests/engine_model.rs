@@ -221,7 +221,26 @@ fn leveled_compaction_keeps_levels_non_overlapping_under_load() {
         }
         e.flush(None).unwrap();
     }
+    // Levels 1 and up never overlap, also before the major compaction.
+    let check_levels = |e: &Engine| {
+        let tables = e.tables("default").unwrap();
+        for a in &tables {
+            for b in &tables {
+                if a.id != b.id && a.level == b.level && a.level >= 1 {
+                    assert!(
+                        a.max_key < b.min_key || b.max_key < a.min_key,
+                        "overlap in level {}: {a:?} {b:?}",
+                        a.level
+                    );
+                }
+            }
+        }
+        tables
+    };
+    let before = check_levels(&e);
+    assert!(before.iter().any(|t| t.level >= 1), "{before:?}");
     e.compact("default").unwrap();
+    check_levels(&e);
     let s = e.stats();
     let ks = &s.keyspaces["default"];
     assert!(
