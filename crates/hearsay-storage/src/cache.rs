@@ -63,8 +63,9 @@ impl Hasher for PassHasher {
     }
 }
 
-struct Slot {
-    key: BlockKey,
+/// A resident block. It lives in the map itself, so a hit is one hash probe; the ring
+/// only remembers keys, for the CLOCK hand.
+struct Entry {
     block: Bytes,
     charge: u64,
     referenced: bool,
@@ -72,8 +73,9 @@ struct Slot {
 
 #[derive(Default)]
 struct Shard {
-    map: HashMap<BlockKey, usize, BuildHasherDefault<PassHasher>>,
-    slots: Vec<Option<Slot>>,
+    map: HashMap<BlockKey, Entry, BuildHasherDefault<PassHasher>>,
+    /// CLOCK ring of resident keys; `None` marks a free position (listed in `free`).
+    ring: Vec<Option<BlockKey>>,
     free: Vec<usize>,
     hand: usize,
     used_bytes: u64,
@@ -173,20 +175,10 @@ impl BlockCache {
             self.misses.fetch_add(1, Ordering::Relaxed);
             return None;
         }
-        let found = {
-            let mut shard = self.shard(key).lock();
-            let shard = &mut *shard;
-            match shard.map.get(key) {
-                Some(&idx) => match shard.slots.get_mut(idx) {
-                    Some(Some(slot)) => {
-                        slot.referenced = true;
-                        Some(slot.block.clone())
-                    }
-                    _ => None,
-                },
-                None => None,
-            }
-        };
+        let found = self.shard(key).lock().map.get_mut(key).map(|e| {
+            e.referenced = true;
+            e.block.clone()
+        });
         match found {
             Some(_) => self.hits.fetch_add(1, Ordering::Relaxed),
             None => self.misses.fetch_add(1, Ordering::Relaxed),
@@ -194,8 +186,8 @@ impl BlockCache {
         found
     }
 
-    /// Inserts (or replaces) a block, evicting unreferenced blocks until it fits. A block
-    /// larger than a shard's share of the capacity is not cached.
+    /// Inserts a block, evicting unreferenced blocks until it fits. A block larger than a
+    /// shard's share of the capacity is not cached.
     pub fn insert(&self, key: BlockKey, block: Bytes) {
         let charge = block.len() as u64 + ENTRY_OVERHEAD_BYTES;
         if self.capacity_bytes == 0 || charge > self.shard_capacity_bytes {
@@ -206,63 +198,61 @@ impl BlockCache {
         {
             let mut guard = self.shard(&key).lock();
             let shard = &mut *guard;
-            if let Some(&idx) = shard.map.get(&key) {
+            if let Some(e) = shard.map.get_mut(&key) {
                 // Same bytes by construction (a block at an offset never changes); keep the
                 // resident copy and mark it used.
-                if let Some(Some(slot)) = shard.slots.get_mut(idx) {
-                    slot.referenced = true;
-                }
+                e.referenced = true;
                 return;
             }
-            // CLOCK sweep. Each pass over the ring either evicts or clears a flag, so two
-            // full passes are enough to free any amount that is in the shard at all.
-            let mut steps_left = shard.slots.len().saturating_mul(2) + 1;
+            // CLOCK sweep. Each step either evicts or clears a flag, so two full turns of
+            // the ring are enough to free anything the shard holds.
+            let mut steps_left = shard.ring.len().saturating_mul(2) + 1;
             while shard.used_bytes + charge > self.shard_capacity_bytes && steps_left > 0 {
                 steps_left -= 1;
-                if shard.slots.is_empty() {
+                if shard.ring.is_empty() {
                     break;
                 }
-                let hand = shard.hand % shard.slots.len();
+                let hand = shard.hand % shard.ring.len();
                 shard.hand = hand + 1;
-                let evict = match &mut shard.slots[hand] {
-                    Some(slot) if slot.referenced => {
-                        slot.referenced = false;
+                let Some(k) = shard.ring[hand] else {
+                    continue;
+                };
+                let evict = match shard.map.get_mut(&k) {
+                    Some(e) if e.referenced => {
+                        e.referenced = false;
                         false
                     }
-                    Some(_) => true,
-                    None => false,
+                    _ => true,
                 };
-                if evict && let Some(slot) = shard.slots[hand].take() {
-                    shard.map.remove(&slot.key);
-                    shard.used_bytes -= slot.charge;
+                if evict {
+                    shard.ring[hand] = None;
                     shard.free.push(hand);
-                    evicted += 1;
-                    freed_bytes += slot.charge;
+                    if let Some(e) = shard.map.remove(&k) {
+                        shard.used_bytes -= e.charge;
+                        evicted += 1;
+                        freed_bytes += e.charge;
+                    }
                 }
             }
             if shard.used_bytes + charge > self.shard_capacity_bytes {
                 // Could not make room (should not happen, see above): skip rather than
                 // exceed the bound.
+                drop(guard);
                 self.account_evictions(evicted, freed_bytes);
                 return;
             }
-            let slot = Slot {
+            match shard.free.pop() {
+                Some(pos) => shard.ring[pos] = Some(key),
+                None => shard.ring.push(Some(key)),
+            }
+            shard.map.insert(
                 key,
-                block,
-                charge,
-                referenced: false,
-            };
-            let idx = match shard.free.pop() {
-                Some(idx) => {
-                    shard.slots[idx] = Some(slot);
-                    idx
-                }
-                None => {
-                    shard.slots.push(Some(slot));
-                    shard.slots.len() - 1
-                }
-            };
-            shard.map.insert(key, idx);
+                Entry {
+                    block,
+                    charge,
+                    referenced: false,
+                },
+            );
             shard.used_bytes += charge;
         }
         self.account_evictions(evicted, freed_bytes);
