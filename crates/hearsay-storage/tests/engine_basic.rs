@@ -380,3 +380,53 @@ fn rate_limited_compaction_does_not_block_writes() {
     );
     assert_eq!(val(&e, "default", 7).unwrap().len(), 128);
 }
+
+#[test]
+fn scans_see_whole_batches_while_memtables_flush_and_compact() {
+    const KEYS: i64 = 64;
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = config(dir.path());
+    c.memtable_size_bytes = 32 << 10;
+    c.default_keyspace.compaction = CompactionStrategy::SizeTiered {
+        min_threshold: 2,
+        max_threshold: 4,
+    };
+    let e = std::sync::Arc::new(Engine::open(c).unwrap());
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = {
+        let (e, done) = (e.clone(), done.clone());
+        std::thread::spawn(move || {
+            for i in 1..=400u64 {
+                let v = Bytes::from(format!("{i:08}"));
+                let batch: Vec<_> = (0..KEYS)
+                    .map(|k| (key(k), Cell::value(v.clone(), Timestamp(i))))
+                    .collect();
+                e.apply("default", &batch).unwrap();
+            }
+            done.store(true, std::sync::atomic::Ordering::SeqCst);
+        })
+    };
+    let mut scans = 0;
+    let mut last_seen = 0u64;
+    while !done.load(std::sync::atomic::Ordering::SeqCst) || scans == 0 {
+        let cells: Vec<_> = scan_all(&e, "default");
+        if cells.is_empty() {
+            continue;
+        }
+        assert_eq!(cells.len(), KEYS as usize, "every key of the batch or none");
+        let first = &cells[0].1;
+        assert!(
+            cells.iter().all(|(_, c)| c == first),
+            "a scan saw part of a batch: {:?}",
+            cells.iter().map(|(_, c)| c.timestamp.0).collect::<Vec<_>>()
+        );
+        assert!(
+            first.timestamp.0 >= last_seen,
+            "a later scan went back in time"
+        );
+        last_seen = first.timestamp.0;
+        scans += 1;
+    }
+    writer.join().unwrap();
+    assert!(e.stats().flushes > 0);
+}

@@ -69,7 +69,9 @@ fn periodic_mode_syncs_every_acknowledged_write_within_one_interval() {
     }
     // One interval plus scheduling slack on a shared 2-core machine.
     assert!(
-        worst <= Duration::from_millis(interval_ms + 400),
+        // Generous slack: this box runs many builds at once and fsync latency is unbounded;
+        // a syncer that waited for segment rotation or close would still fail by seconds.
+        worst <= Duration::from_millis(interval_ms + 900),
         "worst unsynced window {worst:?} exceeds one interval ({interval_ms} ms) plus slack"
     );
     assert!(fs.sync_count() > 0);

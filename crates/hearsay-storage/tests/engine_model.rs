@@ -166,7 +166,7 @@ fn run(strategy_ix: u8, monotone: bool, gc_grace_ms: u64, ops: Vec<(Op, u16)>) {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: 32, ..ProptestConfig::default() })]
 
     #[test]
     fn engine_matches_model_size_tiered(
