@@ -3,9 +3,9 @@
 //!
 //! Sharded CLOCK (second-chance) rather than strict LRU: a hit only sets a flag, so readers
 //! never reorder a list, and a scan that touches each block once does not flush the hot set
-//! as quickly as LRU would. Each shard is a mutex around a map and a ring of slots; the
-//! shard's share of the capacity bounds its bytes, so the whole cache never holds more than
-//! `capacity_bytes` (plus one block's charge while an insert evicts).
+//! as quickly as LRU would. Each shard is a mutex around a map (key to block, so a hit is one
+//! probe) and a ring of keys for the CLOCK hand; the shard's share of the capacity bounds its
+//! bytes, so the whole cache never holds more than `capacity_bytes`.
 //!
 //! Keys are `(table uid, block offset)`. The uid comes from [`BlockCache::next_table_uid`] at
 //! table open, not from the file id, so two tables with the same file id in different
@@ -330,6 +330,40 @@ mod tests {
         for i in 1..200 {
             assert!(cache.get(&key(1, 0)).is_some(), "hot block evicted at {i}");
             cache.insert(key(1, i), block.clone());
+        }
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig { cases: 64, ..Default::default() })]
+
+        /// Random inserts and lookups: the cache never exceeds its capacity, a hit returns
+        /// exactly the bytes inserted under that key, and the counters add up.
+        #[test]
+        fn bounded_and_faithful(
+            capacity in 0u64..20_000,
+            ops in proptest::collection::vec((0u64..40, 0usize..3000, proptest::prelude::any::<bool>()), 1..300),
+        ) {
+            let cache = BlockCache::new(capacity);
+            let mut lookups = 0u64;
+            for (k, len, is_get) in ops {
+                // The content is a function of the key, as a block at an offset is.
+                let content = Bytes::from(vec![k as u8; len % 50 * 60 + k as usize]);
+                let key = BlockKey { table_uid: k % 3, offset: k };
+                if is_get {
+                    lookups += 1;
+                    if let Some(b) = cache.get(&key) {
+                        proptest::prop_assert_eq!(b.len() % 60, k as usize % 60);
+                        proptest::prop_assert!(b.iter().all(|&x| x == k as u8));
+                    }
+                } else {
+                    cache.insert(key, content);
+                }
+                let s = cache.stats();
+                proptest::prop_assert!(s.bytes_used <= capacity, "{:?}", s);
+            }
+            let s = cache.stats();
+            proptest::prop_assert_eq!(s.hits + s.misses, lookups);
+            proptest::prop_assert!(s.evictions <= s.inserts);
         }
     }
 
