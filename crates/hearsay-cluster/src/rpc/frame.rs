@@ -423,6 +423,47 @@ mod tests {
         assert_eq!(err.reject_reason(), Some(RejectReason::Truncated));
     }
 
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(128))]
+
+        /// Any frame round-trips, alone or back to back with another, whatever the split.
+        #[test]
+        fn any_frame_round_trips(
+            kind in 1u8..=6,
+            method: u16,
+            request_id: u64,
+            deadline_ms: u32,
+            hlc: u64,
+            body in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..2_000),
+            split in 0usize..4_200,
+        ) {
+            let frame = Frame {
+                kind: FrameKind::from_u8(kind).unwrap(),
+                method,
+                request_id,
+                deadline_ms,
+                hlc: Timestamp(hlc),
+                body: Bytes::from(body),
+            };
+            let one = encode_to_bytes(&frame, MAX_FRAME_BYTES).unwrap();
+            let mut two = BytesMut::new();
+            two.extend_from_slice(&one);
+            two.extend_from_slice(&one);
+            let split = split.min(two.len());
+            let mut buf = BytesMut::from(&two[..split]);
+            let mut got = Vec::new();
+            while let Some(f) = decode_frame(&mut buf, MAX_FRAME_BYTES).unwrap() {
+                got.push(f);
+            }
+            buf.extend_from_slice(&two[split..]);
+            while let Some(f) = decode_frame(&mut buf, MAX_FRAME_BYTES).unwrap() {
+                got.push(f);
+            }
+            proptest::prop_assert_eq!(got, vec![frame.clone(), frame]);
+            proptest::prop_assert!(buf.is_empty());
+        }
+    }
+
     #[test]
     fn eof_mid_frame_is_truncated() {
         let good = encode_to_bytes(&sample(), MAX_FRAME_BYTES).unwrap();

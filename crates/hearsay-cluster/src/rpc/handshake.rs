@@ -476,6 +476,52 @@ mod tests {
         ));
     }
 
+    fn arb_msg() -> impl proptest::strategy::Strategy<Value = HandshakeMsg> {
+        use proptest::prelude::*;
+        prop_oneof![
+            (
+                any::<u128>(),
+                any::<[u8; 32]>(),
+                prop_oneof![Just("prod".to_string()), ".{0,8}"]
+            )
+                .prop_map(|(id, nonce, cluster_name)| HandshakeMsg::Hello {
+                    cluster_name,
+                    node_id: NodeId(id),
+                    nonce
+                }),
+            (any::<u128>(), any::<[u8; 32]>(), any::<[u8; 32]>()).prop_map(|(id, nonce, proof)| {
+                HandshakeMsg::Challenge {
+                    node_id: NodeId(id),
+                    nonce,
+                    proof,
+                }
+            }),
+            any::<[u8; 32]>().prop_map(|proof| HandshakeMsg::Proof { proof }),
+            Just(HandshakeMsg::Welcome),
+            ".{0,8}".prop_map(|reason| HandshakeMsg::Refused { reason }),
+        ]
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(256))]
+
+        /// A peer that does not know the secret, sending any sequence of messages, never gets
+        /// either side to "established" (and nothing panics).
+        #[test]
+        fn no_message_sequence_establishes_without_the_secret(
+            msgs in proptest::collection::vec(arb_msg(), 0..6),
+        ) {
+            let mut s = ServerHandshake::new(ident(2, "prod", "secret"), [2; NONCE_BYTES]);
+            let (mut c, _) = ClientHandshake::start(ident(1, "prod", "secret"), [1; NONCE_BYTES]);
+            for m in msgs {
+                let established_server = matches!(s.on_message(m.clone()), Ok(ServerStep::Established { .. }));
+                proptest::prop_assert!(!established_server, "server established by a stranger");
+                let established_client = matches!(c.on_message(m), Ok(ClientStep::Established { .. }));
+                proptest::prop_assert!(!established_client, "client established by a stranger");
+            }
+        }
+    }
+
     #[test]
     fn a_proof_from_one_connection_does_not_work_on_another() {
         // Replay: record a client's proof for server nonce A, present it where the server
