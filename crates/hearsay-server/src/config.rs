@@ -188,12 +188,16 @@ impl LimitsConfig {
 pub struct ClusterConfig {
     /// Internode RPC (TCP) and gossip (UDP) address.
     pub listen: SocketAddr,
+    /// Cluster addresses of seed nodes (contact points at start-up). Empty: a cluster of one.
+    /// Accepted now so `hearsay dev` and config files stay stable; used once gossip lands.
+    pub seeds: Vec<SocketAddr>,
 }
 
 impl Default for ClusterConfig {
     fn default() -> Self {
         ClusterConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 7381)),
+            seeds: Vec::new(),
         }
     }
 }

@@ -1,6 +1,7 @@
 //! The `hearsay` binary: thin; parses arguments and calls into the library crates.
 
 mod dev;
+mod server;
 
 use clap::{Parser, Subcommand};
 
@@ -17,13 +18,30 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Run one node: a Redis-compatible server over the local storage engine.
+    Server(Box<server::ServerArgs>),
     /// Start a local cluster on loopback for development.
     Dev(dev::DevArgs),
 }
 
-fn main() -> anyhow::Result<()> {
+fn main() -> std::process::ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
     let cli = Cli::parse();
-    match cli.command {
+    let result = match cli.command {
+        Command::Server(args) => server::run(*args),
         Command::Dev(args) => dev::run(args),
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("hearsay: error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
     }
 }

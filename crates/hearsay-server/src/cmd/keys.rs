@@ -15,6 +15,7 @@ pub async fn del(state: &ServerState, s: &mut Session, args: Vec<Bytes>, out: &m
         .skip(1)
         .map(|key| Mutation {
             key,
+            want_previous: false,
             condition: Condition::Present,
             action: Action::Delete,
         })
@@ -115,6 +116,7 @@ pub async fn expire(
     };
     let m = Mutation {
         key: args.into_iter().nth(1).unwrap_or_default(),
+        want_previous: false,
         condition,
         action: Action::SetExpiry(Some(at)),
     };
@@ -148,6 +150,7 @@ pub async fn ttl(
 pub async fn persist(state: &ServerState, s: &mut Session, args: Vec<Bytes>, out: &mut Reply) {
     let m = Mutation {
         key: args.into_iter().nth(1).unwrap_or_default(),
+        want_previous: false,
         condition: Condition::PresentWithExpiry,
         action: Action::SetExpiry(None),
     };

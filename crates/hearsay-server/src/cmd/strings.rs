@@ -145,6 +145,7 @@ pub async fn set(state: &ServerState, s: &mut Session, args: Vec<Bytes>, out: &m
         key,
         condition,
         action: Action::Put { value, expiry },
+        want_previous: opts.get,
     };
     let Some(o) = write_one(state, s, m, out).await else {
         return;
@@ -165,6 +166,7 @@ pub async fn setnx(state: &ServerState, s: &mut Session, args: Vec<Bytes>, out: 
     let mut it = args.into_iter().skip(1);
     let m = Mutation {
         key: it.next().unwrap_or_default(),
+        want_previous: false,
         condition: Condition::Absent,
         action: Action::Put {
             value: it.next().unwrap_or_default(),
@@ -198,6 +200,7 @@ pub async fn setex(
     let value = it.nth(1).unwrap_or_default();
     let m = Mutation {
         key,
+        want_previous: false,
         condition: Condition::Always,
         action: Action::Put {
             value,
@@ -212,6 +215,7 @@ pub async fn setex(
 pub async fn getdel(state: &ServerState, s: &mut Session, args: Vec<Bytes>, out: &mut Reply) {
     let m = Mutation {
         key: args.into_iter().nth(1).unwrap_or_default(),
+        want_previous: true,
         condition: Condition::Present,
         action: Action::Delete,
     };
@@ -246,6 +250,7 @@ pub async fn getex(state: &ServerState, s: &mut Session, args: Vec<Bytes>, out: 
         key,
         condition,
         action,
+        want_previous: true,
     };
     if let Some(o) = write_one(state, s, m, out).await {
         match o.previous {

@@ -15,13 +15,13 @@
 //! - `scan` returns live keys in ascending `(token, key)` order; a page never ends in the
 //!   middle of a token, so the cursor (the next token) loses nothing.
 
-// mod local;
+mod local;
 pub mod murmur3;
 
 #[cfg(test)]
 pub mod memory;
 
-// pub use local::{LocalStore, LocalStoreStats, WriterConfig};
+pub use local::{LocalStore, LocalStoreStats, WriterConfig};
 
 use bytes::Bytes;
 use hearsay_types::{ConsistencyLevel, Token};
@@ -120,12 +120,16 @@ pub struct Mutation {
     pub key: Bytes,
     pub condition: Condition,
     pub action: Action,
+    /// The caller needs [`Outcome::previous`] (SET ... GET, GETDEL, GETEX). When false and
+    /// the mutation is an unconditional put, a store may skip reading the current version.
+    pub want_previous: bool,
 }
 
 impl Mutation {
     pub fn put(key: Bytes, value: Bytes) -> Mutation {
         Mutation {
             key,
+            want_previous: false,
             condition: Condition::Always,
             action: Action::Put {
                 value,
@@ -140,7 +144,8 @@ impl Mutation {
 pub struct Outcome {
     /// The condition held and the action was written.
     pub applied: bool,
-    /// The newest live version before this mutation (for SET GET, GETDEL, GETEX).
+    /// The newest live version before this mutation (for SET GET, GETDEL, GETEX); may be
+    /// `None` when the mutation did not ask for it.
     pub previous: Option<Entry>,
 }
 
@@ -351,6 +356,7 @@ mod tests {
         let cur = entry("old", Some(10_000));
         let m = Mutation {
             key: Bytes::from_static(b"k"),
+            want_previous: true,
             condition: Condition::Always,
             action: Action::Put {
                 value: Bytes::from_static(b"new"),
@@ -363,6 +369,7 @@ mod tests {
         assert_eq!(c.unwrap().expires_at_ms, Some(10_000));
         let m = Mutation {
             key: Bytes::from_static(b"k"),
+            want_previous: false,
             condition: Condition::Present,
             action: Action::SetExpiry(Some(4_000)),
         };

@@ -1,0 +1,541 @@
+//! [`LocalStore`]: the single-node [`Store`] over `hearsay_storage::Engine`.
+//!
+//! Writes go through one writer thread that groups every write request waiting in its queue
+//! into one engine batch (group commit): under `batch` sync, 50 concurrent clients share one
+//! fsync; under `periodic` sync, they share one commit-log append and one trip through the
+//! memtable lock. Because that thread is the only writer, conditional mutations (SET NX,
+//! EXPIRE GT, DEL's count, ...) read-then-write without races, and HLC timestamps it mints
+//! are ordered exactly as the writes are applied. Reads run on the caller's thread: they are
+//! memtable or block-cache lookups, cheaper than a hop to a blocking pool. Scans and counts,
+//! which can touch many blocks, run on tokio's blocking pool.
+
+use super::murmur3::token_of;
+use super::{
+    Action, BoxFuture, Condition, Entry, Expiry, Mutation, Outcome, RequestContext, ScanPage,
+    Store, StoreError, evaluate, live_entry,
+};
+use bytes::Bytes;
+use hearsay_storage::commitlog::{MAX_KEY_BYTES, MAX_RECORD_BYTES};
+use hearsay_storage::{Cell, CellKey, Engine};
+use hearsay_types::{Clock, Hlc, Token};
+use parking_lot::{Mutex, RwLock};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::ops::Bound;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::thread::JoinHandle;
+use tokio::sync::{mpsc, oneshot};
+
+/// Most bytes of keys and values one grouped engine batch carries. The engine refuses a
+/// commit-log record over `MAX_RECORD_BYTES` (64 MiB); grouping stops well below so that one
+/// large request never makes a whole group fail, and so that one group's fsync stays short.
+pub const GROUP_BYTES_MAX: usize = 8 << 20;
+/// Most cells a scan page examines (live or not) before returning, so a region full of
+/// tombstones costs a bounded amount per SCAN call.
+pub const SCAN_EXAMINE_MAX: usize = 10_000;
+
+/// Writer settings (from `[storage]`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct WriterConfig {
+    /// Most write requests in one engine batch.
+    pub batch_max: usize,
+    /// Write requests queued before callers wait.
+    pub queue_max: usize,
+}
+
+/// Counters of the writer, exported through INFO.
+#[derive(Debug, Default)]
+pub struct LocalStoreStats {
+    pub write_groups: AtomicU64,
+    pub write_requests: AtomicU64,
+    pub mutations_applied: AtomicU64,
+    pub largest_group: AtomicU64,
+    pub write_errors: AtomicU64,
+}
+
+struct WriteRequest {
+    keyspace: String,
+    mutations: Vec<Mutation>,
+    bytes: usize,
+    reply: oneshot::Sender<Result<Vec<Outcome>, StoreError>>,
+}
+
+enum Msg {
+    Write(WriteRequest),
+    Stop,
+}
+
+/// One node's data: an engine, an HLC, and the writer thread.
+pub struct LocalStore {
+    engine: Arc<Engine>,
+    clock: Arc<dyn Clock>,
+    tx: mpsc::Sender<Msg>,
+    closed: AtomicBool,
+    writer: Mutex<Option<JoinHandle<()>>>,
+    keyspaces: RwLock<BTreeSet<String>>,
+    stats: Arc<LocalStoreStats>,
+}
+
+impl std::fmt::Debug for LocalStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LocalStore")
+            .field("closed", &self.closed)
+            .field("stats", &self.stats)
+            .finish()
+    }
+}
+
+fn storage_err(e: hearsay_storage::Error) -> StoreError {
+    match e {
+        hearsay_storage::Error::NoSuchKeyspace(k) => StoreError::NoSuchKeyspace(k),
+        e @ (hearsay_storage::Error::Poisoned(_) | hearsay_storage::Error::Closed) => {
+            StoreError::Unavailable(e.to_string())
+        }
+        e => StoreError::Storage(e.to_string()),
+    }
+}
+
+fn key_too_long(len: usize) -> StoreError {
+    StoreError::Storage(format!(
+        "key of {len} bytes exceeds the limit of {MAX_KEY_BYTES} bytes"
+    ))
+}
+
+impl LocalStore {
+    /// Starts the writer thread over an open engine. The HLC reads `clock`.
+    pub fn new(engine: Arc<Engine>, clock: Arc<dyn Clock>, cfg: WriterConfig) -> LocalStore {
+        let (tx, rx) = mpsc::channel(cfg.queue_max.max(1));
+        let stats = Arc::new(LocalStoreStats::default());
+        let hlc = Hlc::new(clock.clone());
+        let writer = {
+            let engine = engine.clone();
+            let stats = stats.clone();
+            let clock = clock.clone();
+            std::thread::Builder::new()
+                .name("hearsay-writer".into())
+                .spawn(move || {
+                    writer_loop(&engine, &hlc, &*clock, rx, &stats, cfg.batch_max.max(1))
+                })
+                .expect("spawning the writer thread")
+        };
+        let keyspaces = engine.keyspaces().into_iter().collect();
+        LocalStore {
+            engine,
+            clock,
+            tx,
+            closed: AtomicBool::new(false),
+            writer: Mutex::new(Some(writer)),
+            keyspaces: RwLock::new(keyspaces),
+            stats,
+        }
+    }
+
+    pub fn engine(&self) -> &Arc<Engine> {
+        &self.engine
+    }
+
+    pub fn stats(&self) -> &LocalStoreStats {
+        &self.stats
+    }
+
+    fn check_keyspace(&self, name: &str) -> Result<(), StoreError> {
+        if self.keyspaces.read().contains(name) {
+            return Ok(());
+        }
+        // Keyspaces may have been created since we looked.
+        let now: BTreeSet<String> = self.engine.keyspaces().into_iter().collect();
+        let found = now.contains(name);
+        *self.keyspaces.write() = now;
+        if found {
+            Ok(())
+        } else {
+            Err(StoreError::NoSuchKeyspace(name.to_string()))
+        }
+    }
+
+    fn read_one(
+        &self,
+        keyspace: &str,
+        key: &Bytes,
+        now_ms: u64,
+    ) -> Result<Option<Entry>, StoreError> {
+        if key.len() > MAX_KEY_BYTES {
+            return Ok(None);
+        }
+        let ck = CellKey::new(token_of(key), key.clone());
+        let cell = self.engine.get(keyspace, &ck).map_err(storage_err)?;
+        Ok(cell.and_then(|c| live_entry(c.value.as_ref(), c.expires_at_ms, now_ms)))
+    }
+}
+
+fn writer_loop(
+    engine: &Engine,
+    hlc: &Hlc,
+    clock: &dyn Clock,
+    mut rx: mpsc::Receiver<Msg>,
+    stats: &LocalStoreStats,
+    batch_max: usize,
+) {
+    let mut carried: Option<WriteRequest> = None;
+    loop {
+        let first = match carried.take() {
+            Some(r) => r,
+            None => match rx.blocking_recv() {
+                Some(Msg::Write(r)) => r,
+                Some(Msg::Stop) | None => return,
+            },
+        };
+        let mut bytes = first.bytes;
+        let mut group = vec![first];
+        let mut stop = false;
+        while group.len() < batch_max && bytes < GROUP_BYTES_MAX {
+            match rx.try_recv() {
+                Ok(Msg::Write(r)) => {
+                    if bytes + r.bytes > GROUP_BYTES_MAX {
+                        carried = Some(r);
+                        break;
+                    }
+                    bytes += r.bytes;
+                    group.push(r);
+                }
+                Ok(Msg::Stop) => {
+                    stop = true;
+                    break;
+                }
+                Err(_) => break,
+            }
+        }
+        apply_group(engine, hlc, clock, group, stats);
+        if stop {
+            if let Some(r) = carried.take() {
+                apply_group(engine, hlc, clock, vec![r], stats);
+            }
+            return;
+        }
+    }
+}
+
+/// Evaluates and applies one group of write requests as one engine batch per keyspace.
+fn apply_group(
+    engine: &Engine,
+    hlc: &Hlc,
+    clock: &dyn Clock,
+    group: Vec<WriteRequest>,
+    stats: &LocalStoreStats,
+) {
+    let now_ms = clock.wall_millis();
+    stats.write_groups.fetch_add(1, Ordering::Relaxed);
+    stats
+        .write_requests
+        .fetch_add(group.len() as u64, Ordering::Relaxed);
+    stats
+        .largest_group
+        .fetch_max(group.len() as u64, Ordering::Relaxed);
+    // What this group has written so far, so later mutations see earlier ones.
+    let mut overlay: HashMap<(&str, Bytes), Option<Entry>> = HashMap::new();
+    let mut cells: BTreeMap<&str, Vec<(CellKey, Cell)>> = BTreeMap::new();
+    let mut results: Vec<Result<Vec<Outcome>, StoreError>> = Vec::with_capacity(group.len());
+    for req in &group {
+        let ks = req.keyspace.as_str();
+        let mut outcomes = Vec::with_capacity(req.mutations.len());
+        let mut local_cells = Vec::new();
+        let mut local_overlay: Vec<((&str, Bytes), Option<Entry>)> = Vec::new();
+        let mut failed = None;
+        for m in &req.mutations {
+            let blind = m.condition == Condition::Always
+                && !m.want_previous
+                && matches!(
+                    m.action,
+                    Action::Put {
+                        expiry: Expiry::Never | Expiry::AtMs(_),
+                        ..
+                    } | Action::Delete
+                );
+            let current = if blind {
+                None
+            } else if let Some(e) = local_overlay
+                .iter()
+                .rev()
+                .find(|((_, k), _)| *k == m.key)
+                .map(|(_, e)| e.clone())
+            {
+                e
+            } else if let Some(e) = overlay.get(&(ks, m.key.clone())) {
+                e.clone()
+            } else {
+                let ck = CellKey::new(token_of(&m.key), m.key.clone());
+                match engine.get(ks, &ck) {
+                    Ok(c) => c.and_then(|c| {
+                        hlc.observe(c.timestamp);
+                        live_entry(c.value.as_ref(), c.expires_at_ms, now_ms)
+                    }),
+                    Err(e) => {
+                        failed = Some(storage_err(e));
+                        break;
+                    }
+                }
+            };
+            let (outcome, new_cell) = evaluate(current.as_ref(), m, now_ms);
+            if let Some(nc) = new_cell {
+                let ts = hlc.now();
+                // Copy key and value out of the network buffer they were sliced from, so a
+                // memtable entry never pins a whole read buffer.
+                let key = Bytes::copy_from_slice(&m.key);
+                let cell = match nc.value {
+                    Some(v) => Cell {
+                        value: Some(Bytes::copy_from_slice(&v)),
+                        timestamp: ts,
+                        expires_at_ms: nc.expires_at_ms,
+                    },
+                    None => Cell::tombstone(ts),
+                };
+                let entry = live_entry(cell.value.as_ref(), cell.expires_at_ms, now_ms);
+                local_overlay.push(((ks, key.clone()), entry));
+                local_cells.push((CellKey::new(token_of(&key), key), cell));
+            }
+            outcomes.push(outcome);
+        }
+        match failed {
+            Some(e) => results.push(Err(e)),
+            None => {
+                stats
+                    .mutations_applied
+                    .fetch_add(local_cells.len() as u64, Ordering::Relaxed);
+                overlay.extend(local_overlay);
+                cells.entry(ks).or_default().extend(local_cells);
+                results.push(Ok(outcomes));
+            }
+        }
+    }
+    let mut failed_keyspaces: BTreeMap<&str, StoreError> = BTreeMap::new();
+    for (ks, batch) in &cells {
+        if let Err(e) = engine.apply(ks, batch) {
+            stats.write_errors.fetch_add(1, Ordering::Relaxed);
+            tracing::error!(keyspace = ks, error = %e, "write batch failed");
+            failed_keyspaces.insert(ks, storage_err(e));
+        }
+    }
+    drop(overlay);
+    let failed_keyspaces: BTreeMap<String, StoreError> = failed_keyspaces
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect();
+    drop(cells);
+    for (req, result) in group.into_iter().zip(results) {
+        let result = match failed_keyspaces.get(&req.keyspace) {
+            Some(e) if result.is_ok() => Err(e.clone()),
+            _ => result,
+        };
+        let _ = req.reply.send(result);
+    }
+}
+
+impl Store for LocalStore {
+    fn get<'a>(
+        &'a self,
+        ctx: &'a RequestContext,
+        key: Bytes,
+    ) -> BoxFuture<'a, Result<Option<Entry>, StoreError>> {
+        let r = self.read_one(&ctx.keyspace, &key, self.now_ms());
+        Box::pin(std::future::ready(r))
+    }
+
+    fn get_many<'a>(
+        &'a self,
+        ctx: &'a RequestContext,
+        keys: Vec<Bytes>,
+    ) -> BoxFuture<'a, Result<Vec<Option<Entry>>, StoreError>> {
+        let now = self.now_ms();
+        let r = keys
+            .iter()
+            .map(|k| self.read_one(&ctx.keyspace, k, now))
+            .collect();
+        Box::pin(std::future::ready(r))
+    }
+
+    fn write<'a>(
+        &'a self,
+        ctx: &'a RequestContext,
+        mutations: Vec<Mutation>,
+    ) -> BoxFuture<'a, Result<Vec<Outcome>, StoreError>> {
+        Box::pin(async move {
+            if self.closed.load(Ordering::Acquire) {
+                return Err(StoreError::Unavailable("server is shutting down".into()));
+            }
+            self.check_keyspace(&ctx.keyspace)?;
+            let mut bytes = 0usize;
+            for m in &mutations {
+                if m.key.len() > MAX_KEY_BYTES {
+                    return Err(key_too_long(m.key.len()));
+                }
+                bytes += m.key.len() + 32;
+                if let Action::Put { value, .. } = &m.action {
+                    bytes += value.len();
+                }
+            }
+            if bytes > MAX_RECORD_BYTES / 2 {
+                return Err(StoreError::Storage(format!(
+                    "one write of about {bytes} bytes exceeds the limit of {} bytes",
+                    MAX_RECORD_BYTES / 2
+                )));
+            }
+            let (reply, rx) = oneshot::channel();
+            let req = WriteRequest {
+                keyspace: ctx.keyspace.clone(),
+                mutations,
+                bytes,
+                reply,
+            };
+            self.tx
+                .send(Msg::Write(req))
+                .await
+                .map_err(|_| StoreError::Unavailable("server is shutting down".into()))?;
+            rx.await
+                .map_err(|_| StoreError::Unavailable("write aborted by shutdown".into()))?
+        })
+    }
+
+    fn scan<'a>(
+        &'a self,
+        ctx: &'a RequestContext,
+        from: Token,
+        count: usize,
+    ) -> BoxFuture<'a, Result<ScanPage, StoreError>> {
+        let engine = self.engine.clone();
+        let keyspace = ctx.keyspace.clone();
+        let now = self.now_ms();
+        Box::pin(async move {
+            tokio::task::spawn_blocking(move || scan_page(&engine, &keyspace, from, count, now))
+                .await
+                .map_err(|e| StoreError::Storage(e.to_string()))?
+        })
+    }
+
+    fn count_keys<'a>(&'a self, ctx: &'a RequestContext) -> BoxFuture<'a, Result<u64, StoreError>> {
+        let engine = self.engine.clone();
+        let keyspace = ctx.keyspace.clone();
+        let now = self.now_ms();
+        Box::pin(async move {
+            tokio::task::spawn_blocking(move || {
+                let mut n = 0u64;
+                for item in engine
+                    .scan(&keyspace, Bound::Unbounded, Bound::Unbounded)
+                    .map_err(storage_err)?
+                {
+                    let (_, c) = item.map_err(storage_err)?;
+                    if c.live_value(now).is_some() {
+                        n += 1;
+                    }
+                }
+                Ok(n)
+            })
+            .await
+            .map_err(|e| StoreError::Storage(e.to_string()))?
+        })
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.clock.wall_millis()
+    }
+
+    fn shutdown(&self) -> Result<(), StoreError> {
+        if self.closed.swap(true, Ordering::AcqRel) {
+            return Ok(());
+        }
+        // The writer finishes everything queued before the stop marker, then exits.
+        // Connections have finished by now, so the queue drains quickly; this may be called
+        // from async code, so wait by polling rather than with a blocking send.
+        while let Err(mpsc::error::TrySendError::Full(_)) = self.tx.try_send(Msg::Stop) {
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        if let Some(h) = self.writer.lock().take() {
+            let _ = h.join();
+        }
+        self.engine.flush(None).map_err(storage_err)?;
+        self.engine.close().map_err(storage_err)
+    }
+
+    fn info(&self) -> Vec<(&'static str, String, String)> {
+        let s = self.engine.stats();
+        let st = &self.stats;
+        let l = |sec: &'static str, k: &str, v: String| (sec, k.to_string(), v);
+        vec![
+            l(
+                "memory",
+                "memtable_bytes",
+                s.memtable_bytes_total.to_string(),
+            ),
+            l(
+                "persistence",
+                "commitlog_segments",
+                s.commitlog_segments.to_string(),
+            ),
+            l(
+                "persistence",
+                "commitlog_syncs",
+                s.commitlog_syncs.to_string(),
+            ),
+            l("persistence", "flushes", s.flushes.to_string()),
+            l("persistence", "compactions", s.compactions.to_string()),
+            l("persistence", "write_stalls", s.write_stalls.to_string()),
+            l(
+                "persistence",
+                "storage_poisoned",
+                u8::from(s.poisoned.is_some()).to_string(),
+            ),
+            l(
+                "stats",
+                "write_groups",
+                st.write_groups.load(Ordering::Relaxed).to_string(),
+            ),
+            l(
+                "stats",
+                "write_requests",
+                st.write_requests.load(Ordering::Relaxed).to_string(),
+            ),
+            l(
+                "stats",
+                "write_largest_group",
+                st.largest_group.load(Ordering::Relaxed).to_string(),
+            ),
+            l(
+                "stats",
+                "write_errors",
+                st.write_errors.load(Ordering::Relaxed).to_string(),
+            ),
+        ]
+    }
+}
+
+fn scan_page(
+    engine: &Engine,
+    keyspace: &str,
+    from: Token,
+    count: usize,
+    now_ms: u64,
+) -> Result<ScanPage, StoreError> {
+    let lower = Bound::Included(CellKey::new(from, Bytes::new()));
+    let iter = engine
+        .scan(keyspace, lower, Bound::Unbounded)
+        .map_err(storage_err)?;
+    let mut entries = Vec::new();
+    let mut prev_token: Option<Token> = None;
+    for (examined, item) in iter.enumerate() {
+        let (k, c) = item.map_err(storage_err)?;
+        // Pages end only between tokens, so the cursor (a token) never splits keys.
+        if prev_token != Some(k.token) && (entries.len() >= count || examined >= SCAN_EXAMINE_MAX) {
+            return Ok(ScanPage {
+                entries,
+                next: Some(k.token),
+            });
+        }
+        prev_token = Some(k.token);
+        if let Some(e) = live_entry(c.live_value(now_ms), c.expires_at_ms, now_ms) {
+            entries.push((k.key, e));
+        }
+    }
+    Ok(ScanPage {
+        entries,
+        next: None,
+    })
+}
