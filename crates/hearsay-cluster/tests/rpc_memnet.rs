@@ -129,3 +129,23 @@ async fn a_restarted_peer_is_found_again() {
     }
     assert_eq!(cli.peer_stats(addr(1)).unwrap().reconnects, 1);
 }
+
+#[tokio::test]
+async fn forgetting_a_peer_closes_its_connection_and_drops_its_state() {
+    let net = MemNetwork::new();
+    let gates = Gates::default();
+    let srv = serve(&net, 1, &gates);
+    let cli = client(&net, 2);
+    cli.ping(addr(1), SECOND).await.unwrap();
+    assert!(cli.peer_stats(addr(1)).is_some());
+    cli.forget(addr(1));
+    assert!(cli.peer_stats(addr(1)).is_none());
+    assert!(!cli.is_connected(addr(1)));
+    wait_until("server sees the connection end", LONG, || {
+        srv.stats().snapshot().connections_open == 0
+    })
+    .await;
+    // Calling again starts afresh.
+    cli.ping(addr(1), SECOND).await.unwrap();
+    assert_eq!(cli.peer_stats(addr(1)).unwrap().connects, 1);
+}

@@ -528,6 +528,17 @@ impl RpcClient {
             .is_some_and(|p| live(&p.conn).is_some())
     }
 
+    /// Closes the connection to `peer` and drops its state and counters, e.g. once the node
+    /// has been removed from the cluster: the peer table then stays as large as the
+    /// membership instead of growing with every address ever called.
+    pub fn forget(&self, peer: SocketAddr) {
+        if let Some(p) = self.inner.peers.lock().remove(&peer)
+            && let Some(c) = p.conn.lock().take()
+        {
+            c.state.close("peer forgotten by this node");
+        }
+    }
+
     /// Closes every connection. Later calls reconnect.
     pub fn close_all(&self) {
         for p in self.inner.peers.lock().values() {
