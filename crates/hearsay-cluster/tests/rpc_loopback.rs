@@ -64,6 +64,18 @@ impl Rpc for Big {
     type Response = u64;
 }
 
+/// A small request whose answer may be big: declared LARGE, so it takes the bulk lane.
+#[derive(Debug, Serialize, Deserialize)]
+struct Scan {
+    bytes: u32,
+}
+impl Rpc for Scan {
+    const METHOD: u16 = 106;
+    const NAME: &'static str = "Scan";
+    type Response = Vec<u8>;
+    const LARGE: bool = true;
+}
+
 /// Panics in the handler: before returning its future, or while it runs.
 #[derive(Debug, Serialize, Deserialize)]
 struct Boom {
@@ -115,6 +127,8 @@ fn registry(gates: &Gates) -> Registry {
     })
     .unwrap();
     r.register_fn::<Fail, _, _>(|_, _| async { Err(HandlerError::new("disk on fire")) })
+        .unwrap();
+    r.register_fn::<Scan, _, _>(|_, s| async move { Ok(vec![1; s.bytes as usize]) })
         .unwrap();
     r.register_fn::<Big, _, _>(|_, b| async move { Ok(b.data.len() as u64) })
         .unwrap();
@@ -498,4 +512,47 @@ async fn a_panicking_handler_is_an_error_answer_not_a_dead_connection() {
     cli.ping(addr, SECOND).await.unwrap();
     assert_eq!(cli.peer_stats(addr).unwrap().connects, 1);
     assert_eq!(srv.stats().snapshot().handler_panics, 2);
+}
+
+#[tokio::test]
+async fn bulk_calls_travel_on_a_second_connection() {
+    let (srv, cli, _) = setup().await;
+    let addr = srv.local_addr();
+    cli.ping(addr, SECOND).await.unwrap();
+    let small = cli
+        .call(addr, &Big { data: vec![0; 100] }, SECOND)
+        .await
+        .unwrap();
+    assert_eq!(small, 100);
+    assert_eq!(
+        cli.peer_stats(addr).unwrap().connects,
+        1,
+        "small calls share one connection"
+    );
+    // Above large_message_bytes (64 KiB): the bulk lane is dialed.
+    let big = cli
+        .call(
+            addr,
+            &Big {
+                data: vec![0; 100_000],
+            },
+            LONG,
+        )
+        .await
+        .unwrap();
+    assert_eq!(big, 100_000);
+    // A small request declared LARGE (its answer is big) uses the same bulk lane.
+    let scanned = cli
+        .call(addr, &Scan { bytes: 200_000 }, LONG)
+        .await
+        .unwrap();
+    assert_eq!(scanned.len(), 200_000);
+    let s = cli.peer_stats(addr).unwrap();
+    assert_eq!((s.connects, s.reconnects), (2, 0), "{s:?}");
+    assert_eq!(srv.stats().snapshot().handshakes_ok, 2);
+    // Small calls still go over the first connection.
+    cli.call(addr, &Big { data: vec![0; 10] }, SECOND)
+        .await
+        .unwrap();
+    assert_eq!(cli.peer_stats(addr).unwrap().connects, 2);
 }

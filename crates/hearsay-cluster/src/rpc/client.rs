@@ -82,19 +82,32 @@ impl Drop for WaiterGuard<'_> {
     }
 }
 
+/// Which of a peer's connections a request travels on. Bulk transfers get their own, so
+/// small, latency-sensitive messages (mutations, digests, acks) never queue behind megabytes
+/// of a range scan on the same socket (Cassandra 4 splits small and large messages the same
+/// way). The large lane is dialed only when first needed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Lane {
+    Small = 0,
+    Large = 1,
+}
+
 struct Backoff {
     /// Consecutive failed connection attempts.
     failures: u32,
     /// No attempt before this instant.
     retry_at: Option<Instant>,
     last_error: String,
+    /// Whether each lane has connected before (a later connect is a reconnect).
+    connected_before: [bool; 2],
 }
 
 struct Peer {
     addr: SocketAddr,
     stats: Arc<PeerStats>,
     in_flight: Arc<Semaphore>,
-    conn: Mutex<Option<Arc<Conn>>>,
+    /// One connection per lane (see [`Lane`]).
+    conns: [Mutex<Option<Arc<Conn>>>; 2],
     /// Serialises connection attempts (one dial per peer at a time) and holds the backoff.
     dialing: tokio::sync::Mutex<Backoff>,
 }
@@ -171,11 +184,12 @@ impl RpcClient {
                     in_flight: Arc::new(Semaphore::new(
                         self.inner.ctx.config.max_in_flight_per_peer,
                     )),
-                    conn: Mutex::new(None),
+                    conns: [Mutex::new(None), Mutex::new(None)],
                     dialing: tokio::sync::Mutex::new(Backoff {
                         failures: 0,
                         retry_at: None,
                         last_error: String::new(),
+                        connected_before: [false; 2],
                     }),
                 })
             })
@@ -199,9 +213,15 @@ impl RpcClient {
             peer,
             reason: format!("cannot encode {}: {e}", M::NAME),
         })?;
+        let lane = if M::LARGE || body.len() > self.inner.ctx.config.large_message_bytes as usize {
+            Lane::Large
+        } else {
+            Lane::Small
+        };
         let reply = self
             .round_trip(
                 peer,
+                lane,
                 FrameKind::Request,
                 M::METHOD,
                 Bytes::from(body),
@@ -240,7 +260,7 @@ impl RpcClient {
         let start = Instant::now();
         let p = self.peer(peer);
         let result = match self
-            .round_trip(peer, FrameKind::Ping, 0, Bytes::new(), timeout)
+            .round_trip(peer, Lane::Small, FrameKind::Ping, 0, Bytes::new(), timeout)
             .await
         {
             Ok((Reply::Pong, _)) => Ok(start.elapsed()),
@@ -261,9 +281,11 @@ impl RpcClient {
         result
     }
 
+    #[allow(clippy::too_many_arguments)]
     async fn round_trip(
         &self,
         addr: SocketAddr,
+        lane: Lane,
         kind: FrameKind,
         method: u16,
         body: Bytes,
@@ -291,7 +313,7 @@ impl RpcClient {
             elapsed_ms: start.elapsed().as_millis() as u64,
         };
 
-        let conn = self.connection(&peer, deadline).await?;
+        let conn = self.connection(&peer, lane, deadline).await?;
         let Some((id, rx)) = conn.register() else {
             return Err(RpcError::Unreachable {
                 peer: addr,
@@ -339,8 +361,14 @@ impl RpcClient {
     }
 
     /// The live connection to `peer`, dialing if there is none and the peer is not in backoff.
-    async fn connection(&self, peer: &Arc<Peer>, deadline: Instant) -> Result<Arc<Conn>, RpcError> {
-        if let Some(c) = live(&peer.conn) {
+    async fn connection(
+        &self,
+        peer: &Arc<Peer>,
+        lane: Lane,
+        deadline: Instant,
+    ) -> Result<Arc<Conn>, RpcError> {
+        let slot = &peer.conns[lane as usize];
+        if let Some(c) = live(slot) {
             return Ok(c);
         }
         let addr = peer.addr;
@@ -352,7 +380,7 @@ impl RpcClient {
                 peer: addr,
                 elapsed_ms: start.elapsed().as_millis() as u64,
             })?;
-        if let Some(c) = live(&peer.conn) {
+        if let Some(c) = live(slot) {
             return Ok(c);
         }
         let now = Instant::now();
@@ -390,14 +418,14 @@ impl RpcClient {
         };
         match attempt {
             Ok(conn) => {
-                let first = peer.stats.connects.fetch_add(1, Relaxed) == 0;
-                if !first {
+                peer.stats.connects.fetch_add(1, Relaxed);
+                if std::mem::replace(&mut backoff.connected_before[lane as usize], true) {
                     peer.stats.reconnects.fetch_add(1, Relaxed);
                 }
                 *peer.stats.node_id.lock() = Some(conn.server_id);
                 backoff.failures = 0;
                 backoff.retry_at = None;
-                *peer.conn.lock() = Some(conn.clone());
+                *slot.lock() = Some(conn.clone());
                 tracing::debug!(peer = %addr, server_id = %conn.server_id, "rpc connection established");
                 Ok(conn)
             }
@@ -525,25 +553,29 @@ impl RpcClient {
             .peers
             .lock()
             .get(&peer)
-            .is_some_and(|p| live(&p.conn).is_some())
+            .is_some_and(|p| p.conns.iter().any(|slot| live(slot).is_some()))
     }
 
     /// Closes the connection to `peer` and drops its state and counters, e.g. once the node
     /// has been removed from the cluster: the peer table then stays as large as the
     /// membership instead of growing with every address ever called.
     pub fn forget(&self, peer: SocketAddr) {
-        if let Some(p) = self.inner.peers.lock().remove(&peer)
-            && let Some(c) = p.conn.lock().take()
-        {
-            c.state.close("peer forgotten by this node");
+        if let Some(p) = self.inner.peers.lock().remove(&peer) {
+            for slot in &p.conns {
+                if let Some(c) = slot.lock().take() {
+                    c.state.close("peer forgotten by this node");
+                }
+            }
         }
     }
 
     /// Closes every connection. Later calls reconnect.
     pub fn close_all(&self) {
         for p in self.inner.peers.lock().values() {
-            if let Some(c) = p.conn.lock().take() {
-                c.state.close("closed by this node");
+            for slot in &p.conns {
+                if let Some(c) = slot.lock().take() {
+                    c.state.close("closed by this node");
+                }
             }
         }
     }

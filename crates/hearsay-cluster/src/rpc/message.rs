@@ -34,6 +34,10 @@ pub trait Rpc: Serialize + DeserializeOwned + Send + Sync + 'static {
     const NAME: &'static str;
     /// What a successful call returns.
     type Response: Serialize + DeserializeOwned + Send + 'static;
+    /// Whether calls travel on the peer's bulk connection even when the request is small,
+    /// because the *response* can be large (a range scan, a streamed batch). Requests whose
+    /// body exceeds `large_message_bytes` take it anyway.
+    const LARGE: bool = false;
 }
 
 /// Liveness and round-trip probe, answered by every server without registration.
