@@ -430,3 +430,52 @@ fn scans_see_whole_batches_while_memtables_flush_and_compact() {
     writer.join().unwrap();
     assert!(e.stats().flushes > 0);
 }
+
+#[test]
+fn dropping_a_keyspace_while_it_flushes_and_compacts_is_harmless() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = config(dir.path());
+    c.memtable_size_bytes = 8 << 10;
+    let e = Engine::open(c).unwrap();
+    for round in 0..5 {
+        let opts = KeyspaceOptions {
+            compaction: CompactionStrategy::SizeTiered {
+                min_threshold: 2,
+                max_threshold: 4,
+            },
+            ..KeyspaceOptions::default()
+        };
+        e.create_keyspace("doomed", opts).unwrap();
+        for i in 0..600 {
+            e.apply(
+                "doomed",
+                &[(key(i), Cell::value(vec![b'd'; 64], Timestamp(round + 1)))],
+            )
+            .unwrap();
+        }
+        // Flushes and compactions of "doomed" are in flight now.
+        e.drop_keyspace("doomed").unwrap();
+        assert!(matches!(
+            e.apply("doomed", &[(key(1), Cell::value("x", Timestamp(9)))]),
+            Err(Error::NoSuchKeyspace(_))
+        ));
+    }
+    e.apply("default", &[(key(1), Cell::value("ok", Timestamp(1)))])
+        .unwrap();
+    e.flush(None).unwrap();
+    assert!(e.stats().poisoned.is_none(), "{:?}", e.stats().poisoned);
+    drop(e);
+    let e = Engine::open(config(dir.path())).unwrap();
+    assert_eq!(e.keyspaces(), vec!["default"]);
+    let dirs = std::fs::read_dir(dir.path())
+        .unwrap()
+        .filter(|d| {
+            d.as_ref()
+                .unwrap()
+                .file_name()
+                .to_string_lossy()
+                .starts_with("ks-")
+        })
+        .count();
+    assert_eq!(dirs, 1, "dropped keyspaces leave no directories");
+}

@@ -99,6 +99,11 @@ fn flush_loop(inner: Arc<Inner>) {
         match work {
             Some((ks, mem)) => {
                 if let Err(e) = flush_memtable(&inner, &ks, &mem) {
+                    if ks.dropped.load(Ordering::SeqCst) {
+                        // Its directory went away under the flush: nothing to retry.
+                        inner.flush_done.notify();
+                        continue;
+                    }
                     poison_if_durability_failure(&inner, "flush", &e);
                     inner.counters.flush_errors.fetch_add(1, Ordering::AcqRel);
                     inner.record_error(&format!("flush of keyspace '{}'", ks.name), &e);
@@ -236,7 +241,10 @@ fn compaction_loop(inner: Arc<Inner>) {
         };
         if let Some(r) = request {
             let result = run_major(&inner, &r.keyspace);
-            if let Err(e) = &result {
+            let dropped = inner.keyspace(&r.keyspace).is_err();
+            if let Err(e) = &result
+                && !dropped
+            {
                 poison_if_durability_failure(&inner, "compaction", e);
                 inner.record_error(&format!("major compaction of '{}'", r.keyspace), e);
             }
@@ -251,6 +259,9 @@ fn compaction_loop(inner: Arc<Inner>) {
         match work {
             Some((ks, task)) => {
                 if let Err(e) = run_compaction(&inner, &ks, &task) {
+                    if ks.dropped.load(Ordering::SeqCst) {
+                        continue;
+                    }
                     poison_if_durability_failure(&inner, "compaction", &e);
                     inner
                         .counters
