@@ -21,6 +21,6 @@
 //! (`hearsay-server`, the binary) or anything above it in the stack; `rpc` itself uses only
 //! `hearsay-types` from the workspace.
 
-pub mod rpc;
 pub mod coordinator;
 pub mod hints;
+pub mod rpc;
