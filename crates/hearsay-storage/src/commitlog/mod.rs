@@ -49,6 +49,12 @@ pub const MAX_KEY_BYTES: usize = 64 << 10;
 /// Largest value. The RESP front end enforces its own (smaller or equal) limit with a clear
 /// error; this is the engine's hard bound, below [`MAX_RECORD_BYTES`].
 pub const MAX_VALUE_BYTES: usize = 32 << 20;
+// Anything the commit log accepts must fit an SSTable, or a flush would fail after the
+// write was acknowledged.
+const _: () = assert!(MAX_KEY_BYTES <= crate::sstable::format::MAX_KEY_BYTES);
+const _: () = assert!(MAX_VALUE_BYTES <= crate::sstable::format::MAX_VALUE_BYTES);
+const _: () = assert!(MAX_VALUE_BYTES < MAX_RECORD_BYTES);
+
 /// Smallest possible encoded cell, used to bound pre-allocation when decoding a count.
 const MIN_CELL_BYTES: usize = 8 + 4 + 1 + 8;
 
