@@ -657,7 +657,7 @@ impl Engine {
             return Ok(());
         }
         inner.maybe_stall()?;
-        let payload = commitlog::encode_batch(ks.id, batch);
+        let frame = commitlog::encode_record(ks.id, batch);
         let user_bytes: u64 = batch
             .iter()
             .map(|(k, c)| (k.key.len() + c.value_len()) as u64)
@@ -667,7 +667,7 @@ impl Engine {
             if ks.dropped.load(Ordering::SeqCst) {
                 return Err(Error::NoSuchKeyspace(keyspace.into()));
             }
-            let appended = inner.log.append(&payload)?;
+            let appended = inner.log.append_frame(&frame)?;
             let seq = w.next_seq;
             w.next_seq += 1;
             let mem = ks.version().active.clone();

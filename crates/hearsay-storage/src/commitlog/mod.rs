@@ -139,6 +139,21 @@ pub fn encode_batch(keyspace_id: u32, cells: &[(CellKey, Cell)]) -> Vec<u8> {
     w.buf
 }
 
+/// Encodes a batch as a complete record (header with length and checksum, then payload),
+/// ready for [`CommitLog::append_frame`]. Doing this before taking any lock keeps the
+/// checksum and copying off the serialised part of the write path.
+pub(crate) fn encode_record(keyspace_id: u32, cells: &[(CellKey, Cell)]) -> Vec<u8> {
+    frame_payload(&encode_batch(keyspace_id, cells))
+}
+
+fn frame_payload(payload: &[u8]) -> Vec<u8> {
+    let mut frame = Vec::with_capacity(RECORD_HEADER_BYTES + payload.len());
+    frame.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+    frame.extend_from_slice(&record_crc(payload).to_le_bytes());
+    frame.extend_from_slice(payload);
+    frame
+}
+
 /// Decodes a record payload into its keyspace id and cells.
 pub(crate) fn decode_batch(payload: &[u8]) -> DResult<(u32, Vec<(CellKey, Cell)>)> {
     let mut r = Reader::new(payload);
@@ -438,19 +453,23 @@ impl CommitLog {
 
     /// Appends one record. On return the bytes have reached the kernel (a process crash
     /// keeps them); call [`CommitLog::sync_to`] for power-loss durability.
+    #[cfg(test)]
     pub fn append(&self, payload: &[u8]) -> Result<Appended> {
-        debug_assert!(!payload.is_empty() && payload.len() <= MAX_RECORD_BYTES);
-        let mut frame = Vec::with_capacity(RECORD_HEADER_BYTES + payload.len());
-        frame.extend_from_slice(&(payload.len() as u32).to_le_bytes());
-        frame.extend_from_slice(&record_crc(payload).to_le_bytes());
-        frame.extend_from_slice(payload);
+        self.append_frame(&frame_payload(payload))
+    }
 
+    /// Appends one record made by [`encode_record`].
+    pub fn append_frame(&self, frame: &[u8]) -> Result<Appended> {
+        debug_assert!(
+            frame.len() > RECORD_HEADER_BYTES
+                && frame.len() <= RECORD_HEADER_BYTES + MAX_RECORD_BYTES
+        );
         let mut a = self.active.lock();
         self.poison.check()?;
         if a.len > SEGMENT_HEADER_BYTES as u64 && a.len + frame.len() as u64 > self.segment_bytes {
             self.rotate(&mut a)?;
         }
-        if let Err(e) = (&*a.file).write_all(&frame) {
+        if let Err(e) = (&*a.file).write_all(frame) {
             // Cut off whatever part was written so the next record does not follow garbage
             // (which replay would call mid-log corruption). If even that fails, the log's
             // state is unknown: stop accepting writes.
