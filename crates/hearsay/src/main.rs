@@ -22,6 +22,8 @@ enum Command {
     Server(Box<server::ServerArgs>),
     /// Start a local cluster on loopback for development.
     Dev(dev::DevArgs),
+    /// YCSB-style load generator against Hearsay (or any Redis-protocol server).
+    Bench(hearsay_bench::BenchArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -36,6 +38,9 @@ fn main() -> std::process::ExitCode {
     let result = match cli.command {
         Command::Server(args) => server::run(*args),
         Command::Dev(args) => dev::run(args),
+        Command::Bench(args) => hearsay_bench::run_blocking(args).map(|report| {
+            println!("{}", report.render());
+        }),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
