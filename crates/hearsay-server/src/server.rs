@@ -183,7 +183,32 @@ async fn handle(
         _ => 0,
     };
     let _ = stream.shutdown().await;
+    if matches!(
+        result,
+        Ok(Close::Protocol | Close::RequestLimit | Close::SlowRequest)
+    ) {
+        // Closing a socket with unread input makes the kernel send RST, which can destroy
+        // the error reply before the client reads it. Having sent FIN, discard what is
+        // still arriving for a moment so the client gets to see why it was disconnected.
+        drain(&mut stream).await;
+    }
     result
+}
+
+/// How long and how much a refused client's remaining input is drained for (see `handle`).
+const DRAIN_MS: u64 = 250;
+const DRAIN_BYTES_MAX: usize = 1 << 20;
+
+async fn drain(stream: &mut TcpStream) {
+    let mut scratch = [0u8; 16 * 1024];
+    let mut total = 0usize;
+    let deadline = Instant::now() + Duration::from_millis(DRAIN_MS);
+    while total < DRAIN_BYTES_MAX {
+        match tokio::time::timeout_at(deadline, stream.read(&mut scratch)).await {
+            Ok(Ok(n)) if n > 0 => total += n,
+            _ => break,
+        }
+    }
 }
 
 async fn serve_connection(
