@@ -6,6 +6,13 @@
 //! is a contiguous scan. Last write wins by [`hearsay_types::Timestamp`], ties broken by
 //! [`Cell::reconcile_cmp`].
 //!
+//! Entry point: [`Engine`] (open with an [`EngineConfig`]; `apply` / `get` / `scan` /
+//! `flush` / `compact` / `stats`). Invariants: a batch is one checksummed commit-log record
+//! (all or nothing across a crash) and one sequence number (all or nothing for a scan); an
+//! acknowledged write survives a process crash in every sync mode and a power loss in
+//! `Batch` mode; a failed fsync poisons the engine for writes; nothing on disk is trusted
+//! without its checksum. The durability contract is `docs/storage-engine.md`.
+//!
 //! Synchronous by design: no async runtime; the engine owns its flush and compaction threads.
 //! Depends only on `hearsay-types`; must never depend on the ring, gossip, cluster or server.
 
