@@ -123,6 +123,7 @@ enum RumorKey {
     SelfState,
     Alive(NodeId),
     Suspicion(NodeId, NodeId),
+    Down(NodeId),
     Other,
 }
 
@@ -684,6 +685,7 @@ impl Gossiper {
                     RumorKey::Alive(d.node.into())
                 }
                 Rumor::Delta(_) => RumorKey::Other,
+                Rumor::Down { target, .. } => RumorKey::Down((*target).into()),
             };
             self.add_rumor(key, r);
         }
@@ -1200,7 +1202,48 @@ impl Gossiper {
                 (*reporter).into(),
                 now_ms,
             ),
+            Rumor::Down {
+                target,
+                generation,
+                heartbeat,
+            } => self.apply_down((*target).into(), *generation, *heartbeat, now_ms),
         }
+    }
+
+    /// A DOWN verdict from elsewhere: accepted unless we know a newer heartbeat.
+    fn apply_down(&mut self, target: NodeId, generation: u64, hb: u64, now_ms: u64) -> bool {
+        if target == self.me {
+            if generation == self.generation {
+                self.refute(false);
+            }
+            return false;
+        }
+        let Some(m) = self.members.get_mut(&target) else {
+            return false;
+        };
+        if m.removed()
+            || generation != m.generation
+            || m.liveness == Liveness::Down
+            || hb < m.heartbeat
+        {
+            return false;
+        }
+        let old = m.liveness;
+        m.liveness = Liveness::Down;
+        let known = m.heartbeat;
+        let ex = m.extra_mut();
+        ex.down_heartbeat = hb.max(known);
+        ex.reports.clear();
+        self.reported.remove(&target);
+        self.local_suspects.remove(&target);
+        self.down_count += 1;
+        self.unreachable.insert(target);
+        if old == Liveness::Up {
+            self.push_event(Event::Suspect { node: target });
+        }
+        self.push_event(Event::Down { node: target });
+        let _ = now_ms;
+        true
     }
 
     fn apply_suspicion(
@@ -1325,6 +1368,12 @@ impl Gossiper {
             ex.reports.clear();
             self.reported.remove(&id);
             self.down_count += 1;
+            let verdict = Rumor::Down {
+                target: id.into(),
+                generation,
+                heartbeat: hb.max(max_hb),
+            };
+            self.add_rumor(RumorKey::Down(id), verdict);
         }
         match new {
             Liveness::Up => {

@@ -191,6 +191,17 @@ pub enum Rumor {
         /// The node whose failure detector fired.
         reporter: WireId,
     },
+    /// A DOWN verdict: a majority of `target`'s monitors reported it as of `heartbeat`.
+    /// Spread so that nodes that missed reports still converge; refuted by any newer
+    /// heartbeat.
+    Down {
+        /// The convicted node.
+        target: WireId,
+        /// Its generation.
+        generation: u64,
+        /// The newest heartbeat of it known at conviction.
+        heartbeat: u64,
+    },
 }
 
 /// The body of a packet.

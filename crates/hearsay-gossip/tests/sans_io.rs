@@ -549,3 +549,54 @@ fn config_and_value_limits_are_enforced() {
     assert!(a.remove(id(1)).is_err(), "cannot remove self");
     assert!(a.remove(id(99)).is_err(), "unknown node");
 }
+
+#[test]
+fn down_verdict_is_accepted_unless_a_newer_heartbeat_is_known() {
+    let mut rng = StdRng::seed_from_u64(12);
+    let mut a = node(1, &[]);
+    let x = id(7);
+    known_x(&mut a, x, 1, &mut rng); // heartbeat 1 known
+    let verdict = |hb: u64| {
+        forger().encode(&Message {
+            sender: sender(50, 9),
+            body: Body::Ping,
+            rumors: vec![Rumor::Down {
+                target: x.into(),
+                generation: 1,
+                heartbeat: hb,
+            }],
+        })
+    };
+    let ping_from_x = |hb: u64| {
+        forger().encode(&Message {
+            sender: Sender {
+                node: x.into(),
+                generation: 1,
+                heartbeat: hb,
+            },
+            body: Body::Ping,
+            rumors: vec![],
+        })
+    };
+    a.handle_packet(addr(7), &ping_from_x(5), 0, &mut rng);
+    a.handle_packet(addr(50), &verdict(4), 10, &mut rng);
+    assert_eq!(
+        a.liveness(x),
+        Some(Liveness::Up),
+        "stale verdict refuted by heartbeat 5"
+    );
+    a.handle_packet(addr(50), &verdict(5), 20, &mut rng);
+    assert_eq!(a.liveness(x), Some(Liveness::Down));
+    // A newer heartbeat from the node itself brings it back.
+    a.handle_packet(addr(7), &ping_from_x(6), 30, &mut rng);
+    assert_eq!(a.liveness(x), Some(Liveness::Up));
+    let ev = a.drain_events();
+    assert!(
+        ev.iter()
+            .any(|e| matches!(e, Event::Down { node } if *node == x))
+    );
+    assert!(
+        ev.iter()
+            .any(|e| matches!(e, Event::Alive { node, .. } if *node == x))
+    );
+}

@@ -169,6 +169,45 @@ fn rss_mib() -> u64 {
 
 fn main() {
     let args = parse_args();
+    if let Ok(n) = std::env::var("GOSSIP_BENCH_CRASH_PROBE") {
+        // Why is a crash not DOWN everywhere? Crash nodes and print the laggards' views.
+        let n: usize = n.parse().unwrap_or(300);
+        let mut sim = build(n, GossipMode::PushPull, 0.1, true, args.seed);
+        sim.run_for(10_000);
+        for k in 0..args.crashes {
+            let victim = 10 + k * 7;
+            let x = sim.id(victim);
+            sim.crash(victim);
+            let t0 = sim.now_ms();
+            let d = sim.run_until_pred(t0 + 60_000, 100, |s| {
+                s.all_up(&[], |_, g| g.liveness(x) == Some(Liveness::Down))
+            });
+            let lag: Vec<(usize, Option<Liveness>)> = sim
+                .up_nodes()
+                .into_iter()
+                .filter_map(|i| {
+                    let l = sim.node(i)?.liveness(x);
+                    (l != Some(Liveness::Down)).then_some((i, l))
+                })
+                .collect();
+            eprintln!(
+                "crash {victim}: down everywhere at {:?}; {} laggards",
+                d.map(|t| t - t0),
+                lag.len()
+            );
+            for (i, l) in lag.iter().take(5) {
+                let g = sim.node(*i).unwrap();
+                let view = g.members(sim.now_ms());
+                let v = view.iter().find(|m| m.node_id == x.to_string()).unwrap();
+                eprintln!(
+                    "  node {i}: {l:?} reports {} hb {} phi {:?}",
+                    v.suspicion_reports, v.heartbeat, v.phi
+                );
+            }
+            sim.run_for(5_000);
+        }
+        return;
+    }
     if let Ok(n) = std::env::var("GOSSIP_BENCH_MEMORY_PROBE") {
         // Memory and speed probe: a converged cluster of n nodes, 10 virtual seconds.
         let n: usize = n.parse().unwrap_or(1_000);
