@@ -23,4 +23,5 @@
 
 pub mod coordinator;
 pub mod hints;
+pub mod node;
 pub mod rpc;

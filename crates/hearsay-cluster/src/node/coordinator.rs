@@ -1,0 +1,613 @@
+//! The data path: the async driver around the pure `crate::coordinator` types.
+//!
+//! Write: group the cells by replica set, check availability (fail fast), send to every
+//! natural + pending replica (the local one through the engine directly), acknowledge after
+//! W; replicas that are down, fail or time out get a hint. The per-write task keeps running
+//! after the client is answered, so late failures are still hinted.
+//!
+//! Read: plan (closest live replicas), one data read + digests; on a mismatch full reads
+//! from every contacted replica, newest wins, and stale replicas are repaired with a
+//! blocking write before the answer.
+
+use super::messages::{Mutate, Read, ReadReply, ScanRange, WireCell};
+use super::{Inner, NodeError, RingView};
+use crate::coordinator::{
+    ConsistencyError, FailureReason, OpKind, ReadPlan, ReadResolver, ReadStatus, WriteStatus,
+    WriteTracker,
+};
+use crate::hints::HintOutcome;
+use crate::rpc::RpcError;
+use hearsay_storage::{Cell, CellKey};
+use hearsay_types::{ConsistencyLevel, NodeId, Timestamp, Token};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::Duration;
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
+
+/// What a successful write reports.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct WriteResult {
+    /// Cells some replica reported as losing to a newer version it already held (the write
+    /// was acknowledged but is not the newest; see docs/cluster.md).
+    pub superseded: u32,
+    /// The timestamp given to cells the caller left at 0.
+    pub timestamp: Timestamp,
+}
+
+/// One page of a scan.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ScanResult {
+    /// Stored cells in `(token, key)` order, tombstones and expired values included.
+    pub cells: Vec<(CellKey, Cell)>,
+    /// Where the next page starts (inclusive), or `None` at the end of the ring.
+    pub next: Option<Token>,
+}
+
+fn failure_of(e: &RpcError) -> FailureReason {
+    match e {
+        RpcError::Timeout { .. } => FailureReason::Timeout,
+        RpcError::Overloaded { .. } => FailureReason::Overloaded,
+        other => FailureReason::Error(other.to_string()),
+    }
+}
+
+type Batch = Vec<(CellKey, Cell)>;
+
+impl Inner {
+    fn route(&self, view: &RingView, keyspace: &str) -> Result<(), NodeError> {
+        if view.routes.contains_key(keyspace) {
+            Ok(())
+        } else {
+            Err(NodeError::NoSuchKeyspace(keyspace.to_string()))
+        }
+    }
+
+    pub(crate) async fn write(
+        self: &Arc<Self>,
+        keyspace: &str,
+        mut cells: Batch,
+        level: ConsistencyLevel,
+    ) -> Result<WriteResult, NodeError> {
+        if self.shutdown.is_cancelled() {
+            return Err(NodeError::ShuttingDown);
+        }
+        let view = self.current_view();
+        self.route(&view, keyspace)?;
+        self.counters.writes.inc(level);
+        let ts = self.hlc.now();
+        for (_, c) in cells.iter_mut() {
+            if c.timestamp == Timestamp(0) {
+                c.timestamp = ts;
+            } else {
+                // A caller-minted timestamp is a causal fact this clock must not mint below.
+                self.hlc.observe(c.timestamp);
+            }
+        }
+        // Group by replica set: every group is one write with its own tracker.
+        let route = &view.routes[keyspace];
+        let mut groups: BTreeMap<(Vec<NodeId>, Vec<NodeId>), Batch> = BTreeMap::new();
+        for (k, c) in cells {
+            let ep = route.map.write_endpoints(k.token);
+            groups
+                .entry((ep.natural.to_vec(), ep.pending.to_vec()))
+                .or_default()
+                .push((k, c));
+        }
+        let mut waits = Vec::with_capacity(groups.len());
+        for ((natural, pending), batch) in groups {
+            match self.start_write(&view, keyspace, &natural, &pending, batch, level) {
+                Ok(rx) => waits.push(rx),
+                Err(e) => {
+                    self.counters.write_unavailable.fetch_add(1, Relaxed);
+                    return Err(e.into());
+                }
+            }
+        }
+        let mut result = WriteResult {
+            superseded: 0,
+            timestamp: ts,
+        };
+        for rx in waits {
+            match rx.await {
+                Ok(Ok(superseded)) => result.superseded += superseded,
+                Ok(Err(e)) => {
+                    match &e {
+                        ConsistencyError::Timeout { .. } => &self.counters.write_timeouts,
+                        _ => &self.counters.write_failures,
+                    }
+                    .fetch_add(1, Relaxed);
+                    return Err(e.into());
+                }
+                Err(_) => return Err(NodeError::ShuttingDown),
+            }
+        }
+        if result.superseded > 0 {
+            self.counters
+                .superseded_cells
+                .fetch_add(u64::from(result.superseded), Relaxed);
+        }
+        Ok(result)
+    }
+
+    /// Starts one replica-set write; the receiver gets the verdict as soon as the level is
+    /// met or cannot be. Fails at once with `Unavailable`.
+    fn start_write(
+        self: &Arc<Self>,
+        view: &RingView,
+        keyspace: &str,
+        natural: &[NodeId],
+        pending: &[NodeId],
+        batch: Batch,
+        level: ConsistencyLevel,
+    ) -> Result<oneshot::Receiver<Result<u32, ConsistencyError>>, ConsistencyError> {
+        let dcs = view.dc_info();
+        let mut tracker = WriteTracker::new(level, natural, pending, Some(&dcs), &view.alive);
+        tracker.check_availability()?;
+        let timeout = Duration::from_millis(self.config.write_timeout_ms);
+        let deadline = Instant::now() + timeout;
+        let (tx, mut rx) = mpsc::channel::<(NodeId, Result<u32, FailureReason>)>(
+            natural.len() + pending.len() + 1,
+        );
+        let batch = Arc::new(batch);
+        for node in tracker.send_to() {
+            let tx = tx.clone();
+            let this = self.clone();
+            let batch = batch.clone();
+            let keyspace = keyspace.to_string();
+            let addr = view.addr_of(node);
+            tokio::spawn(async move {
+                let r = this
+                    .send_mutation(node, addr, keyspace, &batch, timeout, true)
+                    .await;
+                let _ = tx.send((node, r)).await;
+            });
+        }
+        drop(tx);
+        let (done_tx, done_rx) = oneshot::channel();
+        let this = self.clone();
+        let keyspace = keyspace.to_string();
+        tokio::spawn(async move {
+            let mut done_tx = Some(done_tx);
+            let mut superseded = 0u32;
+            let mut timed_out = false;
+            loop {
+                this.hint_failed(&mut tracker, &keyspace, &batch).await;
+                match tracker.status() {
+                    WriteStatus::Pending => {}
+                    WriteStatus::Satisfied => {
+                        if let Some(t) = done_tx.take() {
+                            let _ = t.send(Ok(superseded));
+                        }
+                    }
+                    WriteStatus::Failed(e) => {
+                        if let Some(t) = done_tx.take() {
+                            let _ = t.send(Err(e));
+                        }
+                    }
+                }
+                tokio::select! {
+                    r = rx.recv() => match r {
+                        Some((node, Ok(s))) => {
+                            tracker.on_ack(node);
+                            superseded = superseded.max(s);
+                        }
+                        Some((node, Err(reason))) => {
+                            tracker.on_failure(node, reason);
+                        }
+                        None => {
+                            // Every replica answered or failed; settle hints and stop.
+                            this.hint_failed(&mut tracker, &keyspace, &batch).await;
+                            if let Some(t) = done_tx.take() {
+                                let _ = t.send(match tracker.status() {
+                                    WriteStatus::Satisfied => Ok(superseded),
+                                    WriteStatus::Failed(e) => Err(e),
+                                    WriteStatus::Pending => {
+                                        tracker.on_timeout();
+                                        match tracker.status() {
+                                            WriteStatus::Failed(e) => Err(e),
+                                            _ => Ok(superseded),
+                                        }
+                                    }
+                                });
+                            }
+                            return;
+                        }
+                    },
+                    _ = tokio::time::sleep_until(deadline), if !timed_out => {
+                        timed_out = true;
+                        tracker.on_timeout();
+                    }
+                }
+            }
+        });
+        Ok(done_rx)
+    }
+
+    /// Stores a hint for every replica the tracker lists (down, failed, timed out).
+    async fn hint_failed(
+        self: &Arc<Self>,
+        tracker: &mut WriteTracker,
+        keyspace: &str,
+        batch: &Arc<Batch>,
+    ) {
+        for node in tracker.needs_hint() {
+            if node == self.id {
+                // The local replica failed (engine error): a hint to ourselves would replay
+                // into the same failing engine; repair is the remedy.
+                tracker.on_hint_dropped(node);
+                continue;
+            }
+            let Some(store) = self.hints.clone() else {
+                tracker.on_hint_dropped(node);
+                continue;
+            };
+            let ks = keyspace.to_string();
+            let b = batch.clone();
+            let now_ms = self.clock.wall_millis();
+            let outcome =
+                tokio::task::spawn_blocking(move || store.store(node, &ks, &b, now_ms)).await;
+            match outcome {
+                Ok(HintOutcome::Stored { .. }) => {
+                    self.counters.hints_stored.fetch_add(1, Relaxed);
+                    tracker.on_hint_stored(node);
+                    self.hint_wake.notify_one();
+                }
+                _ => {
+                    self.counters.hints_dropped.fetch_add(1, Relaxed);
+                    tracker.on_hint_dropped(node);
+                }
+            }
+        }
+    }
+
+    /// Sends `batch` to one replica (the local engine directly); `Ok(superseded count)`.
+    pub(crate) async fn send_mutation(
+        self: &Arc<Self>,
+        node: NodeId,
+        addr: Option<std::net::SocketAddr>,
+        keyspace: String,
+        batch: &[(CellKey, Cell)],
+        timeout: Duration,
+        report_superseded: bool,
+    ) -> Result<u32, FailureReason> {
+        let report = report_superseded && self.config.report_superseded;
+        if node == self.id {
+            return self
+                .apply_local(keyspace, batch.to_vec(), report)
+                .await
+                .map_err(FailureReason::Error);
+        }
+        let Some(addr) = addr else {
+            return Err(FailureReason::Error("no known address".into()));
+        };
+        let m = Mutate {
+            keyspace,
+            cells: batch
+                .iter()
+                .map(|(k, c)| WireCell::from_cell(k, c))
+                .collect(),
+            report_superseded: report,
+        };
+        match self.rpc.call(addr, &m, timeout).await {
+            Ok(ack) => Ok(ack.superseded),
+            Err(e) => Err(failure_of(&e)),
+        }
+    }
+
+    async fn read_one(
+        self: &Arc<Self>,
+        node: NodeId,
+        addr: Option<std::net::SocketAddr>,
+        keyspace: String,
+        key: CellKey,
+        digest_only: bool,
+        timeout: Duration,
+    ) -> Result<ReadReply, FailureReason> {
+        if node == self.id {
+            let cell = self
+                .get_local(keyspace, key.clone())
+                .await
+                .map_err(FailureReason::Error)?;
+            return Ok(if digest_only {
+                ReadReply::Digest(crate::coordinator::cell_digest(cell.as_ref()))
+            } else {
+                ReadReply::Data(cell.map(|c| WireCell::from_cell(&key, &c)))
+            });
+        }
+        let Some(addr) = addr else {
+            return Err(FailureReason::Error("no known address".into()));
+        };
+        let m = Read {
+            keyspace,
+            token: key.token.0,
+            key: key.key.to_vec(),
+            digest_only,
+        };
+        self.rpc
+            .call(addr, &m, timeout)
+            .await
+            .map_err(|e| failure_of(&e))
+    }
+
+    pub(crate) async fn read(
+        self: &Arc<Self>,
+        keyspace: &str,
+        key: &[u8],
+        level: ConsistencyLevel,
+    ) -> Result<Option<Cell>, NodeError> {
+        if self.shutdown.is_cancelled() {
+            return Err(NodeError::ShuttingDown);
+        }
+        let view = self.current_view();
+        self.route(&view, keyspace)?;
+        self.counters.reads.inc(level);
+        let token = hearsay_ring::token_of(key);
+        let cell_key = CellKey::new(token, bytes::Bytes::copy_from_slice(key));
+        let replicas = view.by_proximity(view.routes[keyspace].map.read_replicas(token));
+        let dcs = view.dc_info();
+        let plan = match ReadPlan::new(level, &replicas, Some(&dcs), &view.alive) {
+            Ok(p) => p,
+            Err(e) => {
+                if matches!(e, ConsistencyError::Unavailable { .. }) {
+                    self.counters.read_unavailable.fetch_add(1, Relaxed);
+                }
+                return Err(e.into());
+            }
+        };
+        let timeout = Duration::from_millis(self.config.read_timeout_ms);
+        let mut deadline = Instant::now() + timeout;
+        let (tx, mut rx) = mpsc::channel::<(NodeId, bool, Result<ReadReply, FailureReason>)>(
+            replicas.len() * 2 + 1,
+        );
+        let send = |node: NodeId, digest_only: bool, full_phase: bool| {
+            let tx = tx.clone();
+            let this = self.clone();
+            let ks = keyspace.to_string();
+            let k = cell_key.clone();
+            let addr = view.addr_of(node);
+            tokio::spawn(async move {
+                let r = this.read_one(node, addr, ks, k, digest_only, timeout).await;
+                let _ = tx.send((node, full_phase, r)).await;
+            });
+        };
+        if let Some(d) = plan.data_replica() {
+            send(d, false, false);
+        }
+        for n in plan.digest_replicas() {
+            send(*n, true, false);
+        }
+        let mut resolver: ReadResolver<Cell> = ReadResolver::new(plan);
+        let mut full_phase = false;
+        let mut timed_out = false;
+        loop {
+            match resolver.status() {
+                ReadStatus::Pending => {}
+                ReadStatus::Match(cell) => return Ok(cell),
+                ReadStatus::Mismatch => {
+                    self.counters.digest_mismatches.fetch_add(1, Relaxed);
+                    full_phase = true;
+                    timed_out = false;
+                    deadline = Instant::now() + timeout;
+                    for n in resolver.begin_full_read() {
+                        send(n, false, true);
+                    }
+                    continue;
+                }
+                ReadStatus::Resolved(res) => {
+                    if let Some(newest) = &res.newest
+                        && !res.stale.is_empty()
+                    {
+                        self.read_repair(&view, keyspace, &cell_key, newest, &res.stale, level)
+                            .await?;
+                    }
+                    return Ok(res.newest);
+                }
+                ReadStatus::Failed(e) => {
+                    match &e {
+                        ConsistencyError::Timeout { .. } => &self.counters.read_timeouts,
+                        _ => &self.counters.read_failures,
+                    }
+                    .fetch_add(1, Relaxed);
+                    return Err(e.into());
+                }
+            }
+            tokio::select! {
+                r = rx.recv() => match r {
+                    // Answers from the digest phase arriving in the full phase are stale.
+                    Some((_, phase, _)) if phase != full_phase => {}
+                    Some((node, _, Ok(ReadReply::Data(c)))) => {
+                        resolver.on_data(node, c.map(|w| w.cell()));
+                    }
+                    Some((node, _, Ok(ReadReply::Digest(d)))) => {
+                        resolver.on_digest(node, d);
+                    }
+                    Some((node, _, Err(reason))) => {
+                        resolver.on_failure(node, reason);
+                    }
+                    None => resolver.on_timeout(),
+                },
+                _ = tokio::time::sleep_until(deadline), if !timed_out => {
+                    timed_out = true;
+                    resolver.on_timeout();
+                }
+            }
+        }
+    }
+
+    /// Blocking read repair: writes `newest` to every stale replica and waits for them, so
+    /// that a QUORUM read never goes back in time. A repair that fails fails the read, as in
+    /// Cassandra (the client may retry; the next read repairs again).
+    async fn read_repair(
+        self: &Arc<Self>,
+        view: &RingView,
+        keyspace: &str,
+        key: &CellKey,
+        newest: &Cell,
+        stale: &[NodeId],
+        level: ConsistencyLevel,
+    ) -> Result<(), NodeError> {
+        let timeout = Duration::from_millis(self.config.write_timeout_ms);
+        let batch = vec![(key.clone(), newest.clone())];
+        let mut handles = Vec::new();
+        for node in stale {
+            let this = self.clone();
+            let b = batch.clone();
+            let ks = keyspace.to_string();
+            let addr = view.addr_of(*node);
+            let node = *node;
+            handles.push(tokio::spawn(async move {
+                (
+                    node,
+                    this.send_mutation(node, addr, ks, &b, timeout, false).await,
+                )
+            }));
+        }
+        let mut failures = Vec::new();
+        let mut ok = 0usize;
+        for h in handles {
+            match h.await {
+                Ok((_, Ok(_))) => ok += 1,
+                Ok((node, Err(reason))) => failures.push((node, reason)),
+                Err(_) => {}
+            }
+        }
+        self.counters.read_repairs.fetch_add(ok as u64, Relaxed);
+        if failures.is_empty() {
+            return Ok(());
+        }
+        self.counters
+            .read_repair_failures
+            .fetch_add(failures.len() as u64, Relaxed);
+        // The replica missed the repair; a hint gets it there eventually.
+        let mut tracker = WriteTracker::new(
+            ConsistencyLevel::Any,
+            &failures.iter().map(|(n, _)| *n).collect::<Vec<_>>(),
+            &[],
+            None,
+            &view.alive,
+        );
+        for (n, r) in &failures {
+            tracker.on_failure(*n, r.clone());
+        }
+        self.hint_failed(&mut tracker, keyspace, &Arc::new(batch))
+            .await;
+        Err(ConsistencyError::Timeout {
+            kind: OpKind::Read,
+            level,
+            received: ok,
+            required: stale.len(),
+            dc: None,
+            data_present: true,
+            failures: crate::coordinator::Failures(failures),
+        }
+        .into())
+    }
+
+    /// One page of a ONE-level scan: walks vnode ranges in token order from `from`, asking
+    /// one live replica of each (the local node when it is one), until about `count` cells.
+    pub(crate) async fn scan(
+        self: &Arc<Self>,
+        keyspace: &str,
+        from: Token,
+        count: usize,
+    ) -> Result<ScanResult, NodeError> {
+        let view = self.current_view();
+        self.route(&view, keyspace)?;
+        self.counters.scans.fetch_add(1, Relaxed);
+        let placement = view.routes[keyspace].map.natural();
+        let tokens = placement.tokens();
+        if tokens.is_empty() {
+            return Err(ConsistencyError::Unavailable {
+                level: ConsistencyLevel::One,
+                required: 1,
+                alive: 0,
+                dc: None,
+            }
+            .into());
+        }
+        let timeout = Duration::from_millis(self.config.read_timeout_ms);
+        let count = count.max(1);
+        let mut out: Vec<(CellKey, Cell)> = Vec::new();
+        let mut cursor = from;
+        loop {
+            // The vnode owning `cursor`: the first ring token >= cursor, wrapping to the first.
+            let i = tokens.partition_point(|t| *t < cursor);
+            let (idx, end) = if i < tokens.len() {
+                (i, tokens[i])
+            } else {
+                (0, Token::MAX)
+            };
+            let replicas = view.by_proximity(placement.vnode_replicas(idx));
+            let want = count.saturating_sub(out.len()).max(1);
+            let mut page = None;
+            let mut last_err = None;
+            for node in replicas.iter().filter(|n| view.alive.contains(n)) {
+                let r = if *node == self.id {
+                    self.scan_local(keyspace.to_string(), cursor, end, want)
+                        .await
+                        .map_err(FailureReason::Error)
+                } else if let Some(addr) = view.addr_of(*node) {
+                    let m = ScanRange {
+                        keyspace: keyspace.to_string(),
+                        from: cursor.0,
+                        to: end.0,
+                        limit: want.min(u32::MAX as usize) as u32,
+                    };
+                    self.rpc
+                        .call(addr, &m, timeout)
+                        .await
+                        .map(|reply| {
+                            (
+                                reply.cells.into_iter().map(WireCell::into_cell).collect(),
+                                reply.next.map(Token),
+                            )
+                        })
+                        .map_err(|e| failure_of(&e))
+                } else {
+                    Err(FailureReason::Error("no known address".into()))
+                };
+                match r {
+                    Ok(p) => {
+                        page = Some(p);
+                        break;
+                    }
+                    Err(e) => last_err = Some((*node, e)),
+                }
+            }
+            let Some((cells, next)) = page else {
+                let failures = crate::coordinator::Failures(last_err.into_iter().collect());
+                return Err(ConsistencyError::Failed {
+                    kind: OpKind::Read,
+                    level: ConsistencyLevel::One,
+                    received: 0,
+                    required: 1,
+                    dc: None,
+                    failures,
+                }
+                .into());
+            };
+            out.extend(cells);
+            if let Some(n) = next {
+                return Ok(ScanResult {
+                    cells: out,
+                    next: Some(n),
+                });
+            }
+            if end == Token::MAX {
+                return Ok(ScanResult {
+                    cells: out,
+                    next: None,
+                });
+            }
+            cursor = Token(end.0 + 1);
+            if out.len() >= count {
+                return Ok(ScanResult {
+                    cells: out,
+                    next: Some(cursor),
+                });
+            }
+        }
+    }
+}

@@ -1,0 +1,146 @@
+//! Internode messages of the data path (method ids 16..=19, listed in docs/rpc.md and
+//! docs/cluster.md). Each names its response type ([`Rpc`]); bodies are postcard inside the
+//! RPC layer's versioned, checksummed frames, which bound their size before decoding.
+
+use super::schema::KeyspaceDef;
+use crate::rpc::{MethodId, Rpc};
+use bytes::Bytes;
+use hearsay_storage::{Cell, CellKey};
+use hearsay_types::{Timestamp, Token};
+use serde::{Deserialize, Serialize};
+
+/// Most cells one `Mutate` may carry: a client batch (MSET) is bounded by the front end's
+/// argument limits far below this; the bound keeps one request from holding a replica's
+/// write path for long.
+pub const MAX_CELLS_PER_MUTATION: usize = 65_536;
+/// Most cells one `ScanRange` answer carries, whatever the caller asks.
+pub const MAX_SCAN_CELLS: usize = 10_000;
+
+/// A cell on the wire.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WireCell {
+    pub token: i64,
+    pub key: Vec<u8>,
+    /// `None`: a tombstone.
+    pub value: Option<Vec<u8>>,
+    pub timestamp: u64,
+    pub expires_at_ms: Option<u64>,
+}
+
+impl WireCell {
+    pub fn from_cell(key: &CellKey, cell: &Cell) -> WireCell {
+        WireCell {
+            token: key.token.0,
+            key: key.key.to_vec(),
+            value: cell.value.as_ref().map(|v| v.to_vec()),
+            timestamp: cell.timestamp.0,
+            expires_at_ms: cell.expires_at_ms,
+        }
+    }
+
+    pub fn into_cell(self) -> (CellKey, Cell) {
+        (
+            CellKey::new(Token(self.token), Bytes::from(self.key)),
+            Cell {
+                value: self.value.map(Bytes::from),
+                timestamp: Timestamp(self.timestamp),
+                expires_at_ms: self.expires_at_ms,
+            },
+        )
+    }
+
+    /// Only the cell part (the key is known to the caller).
+    pub fn cell(&self) -> Cell {
+        Cell {
+            value: self.value.clone().map(Bytes::from),
+            timestamp: Timestamp(self.timestamp),
+            expires_at_ms: self.expires_at_ms,
+        }
+    }
+}
+
+/// Apply cells to the replica's engine (a coordinator's write, a read repair or a hint).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Mutate {
+    pub keyspace: String,
+    pub cells: Vec<WireCell>,
+    /// Ask the replica to report cells that lost to a newer stored version.
+    pub report_superseded: bool,
+}
+
+/// A replica applied a [`Mutate`] (durably, per its sync mode).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MutateAck {
+    /// Cells that lost to a version already stored (only counted when asked).
+    pub superseded: u32,
+}
+
+impl Rpc for Mutate {
+    const METHOD: MethodId = 16;
+    const NAME: &'static str = "Mutate";
+    type Response = MutateAck;
+}
+
+/// Read one key: its full cell, or only the cell's digest.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Read {
+    pub keyspace: String,
+    pub token: i64,
+    pub key: Vec<u8>,
+    pub digest_only: bool,
+}
+
+/// Answer to [`Read`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ReadReply {
+    /// The stored cell (tombstones included), or nothing.
+    Data(Option<WireCell>),
+    /// `coordinator::cell_digest` of the stored cell.
+    Digest(u64),
+}
+
+impl Rpc for Read {
+    const METHOD: MethodId = 17;
+    const NAME: &'static str = "Read";
+    type Response = ReadReply;
+}
+
+/// Ask a peer for its keyspace definitions (when its gossiped schema version differs).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct SchemaPull {}
+
+/// Answer to [`SchemaPull`]: every definition, dropped ones included.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct SchemaReply {
+    pub defs: Vec<KeyspaceDef>,
+}
+
+impl Rpc for SchemaPull {
+    const METHOD: MethodId = 18;
+    const NAME: &'static str = "SchemaPull";
+    type Response = SchemaReply;
+}
+
+/// Read stored cells with tokens in `[from, to]`, ascending by `(token, key)`, at most about
+/// `limit` (a page never ends inside a token).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ScanRange {
+    pub keyspace: String,
+    pub from: i64,
+    pub to: i64,
+    pub limit: u32,
+}
+
+/// Answer to [`ScanRange`].
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ScanReply {
+    pub cells: Vec<WireCell>,
+    /// Where to continue within the range (inclusive), when the page filled up.
+    pub next: Option<i64>,
+}
+
+impl Rpc for ScanRange {
+    const METHOD: MethodId = 19;
+    const NAME: &'static str = "ScanRange";
+    type Response = ScanReply;
+}

@@ -1,0 +1,439 @@
+//! Three in-process nodes on 127.0.0.1 (real TCP RPC and UDP gossip, distinct ports), RF=3:
+//! the library-level mirror of issue 5's acceptance item 2. Gossip runs at 100 ms rounds so
+//! that failure detection takes about a second; every wait polls with a deadline.
+
+use bytes::Bytes;
+use hearsay_cluster::coordinator::ConsistencyError;
+use hearsay_cluster::node::{Node, NodeConfig, NodeError};
+use hearsay_ring::{ReplicationStrategy, token_of};
+use hearsay_storage::{Cell, CellKey, Engine, EngineConfig, SyncMode};
+use hearsay_types::{ConsistencyLevel, NodeId, SystemClock, Timestamp};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+const QUORUM: ConsistencyLevel = ConsistencyLevel::Quorum;
+const ONE: ConsistencyLevel = ConsistencyLevel::One;
+const ALL: ConsistencyLevel = ConsistencyLevel::All;
+/// Generous bound for anything gossip must propagate on a busy 2-core machine.
+const CONVERGE: Duration = Duration::from_secs(20);
+
+struct TestNode {
+    node: Arc<Node>,
+    engine: Arc<Engine>,
+    data: PathBuf,
+    config: NodeConfig,
+}
+
+fn config(data: &Path, addr: SocketAddr, seeds: Vec<SocketAddr>) -> NodeConfig {
+    let mut c = NodeConfig {
+        data_dir: data.to_path_buf(),
+        cluster_addr: addr,
+        seeds,
+        cluster_name: "node-tests".into(),
+        secret: "s3cret".into(),
+        write_timeout_ms: 1_000,
+        read_timeout_ms: 1_000,
+        join_wait_ms: 5_000,
+        ..NodeConfig::default()
+    };
+    c.gossip.interval_ms = 100;
+    c.rpc.backoff_max_ms = 200;
+    c.rpc.connect_timeout_ms = 500;
+    c.hints.retry_initial_ms = 100;
+    c.hints.retry_max_ms = 500;
+    c.hints.sync_interval_ms = 100;
+    c
+}
+
+fn open_engine(data: &Path) -> Arc<Engine> {
+    let mut ec = EngineConfig::new(data.join("engine"));
+    ec.sync_mode = SyncMode::None;
+    Arc::new(Engine::open(ec).expect("engine opens"))
+}
+
+async fn start(data: &Path, addr: SocketAddr, seeds: Vec<SocketAddr>) -> TestNode {
+    let config = config(data, addr, seeds);
+    let engine = open_engine(data);
+    let node = Node::start(config.clone(), engine.clone(), Arc::new(SystemClock))
+        .await
+        .expect("node starts");
+    TestNode {
+        node: Arc::new(node),
+        engine,
+        data: data.to_path_buf(),
+        config,
+    }
+}
+
+async fn wait_for(what: &str, deadline: Duration, mut f: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !f() {
+        assert!(
+            start.elapsed() < deadline,
+            "timed out after {deadline:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Three nodes, A the seed, B and C joining one after the other; returns once every node
+/// routes by a ring of three NORMAL members.
+async fn cluster(dir: &Path) -> Vec<TestNode> {
+    let any = SocketAddr::from(([127, 0, 0, 1], 0));
+    let a = start(&dir.join("a"), any, vec![]).await;
+    let seed = a.node.cluster_addr();
+    let b = start(&dir.join("b"), any, vec![seed]).await;
+    let c = start(&dir.join("c"), any, vec![seed]).await;
+    let nodes = vec![a, b, c];
+    wait_for_ring(&nodes, 3).await;
+    nodes
+}
+
+async fn wait_for_ring(nodes: &[TestNode], size: usize) {
+    for n in nodes {
+        n.node.refresh_view();
+    }
+    wait_for("every node to see the whole ring", CONVERGE, || {
+        nodes.iter().all(|n| {
+            let v = n.node.view();
+            v.ring.len() == size && v.alive.len() == size
+        })
+    })
+    .await;
+}
+
+fn cell(key: &str, value: &str) -> (CellKey, Cell) {
+    (
+        CellKey::new(
+            token_of(key.as_bytes()),
+            Bytes::copy_from_slice(key.as_bytes()),
+        ),
+        Cell::value(Bytes::copy_from_slice(value.as_bytes()), Timestamp(0)),
+    )
+}
+
+fn live(c: Option<Cell>) -> Option<String> {
+    c.and_then(|c| c.value.map(|v| String::from_utf8_lossy(&v).into_owned()))
+}
+
+fn stored(engine: &Engine, key: &str) -> Option<Cell> {
+    engine
+        .get(
+            "default",
+            &CellKey::new(
+                token_of(key.as_bytes()),
+                Bytes::copy_from_slice(key.as_bytes()),
+            ),
+        )
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn quorum_reads_see_quorum_writes_and_a_down_node_catches_up_from_hints() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut nodes = cluster(dir.path()).await;
+    let (a, b) = (nodes[0].node.clone(), nodes[1].node.clone());
+
+    // A QUORUM write through A is seen by a QUORUM read through B.
+    a.write("default", vec![cell("k", "v1")], QUORUM)
+        .await
+        .unwrap();
+    assert_eq!(
+        live(b.read("default", b"k", QUORUM).await.unwrap()),
+        Some("v1".into())
+    );
+
+    // C goes away.
+    let c = nodes.pop().unwrap();
+    let c_id = c.node.id();
+    let c_addr = c.node.cluster_addr();
+    c.node.shutdown().await;
+    // QUORUM and ONE keep working at once (before and after C is convicted).
+    a.write("default", vec![cell("k", "v2")], QUORUM)
+        .await
+        .unwrap();
+    assert_eq!(
+        live(b.read("default", b"k", QUORUM).await.unwrap()),
+        Some("v2".into())
+    );
+    assert_eq!(
+        live(a.read("default", b"k", ONE).await.unwrap()),
+        Some("v2".into())
+    );
+
+    // Once A's gossip marks C DOWN, ALL fails fast with UNAVAILABLE.
+    wait_for("A to mark C down", CONVERGE, || {
+        !a.view().alive.contains(&c_id)
+    })
+    .await;
+    let t = Instant::now();
+    let err = a
+        .write("default", vec![cell("k", "v3")], ALL)
+        .await
+        .unwrap_err();
+    assert!(t.elapsed() < Duration::from_secs(1), "{:?}", t.elapsed());
+    assert!(
+        matches!(
+            err,
+            NodeError::Consistency(ConsistencyError::Unavailable { .. })
+        ),
+        "{err}"
+    );
+    assert_eq!(
+        err.to_string(),
+        "Cannot achieve consistency level ALL: 2 of 3 replicas alive"
+    );
+    let err = a.read("default", b"k", ALL).await.unwrap_err();
+    assert!(
+        err.to_string()
+            .starts_with("Cannot achieve consistency level ALL")
+    );
+    // QUORUM and ONE still work once C is DOWN.
+    a.write("default", vec![cell("k", "v4")], ONE)
+        .await
+        .unwrap();
+
+    // Writes while C is down are hinted for it on the coordinators.
+    let keys: Vec<String> = (0..40).map(|i| format!("hinted-{i}")).collect();
+    for (i, k) in keys.iter().enumerate() {
+        let coordinator = if i % 2 == 0 { &a } else { &b };
+        coordinator
+            .write("default", vec![cell(k, &format!("value-{i}"))], QUORUM)
+            .await
+            .unwrap();
+    }
+    let pending = a.hints_pending() + b.hints_pending();
+    assert!(pending >= keys.len() as u64, "hints pending: {pending}");
+    assert!(a.stats().hints.pending.contains_key(&c_id.to_string()));
+
+    // C restarts on its data directory and address; hints bring it every write.
+    let c = {
+        let config = NodeConfig {
+            cluster_addr: c_addr,
+            ..c.config.clone()
+        };
+        let node = Node::start(config.clone(), c.engine.clone(), Arc::new(SystemClock))
+            .await
+            .expect("C restarts");
+        TestNode {
+            node: Arc::new(node),
+            engine: c.engine.clone(),
+            data: c.data.clone(),
+            config,
+        }
+    };
+    assert_eq!(c.node.id(), c_id, "same identity after restart");
+    let start = Instant::now();
+    let mut missing = keys.clone();
+    while !missing.is_empty() {
+        assert!(
+            start.elapsed() < CONVERGE,
+            "C still misses {} keys, e.g. {:?}",
+            missing.len(),
+            missing.first()
+        );
+        let mut still = Vec::new();
+        for k in &missing {
+            if c.node
+                .read("default", k.as_bytes(), ONE)
+                .await
+                .ok()
+                .flatten()
+                .is_none()
+            {
+                still.push(k.clone());
+            }
+        }
+        missing = still;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    eprintln!("C had every hinted write after {:?}", start.elapsed());
+    wait_for("the hint stores to empty", CONVERGE, || {
+        a.hints_pending() == 0 && b.hints_pending() == 0
+    })
+    .await;
+    assert!(a.stats().hints.delivered_total > 0);
+    // v4 was written at ONE while C was down: C has it too now.
+    assert_eq!(live(stored(&c.engine, "k")), Some("v4".into()));
+
+    for n in [&nodes[0], &nodes[1], &c] {
+        n.node.shutdown().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn quorum_read_returns_newest_and_repairs_a_stale_replica() {
+    let dir = tempfile::tempdir().unwrap();
+    let nodes = cluster(dir.path()).await;
+    let (a, b, c) = (&nodes[0], &nodes[1], &nodes[2]);
+
+    // Everyone holds "old"; then A and C (not B) get a newer value behind the coordinator's
+    // back, as if B had missed the write.
+    a.node
+        .write("default", vec![cell("stale-key", "old")], ALL)
+        .await
+        .unwrap();
+    let newer = Cell::value(Bytes::from_static(b"new"), a.node.hlc().now());
+    let key = CellKey::new(token_of(b"stale-key"), Bytes::from_static(b"stale-key"));
+    for n in [a, c] {
+        n.engine
+            .apply("default", &[(key.clone(), newer.clone())])
+            .unwrap();
+    }
+    assert_eq!(live(stored(&b.engine, "stale-key")), Some("old".into()));
+    // A QUORUM read through B (B's own copy is the data read) returns the newest value…
+    let got = b.node.read("default", b"stale-key", QUORUM).await.unwrap();
+    assert_eq!(live(got), Some("new".into()));
+    // …and repaired B before answering.
+    assert_eq!(stored(&b.engine, "stale-key"), Some(newer.clone()));
+    assert!(b.node.stats().coordinator.read_repairs >= 1);
+    assert!(b.node.stats().coordinator.digest_mismatches >= 1);
+
+    // A delete applied on A and C only: the tombstone wins and is repaired onto B.
+    let tomb = Cell::tombstone(a.node.hlc().now());
+    for n in [a, c] {
+        n.engine
+            .apply("default", &[(key.clone(), tomb.clone())])
+            .unwrap();
+    }
+    let got = b.node.read("default", b"stale-key", QUORUM).await.unwrap();
+    assert_eq!(live(got), None);
+    assert_eq!(stored(&b.engine, "stale-key"), Some(tomb));
+
+    for n in &nodes {
+        n.node.shutdown().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_writers_through_every_node_converge() {
+    let dir = tempfile::tempdir().unwrap();
+    let nodes = cluster(dir.path()).await;
+    let keys: Vec<String> = (0..10).map(|i| format!("contended-{i}")).collect();
+    let mut writers = Vec::new();
+    for (w, n) in nodes.iter().enumerate() {
+        let node = n.node.clone();
+        let keys = keys.clone();
+        writers.push(tokio::spawn(async move {
+            for round in 0..20 {
+                for k in &keys {
+                    node.write("default", vec![cell(k, &format!("w{w}-r{round}"))], ONE)
+                        .await
+                        .unwrap();
+                }
+            }
+        }));
+    }
+    for w in writers {
+        w.await.unwrap();
+    }
+    // ONE acknowledges before every replica applied: wait until the replicas agree.
+    wait_for("every replica to hold the same cell", CONVERGE, || {
+        keys.iter().all(|k| {
+            let cells: Vec<Option<Cell>> = nodes.iter().map(|n| stored(&n.engine, k)).collect();
+            cells[0].is_some() && cells.iter().all(|c| *c == cells[0])
+        })
+    })
+    .await;
+    // And the value every replica holds is what a QUORUM read returns through any node.
+    for k in &keys {
+        let expect = stored(&nodes[0].engine, k);
+        for n in &nodes {
+            assert_eq!(
+                n.node.read("default", k.as_bytes(), QUORUM).await.unwrap(),
+                expect
+            );
+        }
+    }
+    for n in &nodes {
+        n.node.shutdown().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn keyspaces_spread_by_schema_pull_and_status_shows_the_ring() {
+    let dir = tempfile::tempdir().unwrap();
+    let nodes = cluster(dir.path()).await;
+    let (a, b, c) = (&nodes[0].node, &nodes[1].node, &nodes[2].node);
+    a.create_keyspace("ks2", ReplicationStrategy::simple(2), Some(QUORUM))
+        .await
+        .unwrap();
+    assert!(matches!(
+        b.create_keyspace("default", ReplicationStrategy::simple(1), None)
+            .await,
+        Err(NodeError::KeyspaceExists(_))
+    ));
+    wait_for("ks2 to reach B and C", CONVERGE, || {
+        [b, c].iter().all(|n| {
+            n.keyspaces().iter().any(|k| k.name == "ks2")
+                && n.schema_version() == a.schema_version()
+        })
+    })
+    .await;
+    assert_eq!(c.default_consistency("ks2"), QUORUM);
+    c.write("ks2", vec![cell("x", "1")], QUORUM).await.unwrap();
+    assert_eq!(
+        live(b.read("ks2", b"x", QUORUM).await.unwrap()),
+        Some("1".into())
+    );
+    let (token, replicas) = a.endpoints("ks2", b"x").unwrap();
+    assert_eq!(token, token_of(b"x"));
+    assert_eq!(replicas.len(), 2);
+    let held: Vec<NodeId> = nodes
+        .iter()
+        .filter(|n| {
+            n.engine
+                .get("ks2", &CellKey::new(token, Bytes::from_static(b"x")))
+                .unwrap()
+                .is_some()
+        })
+        .map(|n| n.node.id())
+        .collect();
+    let mut expect: Vec<NodeId> = replicas.iter().map(|(n, _)| *n).collect();
+    expect.sort();
+    assert_eq!(
+        held, expect,
+        "exactly the replicas getendpoints names hold the key"
+    );
+
+    // Status: three UN rows, 16 tokens each, effective ownership summing to RF.
+    let status = a.status();
+    assert_eq!(status.members.len(), 3);
+    for m in &status.members {
+        assert_eq!(m.code, "UN", "{m:?}");
+        assert_eq!(m.tokens, 16);
+    }
+    let owns: f64 = status
+        .members
+        .iter()
+        .map(|m| m.owns_effective["default"])
+        .sum();
+    assert!((owns - 3.0).abs() < 1e-6, "{owns}");
+    let owns: f64 = status.members.iter().map(|m| m.owns_effective["ks2"]).sum();
+    assert!((owns - 2.0).abs() < 1e-6, "{owns}");
+    serde_json_like(&status);
+
+    // Drop spreads too, and the engine keyspace goes with it.
+    b.drop_keyspace("ks2").await.unwrap();
+    wait_for("the drop to reach A and C", CONVERGE, || {
+        [a, c]
+            .iter()
+            .all(|n| n.keyspaces().iter().all(|k| k.name != "ks2"))
+    })
+    .await;
+    assert!(matches!(
+        a.write("ks2", vec![cell("x", "2")], ONE).await,
+        Err(NodeError::NoSuchKeyspace(_))
+    ));
+    for n in &nodes {
+        n.node.shutdown().await;
+    }
+}
+
+/// The status must be serialisable (the admin API serves it as JSON).
+fn serde_json_like<T: serde::Serialize>(v: &T) {
+    let bytes = postcard::to_allocvec(v).expect("serialisable");
+    assert!(!bytes.is_empty());
+}
