@@ -381,7 +381,7 @@ async fn keyspaces_spread_by_schema_pull_and_status_shows_the_ring() {
     let (token, replicas) = a.endpoints("ks2", b"x").unwrap();
     assert_eq!(token, token_of(b"x"));
     assert_eq!(replicas.len(), 2);
-    let held: Vec<NodeId> = nodes
+    let mut held: Vec<NodeId> = nodes
         .iter()
         .filter(|n| {
             n.engine
@@ -393,6 +393,7 @@ async fn keyspaces_spread_by_schema_pull_and_status_shows_the_ring() {
         .collect();
     let mut expect: Vec<NodeId> = replicas.iter().map(|(n, _)| *n).collect();
     expect.sort();
+    held.sort();
     assert_eq!(
         held, expect,
         "exactly the replicas getendpoints names hold the key"
