@@ -416,6 +416,38 @@ async fn keyspaces_spread_by_schema_pull_and_status_shows_the_ring() {
     assert!((owns - 2.0).abs() < 1e-6, "{owns}");
     serde_json_like(&status);
 
+    // A scan through any node walks every node's ranges in token order and sees every key.
+    let mut written: Vec<String> = (0..30).map(|i| format!("scan-{i}")).collect();
+    for k in &written {
+        a.write("ks2", vec![cell(k, "v")], QUORUM).await.unwrap();
+    }
+    written.push("x".into());
+    let mut seen = Vec::new();
+    let mut from = hearsay_types::Token::MIN;
+    let mut pages = 0;
+    loop {
+        let page = b.scan("ks2", from, 7).await.unwrap();
+        pages += 1;
+        assert!(pages < 100, "scan does not terminate");
+        seen.extend(page.cells);
+        match page.next {
+            Some(n) => from = n,
+            None => break,
+        }
+    }
+    assert!(pages > 1);
+    assert!(
+        seen.windows(2).all(|w| w[0].0 < w[1].0),
+        "ascending (token, key), no duplicates"
+    );
+    let mut names: Vec<String> = seen
+        .iter()
+        .map(|(k, _)| String::from_utf8_lossy(&k.key).into_owned())
+        .collect();
+    names.sort();
+    written.sort();
+    assert_eq!(names, written);
+
     // Drop spreads too, and the engine keyspace goes with it.
     b.drop_keyspace("ks2").await.unwrap();
     wait_for("the drop to reach A and C", CONVERGE, || {

@@ -138,6 +138,18 @@ impl std::fmt::Debug for Node {
     }
 }
 
+impl Drop for Node {
+    /// A node dropped without [`Node::shutdown`] (or a failed start) still stops its
+    /// workers; the RPC server and gossip stop when their handles drop.
+    fn drop(&mut self) {
+        self.inner.shutdown.cancel();
+        for t in self.tasks.lock().drain(..) {
+            t.abort();
+        }
+        self.inner.gossip.lock().take();
+    }
+}
+
 fn storage_err(e: impl std::fmt::Display) -> NodeError {
     NodeError::Storage(e.to_string())
 }
