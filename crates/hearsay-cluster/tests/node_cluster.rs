@@ -470,3 +470,33 @@ fn serde_json_like<T: serde::Serialize>(v: &T) {
     let bytes = postcard::to_allocvec(v).expect("serialisable");
     assert!(!bytes.is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn nodes_joining_at_once_end_with_distinct_tokens() {
+    // What `hearsay dev` does: start every non-seed node at the same time. Two joiners that
+    // learn the same ring compute the same balanced tokens; the clash check must separate them.
+    let dir = tempfile::tempdir().unwrap();
+    let any = SocketAddr::from(([127, 0, 0, 1], 0));
+    let a = start(&dir.path().join("a"), any, vec![]).await;
+    let seed = a.node.cluster_addr();
+    let (bdir, cdir) = (dir.path().join("b"), dir.path().join("c"));
+    let (b, c) = tokio::join!(start(&bdir, any, vec![seed]), start(&cdir, any, vec![seed]));
+    let nodes = vec![a, b, c];
+    wait_for_ring(&nodes, 3).await;
+    let mut all: Vec<hearsay_types::Token> = nodes.iter().flat_map(|n| n.node.tokens()).collect();
+    let count = all.len();
+    all.sort();
+    all.dedup();
+    assert_eq!(all.len(), count, "a token is claimed twice");
+    let view = nodes[0].node.view();
+    let owners: std::collections::BTreeSet<NodeId> = view.routes["default"]
+        .map
+        .natural()
+        .ranges()
+        .map(|(_, replicas)| replicas[0])
+        .collect();
+    assert_eq!(owners.len(), 3, "every node owns ranges");
+    for n in &nodes {
+        n.node.shutdown().await;
+    }
+}

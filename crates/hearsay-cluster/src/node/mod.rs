@@ -22,7 +22,7 @@ pub mod membership;
 pub mod messages;
 pub mod schema;
 mod stats;
-mod tokens;
+pub mod tokens;
 
 pub use config::{
     DEFAULT_CLUSTER_PORT, DEFAULT_JOIN_WAIT_MS, DEFAULT_READ_TIMEOUT_MS,

@@ -1,0 +1,51 @@
+//! Checked-in v1 examples of the node's own formats: the tokens file and a stored keyspace
+//! definition (system keyspace value). A format change must keep loading these (or bump the
+//! version and add new fixtures). `HEARSAY_WRITE_FIXTURES=1` rewrites them.
+
+use hearsay_cluster::node::schema::{KeyspaceDef, def_from_cell, def_to_cell};
+use hearsay_cluster::node::tokens;
+use hearsay_ring::ReplicationStrategy;
+use hearsay_storage::Cell;
+use hearsay_types::{ConsistencyLevel, Timestamp, Token};
+use std::path::PathBuf;
+
+fn dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/node-v1")
+}
+
+fn writing() -> bool {
+    std::env::var_os("HEARSAY_WRITE_FIXTURES").is_some()
+}
+
+#[test]
+fn tokens_file_v1_loads() {
+    let expect = vec![Token(i64::MIN + 1), Token(-42), Token(0), Token(i64::MAX)];
+    if writing() {
+        tokens::save(&dir(), &expect).unwrap();
+    }
+    assert_eq!(tokens::load(&dir()).unwrap(), Some(expect));
+}
+
+#[test]
+fn keyspace_definition_v1_loads() {
+    let expect = KeyspaceDef {
+        name: "multi".into(),
+        strategy: ReplicationStrategy::network_topology([("dc1", 3), ("dc2", 2)]),
+        default_consistency: Some(ConsistencyLevel::LocalQuorum),
+        timestamp: Timestamp(1_700_000_000_000_000),
+        dropped: false,
+    };
+    let path = dir().join("keyspace_def.bin");
+    if writing() {
+        let (_, cell) = def_to_cell(&expect);
+        std::fs::write(&path, cell.value.unwrap()).unwrap();
+    }
+    let bytes = std::fs::read(&path).unwrap();
+    assert_eq!(bytes[0], 1, "version byte");
+    let cell = Cell::value(bytes, expect.timestamp);
+    assert_eq!(def_from_cell(&cell), Some(expect));
+    // A flipped version byte is refused, not misread.
+    let mut bad = std::fs::read(&path).unwrap();
+    bad[0] = 2;
+    assert_eq!(def_from_cell(&Cell::value(bad, Timestamp(1))), None);
+}
