@@ -500,3 +500,114 @@ async fn nodes_joining_at_once_end_with_distinct_tokens() {
         n.node.shutdown().await;
     }
 }
+
+/// A's view with `down` marked DOWN (the `override_membership` seam: no need to wait for
+/// gossip to convict anyone).
+fn with_down(node: &Node, down: &[NodeId]) -> hearsay_cluster::node::Membership {
+    let mut m = node.view().membership.clone();
+    for id in down {
+        if let Some(info) = m.members.get_mut(id) {
+            info.live = hearsay_cluster::node::Live::Down;
+        }
+    }
+    m
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn any_is_satisfied_by_a_hint_when_no_replica_is_alive() {
+    let dir = tempfile::tempdir().unwrap();
+    let nodes = cluster(dir.path()).await;
+    let (a, b) = (&nodes[0].node, &nodes[1]);
+    a.create_keyspace("rf1", ReplicationStrategy::simple(1), None)
+        .await
+        .unwrap();
+    wait_for("rf1 everywhere", CONVERGE, || {
+        nodes
+            .iter()
+            .all(|n| n.node.keyspaces().iter().any(|k| k.name == "rf1"))
+    })
+    .await;
+    // A key whose only replica is B.
+    let key = (0..1000)
+        .map(|i| format!("any-{i}"))
+        .find(|k| a.endpoints("rf1", k.as_bytes()).unwrap().1[0].0 == b.node.id())
+        .expect("some key lives on B");
+    a.override_membership(Some(with_down(a, &[b.node.id(), nodes[2].node.id()])));
+    let err = a
+        .write("rf1", vec![cell(&key, "v")], ONE)
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "Cannot achieve consistency level ONE: 0 of 1 replicas alive"
+    );
+    a.write("rf1", vec![cell(&key, "v")], ConsistencyLevel::Any)
+        .await
+        .expect("ANY is satisfied by the hint");
+    assert_eq!(a.hints_pending(), 1);
+    assert!(matches!(
+        a.read("rf1", key.as_bytes(), ConsistencyLevel::Any).await,
+        Err(NodeError::Consistency(
+            ConsistencyError::WriteOnlyLevel { .. }
+        ))
+    ));
+    // Back to gossip's view (B is UP): the hint is delivered.
+    a.override_membership(None);
+    let k = CellKey::new(token_of(key.as_bytes()), Bytes::from(key.clone()));
+    wait_for("the hint to reach B", CONVERGE, || {
+        b.engine.get("rf1", &k).unwrap().is_some() && a.hints_pending() == 0
+    })
+    .await;
+    for n in &nodes {
+        n.node.shutdown().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_silent_replica_times_out_and_the_error_says_how_many_answered() {
+    let dir = tempfile::tempdir().unwrap();
+    let nodes = cluster(dir.path()).await;
+    let a = &nodes[0].node;
+    // A peer that accepts connections and never says a word.
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let silent_addr = silent.local_addr().unwrap();
+    let hold = tokio::spawn(async move {
+        let mut conns = Vec::new();
+        while let Ok((s, _)) = silent.accept().await {
+            conns.push(s);
+        }
+    });
+    let b_id = nodes[1].node.id();
+    let mut m = a.view().membership.clone();
+    m.members.get_mut(&b_id).unwrap().cluster_addr = Some(silent_addr);
+    a.override_membership(Some(m));
+    let t = Instant::now();
+    let err = a
+        .write("default", vec![cell("t", "v")], ALL)
+        .await
+        .unwrap_err();
+    let took = t.elapsed();
+    assert!(
+        took >= Duration::from_millis(900) && took < Duration::from_secs(3),
+        "{took:?}"
+    );
+    let text = err.to_string();
+    assert!(
+        text.starts_with("Operation timed out - received only 2 of 3 required responses"),
+        "{text}"
+    );
+    assert!(text.contains(&b_id.to_string()), "{text}");
+    // QUORUM does not wait for the silent one; it is hinted.
+    a.write("default", vec![cell("t", "w")], QUORUM)
+        .await
+        .unwrap();
+    wait_for("hints for the silent replica", CONVERGE, || {
+        a.stats().hints.pending.contains_key(&b_id.to_string())
+    })
+    .await;
+    assert!(a.stats().coordinator.write_timeouts >= 1);
+    hold.abort();
+    for n in &nodes {
+        n.node.shutdown().await;
+    }
+}
