@@ -8,6 +8,7 @@
 
 use crate::cmd::{self, After, ClientInfo, ServerState, Session};
 use crate::resp::{Parsed, Reply, parse_request};
+use crate::store::Mutation;
 use bytes::{Buf, Bytes, BytesMut};
 use std::future::Future;
 use std::io;
@@ -109,6 +110,30 @@ impl RespServer {
             .store
             .shutdown()
             .map_err(|e| io::Error::other(e.to_string()))
+    }
+}
+
+/// Most plain SETs coalesced into one store write (bounds the batch a single client builds).
+const SET_COALESCE_MAX: usize = 256;
+
+/// Writes the coalesced SETs and appends one reply per SET.
+async fn flush_sets(
+    state: &ServerState,
+    session: &Session,
+    pending: &mut Vec<Mutation>,
+    out: &mut Reply,
+) {
+    if pending.is_empty() {
+        return;
+    }
+    let n = pending.len();
+    match state
+        .store
+        .write(&session.ctx, std::mem::take(pending))
+        .await
+    {
+        Ok(_) => (0..n).for_each(|_| out.ok()),
+        Err(e) => (0..n).for_each(|_| cmd::store_error(out, &e)),
     }
 }
 
@@ -228,6 +253,7 @@ async fn serve_connection(
     let mut out = Reply::new(session.proto);
     let mut inbuf = BytesMut::with_capacity(READ_CHUNK_BYTES);
     let mut ranges = Vec::new();
+    let mut pending_sets: Vec<Mutation> = Vec::new();
     // Do not re-parse before the buffer holds this many bytes (the parser said so).
     let mut need = 0usize;
     let mut last_activity = Instant::now();
@@ -257,6 +283,7 @@ async fn serve_connection(
                         break;
                     }
                     Err(e) => {
+                        flush_sets(state, &session, &mut pending_sets, &mut out).await;
                         out.error(&format!("ERR {e}"));
                         write_out(stream, &mut out, state, request_timeout).await?;
                         return Ok(Close::Protocol);
@@ -264,6 +291,20 @@ async fn serve_connection(
                 };
             need = 0;
             consumed_any = true;
+            if args.len() == 3 && session.authenticated && args[0].eq_ignore_ascii_case(b"set") {
+                // Plain `SET key value` runs are coalesced into one store write (same order,
+                // same replies), so a pipelined burst costs one trip to the writer thread.
+                state.stats.inc_commands();
+                session.info.set_last_command(cmd::CmdId::Set);
+                let mut it = args.into_iter().skip(1);
+                let (key, value) = (it.next().unwrap_or_default(), it.next().unwrap_or_default());
+                pending_sets.push(Mutation::put(key, value));
+                if pending_sets.len() >= SET_COALESCE_MAX {
+                    flush_sets(state, &session, &mut pending_sets, &mut out).await;
+                }
+                continue;
+            }
+            flush_sets(state, &session, &mut pending_sets, &mut out).await;
             let after = cmd::execute(state, &mut session, args, &mut out).await;
             if out.buf.len() > output_limit {
                 return Ok(Close::OutputLimit);
@@ -276,6 +317,7 @@ async fn serve_connection(
                 write_out(stream, &mut out, state, request_timeout).await?;
             }
         }
+        flush_sets(state, &session, &mut pending_sets, &mut out).await;
         write_out(stream, &mut out, state, request_timeout).await?;
         if need > max_request_bytes || inbuf.len() > max_request_bytes {
             out.error("ERR Protocol error: request larger than limits.max_request_bytes");

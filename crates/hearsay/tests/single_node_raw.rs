@@ -246,3 +246,40 @@ fn maxclients_refuses_extra_connections() {
         d.pending_text() == "+PONG\r\n"
     }));
 }
+
+#[test]
+fn coalesced_pipelined_sets_keep_order_and_replies() {
+    let (_d, n) = node(&[]);
+    let mut r = Raw::connect(n.addr);
+    let mut burst = Vec::new();
+    for i in 0..600 {
+        burst.extend(cmd(&[b"SET", b"same", format!("{i}").as_bytes()]));
+    }
+    burst.extend(cmd(&[b"GET", b"same"]));
+    burst.extend(cmd(&[b"SET", b"same", b"x", b"NX"]));
+    burst.extend(cmd(&[b"SET", b"other", b"1"]));
+    r.send(&burst);
+    let replies = String::from_utf8(r.read_values(603)).unwrap();
+    assert_eq!(
+        replies,
+        format!("{}$3\r\n599\r\n$-1\r\n+OK\r\n", "+OK\r\n".repeat(600))
+    );
+    // SETs before a malformed request are executed and answered before the error.
+    let mut r = Raw::connect(n.addr);
+    let mut burst = Vec::new();
+    for i in 0..3 {
+        burst.extend(cmd(&[b"SET", format!("before{i}").as_bytes(), b"v"]));
+    }
+    burst.extend_from_slice(b"*1\r\n$-7\r\n");
+    r.send(&burst);
+    assert!(r.closed_within(Duration::from_secs(3)));
+    assert_eq!(
+        r.pending_text(),
+        "+OK\r\n+OK\r\n+OK\r\n-ERR Protocol error: invalid bulk length\r\n"
+    );
+    let mut w = Raw::connect(n.addr);
+    assert_eq!(
+        w.request(&cmd(&[b"EXISTS", b"before0", b"before1", b"before2"])),
+        ":3\r\n"
+    );
+}
