@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Side-by-side RESP benchmark: Hearsay (periodic sync) vs redis-server with AOF everysec vs
+# redis-server without persistence, alternating targets each round (see BENCHMARKING.md).
+# Usage: bench_resp.sh path/to/release/hearsay [rounds]   -> CSV lines on stdout
+set -euo pipefail
+HEARSAY=${1:?usage: bench_resp.sh path/to/hearsay [rounds]}
+ROUNDS=${2:-3}
+TMP=$(mktemp -d)
+H_PORT=17501; AOF_PORT=16391; MEM_PORT=16392
+"$HEARSAY" server --data-dir "$TMP/hearsay" --listen 127.0.0.1:$H_PORT --admin-listen 127.0.0.1:0 \
+  --cluster-listen 127.0.0.1:0 --sync-mode periodic >"$TMP/hearsay.log" 2>&1 &
+HPID=$!
+mkdir -p "$TMP/aof"
+redis-server --port $AOF_PORT --save '' --appendonly yes --appendfsync everysec --dir "$TMP/aof" \
+  --daemonize yes --pidfile "$TMP/aof.pid" >/dev/null
+redis-server --port $MEM_PORT --save '' --appendonly no --daemonize yes --pidfile "$TMP/mem.pid" >/dev/null
+cleanup() {
+  kill "$HPID" 2>/dev/null || true
+  for f in aof mem; do [ -f "$TMP/$f.pid" ] && kill "$(cat "$TMP/$f.pid")" 2>/dev/null || true; done
+  sleep 0.5; rm -rf "$TMP"
+}
+trap cleanup EXIT
+for p in $H_PORT $AOF_PORT $MEM_PORT; do
+  for _ in $(seq 1 100); do redis-cli -p $p ping 2>/dev/null | grep -q PONG && break; sleep 0.1; done
+done
+echo "round,target,pipeline,test,rps,avg_ms,min_ms,p50_ms,p95_ms,p99_ms,max_ms"
+for r in $(seq 1 "$ROUNDS"); do
+  for P in 1 16; do
+    for t in hearsay:$H_PORT redis-aof:$AOF_PORT redis-nopersist:$MEM_PORT; do
+      name=${t%%:*}; port=${t##*:}
+      redis-benchmark -p "$port" -t set,get -c 50 -n 200000 -r 1000000 -d 100 -P "$P" --csv 2>/dev/null \
+        | grep -v '^"test"' | tr -d '"' | sed "s/^/$r,$name,$P,/"
+    done
+  done
+done
+echo "# hearsay peak RSS: $(grep VmHWM /proc/$HPID/status | awk '{print $2 " " $3}')" >&2
