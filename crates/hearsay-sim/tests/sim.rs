@@ -292,3 +292,31 @@ fn crash_restart_is_seen_up_with_newer_generation() {
         .unwrap_or_else(|| panic!("restart not seen (seed {seed})"));
     eprintln!("restart seen everywhere after {} ms", t - start);
 }
+
+/// At 10% loss some nodes miss suspicion reports; the DOWN verdict rumor must still bring
+/// every node to DOWN (before it existed ~5% of nodes never converged).
+#[test]
+fn crashes_reach_down_everywhere_at_ten_percent_loss() {
+    let seed = test_seed(19);
+    let n = 150;
+    let mut o = SimOptions::new(n, seed);
+    o.net.loss = 0.10;
+    let mut sim = Sim::new(o).unwrap();
+    sim.start_converged().unwrap();
+    sim.run_for(10_000);
+    for victim in [10, 57, 99] {
+        let x = sim.id(victim);
+        sim.crash(victim);
+        let start = sim.now_ms();
+        let t = sim
+            .run_until_pred(start + 20_000, 200, |s| {
+                s.all_up(&[], |_, g| g.liveness(x) == Some(Liveness::Down))
+            })
+            .unwrap_or_else(|| {
+                panic!("crash of {victim} not DOWN everywhere in 20 s (seed {seed})")
+            });
+        eprintln!("crash {victim}: DOWN everywhere after {} ms", t - start);
+        sim.run_for(5_000);
+    }
+    assert_eq!(sim.false_down_events(), 0, "seed {seed}");
+}
