@@ -283,3 +283,22 @@ fn coalesced_pipelined_sets_keep_order_and_replies() {
         ":3\r\n"
     );
 }
+
+#[test]
+fn idle_clients_are_closed_after_idle_timeout() {
+    let (_d, n) = node(&["--idle-timeout-ms", "400"]);
+    let mut idle = Raw::connect(n.addr);
+    assert_eq!(idle.request(b"PING\r\n"), "+PONG\r\n");
+    let t = Instant::now();
+    assert!(idle.closed_within(Duration::from_secs(5)));
+    assert!(
+        t.elapsed() >= Duration::from_millis(350),
+        "closed too early: {:?}",
+        t.elapsed()
+    );
+    let mut w = Raw::connect(n.addr);
+    assert!(
+        w.request(&cmd(&[b"INFO", b"stats"]))
+            .contains("idle_disconnects:1\r\n")
+    );
+}
