@@ -1,5 +1,9 @@
 //! `hearsay dev`: a local cluster on loopback with one command.
 //!
+//! Until the cluster node (`hearsay_cluster::node`) is wired into `hearsay server`, each node
+//! started here is a standalone server (the gossip seed list is passed but not yet used), so
+//! the default is one node; `--nodes N` starts N independent nodes.
+//!
 //! Node `i` (1-based) runs as a child process of this one on `127.0.0.i`, with the default
 //! ports (client 7379, admin 7380, cluster 7381), so every node looks like a separate host, and
 //! its own data directory under `--data-dir`. The first node is the seed. Ctrl-C (or SIGTERM)
@@ -29,8 +33,8 @@ pub const CLUSTER_PORT: u16 = 7381;
 /// Arguments of `hearsay dev`.
 #[derive(Debug, clap::Args)]
 pub struct DevArgs {
-    /// How many nodes to start.
-    #[arg(long, default_value_t = 3)]
+    /// How many nodes to start (independent standalone nodes until clustering is wired in).
+    #[arg(long, default_value_t = 1)]
     pub nodes: usize,
     /// Parent of the nodes' data directories (node i uses `<data-dir>/node-i`).
     #[arg(long, default_value = "data/dev")]
@@ -130,7 +134,12 @@ pub fn run(args: DevArgs) -> anyhow::Result<()> {
         stop_all(&mut nodes);
         return Err(e);
     }
-    println!("Hearsay dev cluster: {} node(s) up.", nodes.len());
+    println!("Hearsay dev: {} node(s) up.", nodes.len());
+    if nodes.len() > 1 {
+        println!(
+            "Note: nodes are standalone for now (no replication between them); clustering lands with the cluster issue."
+        );
+    }
     println!();
     println!("  node    client (RESP)      admin (HTTP)       cluster            data");
     for n in &nodes {
