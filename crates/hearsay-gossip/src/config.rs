@@ -44,7 +44,7 @@ pub struct GossipConfig {
     /// Default 1: 3 rounds at N = 100, 4 at 1 000, 5 at 10 000 — each to `fanout` peers, on
     /// top of the eager first hop. A higher value mostly resends what eager forwarding
     /// already delivered: at 10% loss and N = 1 000, 3 doubled bytes per round (see
-    /// docs/benchmarks-gossip.md).
+    /// docs/benchmarks.md (Gossip section)).
     pub retransmit_mult: f64,
     /// Nodes that watch each node's heartbeats directly (its successors in id order).
     /// Default 5: a crash is convicted by a majority of them (3).
