@@ -285,7 +285,7 @@ fn scan_visits_every_key_once_in_token_order() {
     assert_eq!(seen.len(), 57);
     let tokens: Vec<_> = seen
         .iter()
-        .map(|k| crate::store::murmur3::token_of(k.as_bytes()))
+        .map(|k| hearsay_ring::token_of(k.as_bytes()))
         .collect();
     assert!(tokens.windows(2).all(|w| w[0] <= w[1]), "token order");
     assert_eq!(h.run(&["SCAN", "abc"]), err("ERR invalid cursor"));

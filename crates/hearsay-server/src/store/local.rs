@@ -9,12 +9,12 @@
 //! memtable or block-cache lookups, cheaper than a hop to a blocking pool. Scans and counts,
 //! which can touch many blocks, run on tokio's blocking pool.
 
-use super::murmur3::token_of;
 use super::{
     Action, BoxFuture, Condition, Entry, Expiry, Mutation, Outcome, RequestContext, ScanPage,
     Store, StoreError, evaluate, live_entry,
 };
 use bytes::Bytes;
+use hearsay_ring::token_of;
 use hearsay_storage::commitlog::{MAX_KEY_BYTES, MAX_RECORD_BYTES};
 use hearsay_storage::{Cell, CellKey, Engine};
 use hearsay_types::{Clock, Hlc, Token};

@@ -3,9 +3,9 @@
 
 use super::{
     BoxFuture, Entry, Mutation, Outcome, RequestContext, ScanPage, Store, StoreError, evaluate,
-    murmur3::token_of,
 };
 use bytes::Bytes;
+use hearsay_ring::token_of;
 use hearsay_types::Token;
 use parking_lot::Mutex;
 use std::collections::BTreeMap;

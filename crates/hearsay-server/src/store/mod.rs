@@ -16,7 +16,6 @@
 //!   middle of a token, so the cursor (the next token) loses nothing.
 
 mod local;
-pub mod murmur3;
 
 #[cfg(test)]
 pub mod memory;
