@@ -78,6 +78,15 @@ impl HintCellV1 {
             },
         )
     }
+
+    /// Only the cell part (the key is known to the caller).
+    pub fn cell(&self) -> Cell {
+        Cell {
+            value: self.value.clone().map(Into::into),
+            timestamp: Timestamp(self.timestamp),
+            expires_at_ms: self.expires_at_ms,
+        }
+    }
 }
 
 /// The segment file header.

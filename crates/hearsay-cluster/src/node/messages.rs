@@ -4,9 +4,6 @@
 
 use super::schema::KeyspaceDef;
 use crate::rpc::{MethodId, Rpc};
-use bytes::Bytes;
-use hearsay_storage::{Cell, CellKey};
-use hearsay_types::{Timestamp, Token};
 use serde::{Deserialize, Serialize};
 
 /// Most cells one `Mutate` may carry: a client batch (MSET) is bounded by the front end's
@@ -16,48 +13,9 @@ pub const MAX_CELLS_PER_MUTATION: usize = 65_536;
 /// Most cells one `ScanRange` answer carries, whatever the caller asks.
 pub const MAX_SCAN_CELLS: usize = 10_000;
 
-/// A cell on the wire.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct WireCell {
-    pub token: i64,
-    pub key: Vec<u8>,
-    /// `None`: a tombstone.
-    pub value: Option<Vec<u8>>,
-    pub timestamp: u64,
-    pub expires_at_ms: Option<u64>,
-}
-
-impl WireCell {
-    pub fn from_cell(key: &CellKey, cell: &Cell) -> WireCell {
-        WireCell {
-            token: key.token.0,
-            key: key.key.to_vec(),
-            value: cell.value.as_ref().map(|v| v.to_vec()),
-            timestamp: cell.timestamp.0,
-            expires_at_ms: cell.expires_at_ms,
-        }
-    }
-
-    pub fn into_cell(self) -> (CellKey, Cell) {
-        (
-            CellKey::new(Token(self.token), Bytes::from(self.key)),
-            Cell {
-                value: self.value.map(Bytes::from),
-                timestamp: Timestamp(self.timestamp),
-                expires_at_ms: self.expires_at_ms,
-            },
-        )
-    }
-
-    /// Only the cell part (the key is known to the caller).
-    pub fn cell(&self) -> Cell {
-        Cell {
-            value: self.value.clone().map(Bytes::from),
-            timestamp: Timestamp(self.timestamp),
-            expires_at_ms: self.expires_at_ms,
-        }
-    }
-}
+/// A cell on the wire: the same frozen v1 cell shape that hint records store, so a cell has
+/// one serialized form whether it travels to a replica or waits on disk for one.
+pub type WireCell = crate::hints::format::HintCellV1;
 
 /// Apply cells to the replica's engine (a coordinator's write, a read repair or a hint).
 #[derive(Clone, Debug, Serialize, Deserialize)]
