@@ -600,3 +600,114 @@ fn down_verdict_is_accepted_unless_a_newer_heartbeat_is_known() {
             .any(|e| matches!(e, Event::Alive { node, .. } if *node == x))
     );
 }
+
+/// Makes `g` know nodes `ids` (generation 1, heartbeat 1) with their cluster addresses, as
+/// one push from the first of them.
+fn know_nodes(g: &mut Gossiper, ids: &[u32], rng: &mut StdRng) {
+    let ds = ids
+        .iter()
+        .map(|i| {
+            let a = addr(*i).to_string();
+            delta(
+                id(*i),
+                1,
+                0,
+                vec![
+                    (StateKey::Status, 1, "NORMAL"),
+                    (StateKey::ClusterAddr, 2, &a),
+                ],
+            )
+        })
+        .collect();
+    g.handle_packet(addr(ids[0]), &push_packet(ids[0], ds), 0, rng);
+}
+
+/// The `k` members after `target` in id order: its monitors.
+fn monitors_of(target: NodeId, all: &[NodeId], k: usize) -> Vec<NodeId> {
+    let mut sorted = all.to_vec();
+    sorted.sort();
+    let pos = sorted.iter().position(|x| *x == target).unwrap();
+    (1..=k).map(|j| sorted[(pos + j) % sorted.len()]).collect()
+}
+
+#[test]
+fn suspicion_reports_go_only_to_the_suspects_monitors_and_stop_there() {
+    let mut rng = StdRng::seed_from_u64(13);
+    let others: Vec<u32> = (2..=12).collect();
+    let all: Vec<NodeId> = std::iter::once(1)
+        .chain(others.iter().copied())
+        .map(id)
+        .collect();
+    let addr_of = |n: NodeId| (1..=12).find(|i| id(*i) == n).map(addr).unwrap();
+    // Node 1 hears nobody's heartbeats: it suspects the nodes it watches after ~3.4 s.
+    let mut a = node(1, &[]);
+    know_nodes(&mut a, &others, &mut rng);
+    let mut reports = Vec::new();
+    for t in 1..=8u64 {
+        for o in a.tick(t * 1_000, &mut rng) {
+            for r in decode(&o.packet).rumors {
+                if let Rumor::Suspicion {
+                    target, reporter, ..
+                } = r
+                {
+                    reports.push((o.to, NodeId::from(target), NodeId::from(reporter)));
+                }
+            }
+        }
+    }
+    assert!(!reports.is_empty(), "node 1 never reported a suspicion");
+    for (to, target, reporter) in &reports {
+        assert_eq!(*reporter, id(1));
+        let monitors = monitors_of(*target, &all, 5);
+        assert!(
+            monitors.contains(&id(1)),
+            "1 reported a node it does not watch"
+        );
+        assert!(
+            monitors.iter().any(|m| *m != id(1) && addr_of(*m) == *to),
+            "report about {target} sent to {to}, not one of its monitors"
+        );
+    }
+    // Each reported suspect's other four monitors got the report.
+    let (_, target, _) = reports[0];
+    for m in monitors_of(target, &all, 5)
+        .into_iter()
+        .filter(|m| *m != id(1))
+    {
+        assert!(
+            reports
+                .iter()
+                .any(|(to, t, _)| *t == target && *to == addr_of(m)),
+            "monitor {m} of {target} got no report"
+        );
+    }
+
+    // A node that receives a report holds it (SUSPECT) but passes it on to nobody.
+    let mut b = node(2, &[]);
+    let rest: Vec<u32> = std::iter::once(1).chain(3..=12).collect();
+    know_nodes(&mut b, &rest, &mut rng);
+    let x = id(7);
+    let packet = forger().encode(&Message {
+        sender: sender(3, 5),
+        body: Body::Ping,
+        rumors: vec![Rumor::Suspicion {
+            target: x.into(),
+            generation: 1,
+            heartbeat: 1,
+            reporter: id(3).into(),
+        }],
+    });
+    let mut out = b.handle_packet(addr(3), &packet, 100, &mut rng);
+    assert_eq!(b.liveness(x), Some(Liveness::Suspect));
+    out.extend(b.tick(1_000, &mut rng));
+    for o in &out {
+        assert!(
+            !decode(&o.packet)
+                .rumors
+                .iter()
+                .any(|r| matches!(r, Rumor::Suspicion { .. })),
+            "report forwarded to {}",
+            o.to
+        );
+    }
+}

@@ -247,6 +247,30 @@ fn no_false_down_at_ten_percent_loss() {
         .count();
     eprintln!("{suspects} suspect events, {downs} down events in 200 s x {n} nodes");
     assert_eq!(downs, 0, "false DOWN at 10% loss (seed {seed})");
+    // False local suspicions happen (four heartbeats lost in a row), but a report reaches
+    // only the suspect's monitors: nobody else ever sees it SUSPECT. (Before reports went to
+    // the monitors only, every node saw every false suspicion and bytes per node per round
+    // grew with N.)
+    let mut ids: Vec<_> = (0..n).map(|i| sim.id(i)).collect();
+    ids.sort();
+    let monitors = |x| {
+        let p = ids.iter().position(|y| *y == x).unwrap();
+        (1..=5).map(|k| ids[(p + k) % n]).collect::<Vec<_>>()
+    };
+    let mut seen = 0;
+    for (_, observer, e) in sim.events() {
+        if let Event::Suspect { node } = e {
+            seen += 1;
+            assert!(
+                monitors(*node).contains(&sim.id(*observer)),
+                "node {observer} saw a false suspicion of {node} it does not monitor (seed {seed})"
+            );
+        }
+    }
+    assert!(
+        seen > 0,
+        "no false local suspicion at all: the check above tested nothing"
+    );
 }
 
 #[test]

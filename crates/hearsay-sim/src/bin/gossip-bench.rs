@@ -169,6 +169,91 @@ fn rss_mib() -> u64 {
 
 fn main() {
     let args = parse_args();
+    if let Ok(n) = std::env::var("GOSSIP_BENCH_MONITOR_PROBE") {
+        // Where does the time from crash to DOWN everywhere go? Per crash: when each of the
+        // victim's monitors crosses phi, shows it SUSPECT and DOWN; when the first node and
+        // every node show DOWN.
+        let n: usize = n.parse().unwrap_or(1_000);
+        let loss = args.losses.last().copied().unwrap_or(0.1);
+        let mut sim = build(n, GossipMode::PushPull, loss, true, args.seed);
+        sim.run_for(10_000);
+        let mut rng = StdRng::seed_from_u64(args.seed);
+        for _ in 0..args.crashes {
+            let ups = sim.up_nodes();
+            let victim = ups[rng.random_range(3..ups.len())];
+            let x = sim.id(victim);
+            let mut by_id: Vec<(hearsay_types::NodeId, usize)> =
+                ups.iter().map(|i| (sim.id(*i), *i)).collect();
+            by_id.sort();
+            let pos = by_id.iter().position(|(id, _)| *id == x).unwrap_or(0);
+            let monitors: Vec<usize> = (1..=5).map(|k| by_id[(pos + k) % by_id.len()].1).collect();
+            sim.crash(victim);
+            let t0 = sim.now_ms();
+            let mut phi_at = vec![None; 5];
+            let mut sus_at = vec![None; 5];
+            let mut down_at = vec![None; 5];
+            let (mut first_down, mut all_sus, mut all_down) = (None, None, None);
+            while sim.now_ms() < t0 + 30_000 && all_down.is_none() {
+                sim.run_for(50);
+                let now = sim.now_ms();
+                for (k, &m) in monitors.iter().enumerate() {
+                    let Some(g) = sim.node(m) else { continue };
+                    if phi_at[k].is_none() && g.phi(x, now).is_some_and(|p| p > 8.0) {
+                        phi_at[k] = Some(now - t0);
+                    }
+                    let l = g.liveness(x);
+                    if sus_at[k].is_none() && l != Some(Liveness::Up) {
+                        sus_at[k] = Some(now - t0);
+                    }
+                    if down_at[k].is_none() && l == Some(Liveness::Down) {
+                        down_at[k] = Some(now - t0);
+                    }
+                }
+                if first_down.is_none()
+                    && sim
+                        .up_nodes()
+                        .iter()
+                        .any(|i| sim.node(*i).and_then(|g| g.liveness(x)) == Some(Liveness::Down))
+                {
+                    first_down = Some(now - t0);
+                }
+                if all_sus.is_none() && sim.all_up(&[], |_, g| g.liveness(x) != Some(Liveness::Up))
+                {
+                    all_sus = Some(now - t0);
+                }
+                if sim.all_up(&[], |_, g| g.liveness(x) == Some(Liveness::Down)) {
+                    all_down = Some(now - t0);
+                }
+                if let Some(fd) = first_down
+                    && all_down.is_none()
+                    && [100, 300, 1_000, 2_000].contains(&(now - t0 - fd))
+                {
+                    let hb = |i: usize| sim.node(i).and_then(|g| g.member_heartbeat(x));
+                    let lag: Vec<(usize, Option<u64>)> = sim
+                        .up_nodes()
+                        .into_iter()
+                        .filter(|i| {
+                            sim.node(*i).and_then(|g| g.liveness(x)) != Some(Liveness::Down)
+                        })
+                        .map(|i| (i, hb(i)))
+                        .collect();
+                    let mon_hb: Vec<Option<u64>> = monitors.iter().map(|m| hb(*m)).collect();
+                    eprintln!(
+                        "  +{} ms after first DOWN: {} laggards, e.g. {:?}; monitors' hb {mon_hb:?}",
+                        now - t0 - fd,
+                        lag.len(),
+                        &lag[..lag.len().min(6)]
+                    );
+                }
+            }
+            eprintln!(
+                "crash {victim}: monitors phi>8 {phi_at:?} suspect {sus_at:?} down {down_at:?}; \
+                 first DOWN {first_down:?}, SUSPECT everywhere {all_sus:?}, DOWN everywhere {all_down:?}"
+            );
+            sim.run_for(5_000);
+        }
+        return;
+    }
     if let Ok(n) = std::env::var("GOSSIP_BENCH_CRASH_PROBE") {
         // Why is a crash not DOWN everywhere? Crash nodes and print the laggards' views.
         let n: usize = n.parse().unwrap_or(300);
