@@ -1,10 +1,10 @@
 //! The engine: keyspaces of memtables and SSTables over one shared commit log.
 //!
 //! Write path: validate → encode the batch as one commit-log record → (under the write lock)
-//! append it, give it a sequence number, insert every cell into the keyspace's active memtable,
-//! publish the sequence number → (batch mode) wait for a group fsync covering it. A batch is
-//! one checksummed record, so it is replayed whole or not at all; the sequence number makes it
-//! visible to scans whole or not at all.
+//! append it, insert the batch into the keyspace's active memtable as one unit → (batch mode)
+//! wait for a group fsync covering it. A batch is one checksummed record, so it is replayed
+//! whole or not at all; the memtable inserts it under the lock its scans freeze under, so a
+//! scan sees it whole or not at all.
 //!
 //! Read path: the newest version of a key by the conflict rule across the active memtable, the
 //! memtables awaiting flush and the SSTables (the latter in descending max timestamp, stopping
@@ -171,7 +171,6 @@ pub(crate) struct Counters {
 }
 
 pub(crate) struct WriteState {
-    next_seq: u64,
     next_memtable_id: u64,
 }
 
@@ -180,7 +179,6 @@ pub(crate) struct Inner {
     pub poison: Arc<Poison>,
     pub log: CommitLog,
     pub write: Mutex<WriteState>,
-    pub visible_seq: AtomicU64,
     pub keyspaces: RwLock<BTreeMap<String, Arc<Keyspace>>>,
     pub manifest: Mutex<Manifest>,
     pub cache: Arc<BlockCache>,
@@ -418,7 +416,6 @@ impl Engine {
         // dropped keyspaces (ids no longer in the manifest) are skipped.
         let by_id: BTreeMap<u32, Arc<Keyspace>> =
             keyspaces.values().map(|k| (k.id, k.clone())).collect();
-        let mut seq = 0u64;
         let mut replayed_bytes = 0u64;
         let outcome = commitlog::replay(&log_dir, &*fs, |segment, path, offset, payload| {
             let (ks_id, cells) = commitlog::decode_batch(payload).map_err(|e| {
@@ -429,11 +426,7 @@ impl Engine {
                 )
             })?;
             if let Some(ks) = by_id.get(&ks_id) {
-                seq += 1;
-                let mem = ks.version().active.clone();
-                for (k, c) in cells {
-                    mem.insert(k, c, seq, segment);
-                }
+                ks.version().active.insert_batch(&cells, segment);
                 replayed_bytes += payload.len() as u64;
             }
             Ok(())
@@ -476,11 +469,7 @@ impl Engine {
             config,
             poison,
             log,
-            write: Mutex::new(WriteState {
-                next_seq: seq + 1,
-                next_memtable_id,
-            }),
-            visible_seq: AtomicU64::new(seq),
+            write: Mutex::new(WriteState { next_memtable_id }),
             keyspaces: RwLock::new(keyspaces),
             manifest: Mutex::new(manifest),
             cache,
@@ -668,18 +657,13 @@ impl Engine {
                 return Err(Error::NoSuchKeyspace(keyspace.into()));
             }
             let appended = inner.log.append_frame(&frame)?;
-            let seq = w.next_seq;
-            w.next_seq += 1;
             let mem = ks.version().active.clone();
             let before = mem.size_bytes();
-            for (k, c) in batch {
-                mem.insert(k.clone(), c.clone(), seq, appended.segment_id);
-            }
+            mem.insert_batch(batch, appended.segment_id);
             inner
                 .counters
                 .memtable_bytes
                 .fetch_add(mem.size_bytes() - before, Ordering::AcqRel);
-            inner.visible_seq.store(seq, Ordering::Release);
             if mem.size_bytes() >= inner.config.memtable_size_bytes {
                 inner.rotate_locked(&mut w, &ks);
                 inner.flush_wake.notify();
@@ -739,18 +723,17 @@ impl Engine {
         upper: Bound<CellKey>,
     ) -> Result<ScanIter> {
         let ks = self.keyspace(keyspace)?;
-        // Version first, then the sequence: every batch at or below the sequence that is in
-        // this version's memtables is whole; tables in the version only hold batches older
-        // than the version itself.
+        // Each memtable iterator freezes its memtable as it is created (whole batches only);
+        // memtables awaiting flush and tables no longer change. Tables in the version only
+        // hold batches older than the version's memtables.
         let v = ks.version();
-        let snapshot = self.inner.visible_seq.load(Ordering::Acquire);
         let mut sources: Vec<Source> = Vec::with_capacity(1 + v.immutable.len() + v.tables.len());
         for m in v.memtables() {
             if m.is_empty() {
                 continue;
             }
             sources.push(Box::new(
-                MemtableIter::new(m.clone(), lower.clone(), upper.clone(), snapshot).map(Ok),
+                MemtableIter::new(m.clone(), lower.clone(), upper.clone()).map(Ok),
             ));
         }
         for t in &v.tables {

@@ -1,47 +1,89 @@
-//! The memtable: a concurrent sorted map (lock-free skiplist, so reads never wait for
-//! writers) holding the newest writes of one keyspace until they are flushed to an SSTable.
+//! The memtable: the newest writes of one keyspace until they are flushed to an SSTable.
 //!
-//! Every write is stored as its own version tagged with the batch's sequence number, rather
-//! than overwriting in place: a scan captures the visible sequence number when it starts and
-//! ignores later versions, which is what makes iterators consistent snapshots (a batch is
-//! seen entirely or not at all). Versions of one key are reconciled with the conflict rule on
-//! read and on flush, so an SSTable holds one cell per key.
+//! Two structures, each shaped for one kind of access:
+//! - **A sharded hash map from key to its winning cell** (by the conflict rule over every
+//!   version written so far). Writes and point reads are one hash probe under a shard lock,
+//!   where a sorted skiplist of a few hundred thousand entries costs a chain of ~20 cache
+//!   misses per insert and per lookup (it was a quarter of the write path and of RESP GET).
+//!   Because the map keeps only the winner, a key overwritten N times costs one probe, not
+//!   N versions walked.
+//! - **Sorted runs, built lazily for scans and flush.** Each key changed since the last
+//!   freeze is listed once in `pending`. A scan (or flush) *freezes*: it sorts the pending
+//!   keys with their current winners into a new run, immutable from then on, and iterates
+//!   the runs it saw, merged (a key in a newer run supersedes the older runs: a newer run
+//!   took the winner over every version written before it). Runs of similar size are merged
+//!   (newer wins) so a memtable never holds more than about log2(entries) runs.
+//!
+//! Consistency: writers insert a whole batch under the `frozen` lock, and a freeze takes the
+//! same lock, so a scan sees every batch entirely or not at all (the snapshot is the moment
+//! of its freeze). A run never changes after it is built, so an iterator owns an `Arc` of the
+//! runs it saw and later writes cannot reach it. Point reads see each cell as soon as it is
+//! inserted (as before: a point read is of one key).
 
 use crate::cell::{Cell, CellKey};
-use crossbeam_skiplist::SkipMap;
+use parking_lot::{Mutex, RwLock};
 use std::cmp::Ordering as CmpOrdering;
-use std::collections::VecDeque;
+use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::ops::Bound;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-/// Approximate per-version bookkeeping overhead (skiplist node, Bytes handles), counted in
-/// the memtable size so the flush threshold tracks real memory, not only payload bytes.
-pub const MEMTABLE_ENTRY_OVERHEAD_BYTES: u64 = 96;
-/// Keys an iterator copies out per refill: large enough to amortise the re-seek, small enough
-/// that an iterator's buffer stays a few hundred KiB at most.
-const ITER_CHUNK_KEYS: usize = 256;
+/// Approximate per-write bookkeeping overhead counted in the memtable size on top of key and
+/// value bytes, so the flush threshold tracks real memory: a hash-map slot (key and cell
+/// handles, ~104 bytes, at a load factor between 7/16 and 7/8), the pending-key handle (40
+/// bytes) and allocator headers of the shared key and value. Overwrites of a key already
+/// present are charged again though they replace the old slot, which errs on the safe side.
+pub const MEMTABLE_ENTRY_OVERHEAD_BYTES: u64 = 160;
+/// Shards of the key map: writers and readers of different shards never meet, and a shard
+/// that grows rehashes only its own share (a 16th) of the keys at once.
+const SHARDS: usize = 16;
 
-/// A key plus the sequence number of the batch that wrote it; versions of one key sort newest
-/// (highest sequence) first.
-#[derive(Clone, Debug, PartialEq, Eq)]
-struct MemKey {
-    key: CellKey,
-    seq: u64,
-}
+/// Hashes a [`CellKey`] for the shard maps: xxh3 over the key bytes, seeded by what came
+/// before (the token). SipHash would cost more than the rest of a probe; xxh3 still spreads
+/// keys whose tokens collide (tokens are caller-chosen hashes, not a secret).
+#[derive(Default)]
+struct KeyHasher(u64);
 
-impl Ord for MemKey {
-    fn cmp(&self, other: &Self) -> CmpOrdering {
-        self.key
-            .cmp(&other.key)
-            .then_with(|| other.seq.cmp(&self.seq))
+impl Hasher for KeyHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        self.0 = xxhash_rust::xxh3::xxh3_64_with_seed(bytes, self.0);
+    }
+    fn write_u64(&mut self, n: u64) {
+        // Golden-ratio multiply then fold the high bits down: the table uses the low bits.
+        let h = (self.0 ^ n).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        self.0 = h ^ (h >> 32);
+    }
+    fn write_i64(&mut self, n: i64) {
+        self.write_u64(n as u64);
+    }
+    fn write_usize(&mut self, n: usize) {
+        self.write_u64(n as u64);
     }
 }
 
-impl PartialOrd for MemKey {
-    fn partial_cmp(&self, other: &Self) -> Option<CmpOrdering> {
-        Some(self.cmp(other))
-    }
+type KeyMap = HashMap<CellKey, Slot, BuildHasherDefault<KeyHasher>>;
+
+/// The winning cell of a key, and whether the key is listed in `pending` (changed since the
+/// last freeze).
+#[derive(Debug)]
+struct Slot {
+    cell: Cell,
+    pending: bool,
+}
+
+/// Cells sorted by key, one per key.
+type Run = Vec<(CellKey, Cell)>;
+
+#[derive(Debug, Default)]
+struct Frozen {
+    /// Keys whose winner changed since the last freeze, each once.
+    pending: Vec<CellKey>,
+    /// Oldest first.
+    runs: Arc<Vec<Arc<Run>>>,
 }
 
 /// One memtable.
@@ -49,7 +91,8 @@ impl PartialOrd for MemKey {
 pub struct Memtable {
     /// Unique within the process, for finding it again after version changes.
     pub id: u64,
-    map: SkipMap<MemKey, Cell>,
+    shards: Box<[RwLock<KeyMap>]>,
+    frozen: Mutex<Frozen>,
     bytes: AtomicU64,
     entries: AtomicU64,
     /// Oldest commit-log segment holding data of this memtable; `u64::MAX` while empty.
@@ -58,11 +101,49 @@ pub struct Memtable {
     max_timestamp: AtomicU64,
 }
 
+fn shard_of(key: &CellKey) -> usize {
+    // Tokens are hashes in production but small integers in tests: mix before taking bits.
+    let h = (key.token.0 as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    (h >> (64 - SHARDS.trailing_zeros())) as usize
+}
+
+const _: () = assert!(SHARDS.is_power_of_two() && SHARDS > 1);
+
+/// Merges two runs; on equal keys the newer run's cell is kept (it was taken as the winner
+/// over every version written before it, the older run's included).
+fn merge_runs(older: &Run, newer: &Run) -> Run {
+    let mut out = Vec::with_capacity(older.len() + newer.len());
+    let (mut i, mut j) = (0, 0);
+    while i < older.len() && j < newer.len() {
+        match older[i].0.cmp(&newer[j].0) {
+            CmpOrdering::Less => {
+                out.push(older[i].clone());
+                i += 1;
+            }
+            CmpOrdering::Greater => {
+                out.push(newer[j].clone());
+                j += 1;
+            }
+            CmpOrdering::Equal => {
+                out.push(newer[j].clone());
+                i += 1;
+                j += 1;
+            }
+        }
+    }
+    out.extend_from_slice(&older[i..]);
+    out.extend_from_slice(&newer[j..]);
+    out
+}
+
 impl Memtable {
     pub fn new(id: u64) -> Memtable {
         Memtable {
             id,
-            map: SkipMap::new(),
+            shards: (0..SHARDS)
+                .map(|_| RwLock::new(KeyMap::default()))
+                .collect(),
+            frozen: Mutex::new(Frozen::default()),
             bytes: AtomicU64::new(0),
             entries: AtomicU64::new(0),
             first_segment: AtomicU64::new(u64::MAX),
@@ -71,18 +152,55 @@ impl Memtable {
         }
     }
 
-    /// Inserts one version. `seq` must be unique per batch and `>= 1`.
-    pub fn insert(&self, key: CellKey, cell: Cell, seq: u64, segment_id: u64) {
-        debug_assert!((1..u64::MAX).contains(&seq));
-        let size = key.key.len() as u64 + cell.value_len() as u64 + MEMTABLE_ENTRY_OVERHEAD_BYTES;
+    /// Inserts one cell (a batch of one).
+    pub fn insert(&self, key: CellKey, cell: Cell, segment_id: u64) {
+        self.insert_batch(std::slice::from_ref(&(key, cell)), segment_id);
+    }
+
+    /// Inserts a batch as one unit: a scan sees all of it or none of it.
+    pub fn insert_batch(&self, batch: &[(CellKey, Cell)], segment_id: u64) {
+        if batch.is_empty() {
+            return;
+        }
+        let mut frozen = self.frozen.lock();
+        let mut size = 0u64;
+        let (mut min_ts, mut max_ts) = (u64::MAX, 0u64);
+        for (key, cell) in batch {
+            size += key.key.len() as u64 + cell.value_len() as u64 + MEMTABLE_ENTRY_OVERHEAD_BYTES;
+            min_ts = min_ts.min(cell.timestamp.0);
+            max_ts = max_ts.max(cell.timestamp.0);
+            let mut shard = self.shards[shard_of(key)].write();
+            let newly_pending = match shard.get_mut(key) {
+                Some(slot) => {
+                    if cell.reconcile_cmp(&slot.cell) == CmpOrdering::Greater {
+                        slot.cell = cell.clone();
+                        !std::mem::replace(&mut slot.pending, true)
+                    } else {
+                        // Loses to what is stored: nothing a reader or scan could see changes.
+                        false
+                    }
+                }
+                None => {
+                    shard.insert(
+                        key.clone(),
+                        Slot {
+                            cell: cell.clone(),
+                            pending: true,
+                        },
+                    );
+                    true
+                }
+            };
+            drop(shard);
+            if newly_pending {
+                frozen.pending.push(key.clone());
+            }
+        }
         self.first_segment.fetch_min(segment_id, Ordering::AcqRel);
-        self.min_timestamp
-            .fetch_min(cell.timestamp.0, Ordering::AcqRel);
-        self.max_timestamp
-            .fetch_max(cell.timestamp.0, Ordering::AcqRel);
-        self.map.insert(MemKey { key, seq }, cell);
+        self.min_timestamp.fetch_min(min_ts, Ordering::AcqRel);
+        self.max_timestamp.fetch_max(max_ts, Ordering::AcqRel);
         self.bytes.fetch_add(size, Ordering::AcqRel);
-        self.entries.fetch_add(1, Ordering::AcqRel);
+        self.entries.fetch_add(batch.len() as u64, Ordering::AcqRel);
     }
 
     pub fn size_bytes(&self) -> u64 {
@@ -93,7 +211,7 @@ impl Memtable {
         self.entries.load(Ordering::Acquire) == 0
     }
 
-    /// Versions stored (not distinct keys).
+    /// Cells written (not distinct keys): an upper bound on the keys a flush writes.
     pub fn entry_count(&self) -> u64 {
         self.entries.load(Ordering::Acquire)
     }
@@ -116,154 +234,114 @@ impl Memtable {
         self.min_timestamp.load(Ordering::Acquire)
     }
 
-    /// The winning version of `key` among all stored.
+    /// The winning version of `key` among all written.
     pub fn get(&self, key: &CellKey) -> Option<Cell> {
-        self.get_at(key, u64::MAX)
+        self.shards[shard_of(key)]
+            .read()
+            .get(key)
+            .map(|s| s.cell.clone())
     }
 
-    /// The winning version of `key` among versions with sequence `<= snapshot`.
-    pub fn get_at(&self, key: &CellKey, snapshot: u64) -> Option<Cell> {
-        let lo = MemKey {
-            key: key.clone(),
-            seq: u64::MAX,
-        };
-        let hi = MemKey {
-            key: key.clone(),
-            seq: 0,
-        };
-        let mut best: Option<Cell> = None;
-        for e in self.map.range(lo..=hi) {
-            if e.key().seq > snapshot {
-                continue;
-            }
-            let c = e.value();
-            if best
-                .as_ref()
-                .is_none_or(|b| c.reconcile_cmp(b) == CmpOrdering::Greater)
-            {
-                best = Some(c.clone());
+    /// Sorts the keys changed since the last freeze into a new run and returns every run,
+    /// oldest first: the memtable's content as of now, immutable from here on.
+    fn freeze(&self) -> Arc<Vec<Arc<Run>>> {
+        let mut frozen = self.frozen.lock();
+        if frozen.pending.is_empty() {
+            return frozen.runs.clone();
+        }
+        let keys = std::mem::take(&mut frozen.pending);
+        let mut run: Run = Vec::with_capacity(keys.len());
+        for key in keys {
+            let mut shard = self.shards[shard_of(&key)].write();
+            // Every pending key has a slot (slots are never removed); the check only keeps a
+            // broken invariant from becoming a panic.
+            if let Some(slot) = shard.get_mut(&key) {
+                slot.pending = false;
+                let cell = slot.cell.clone();
+                drop(shard);
+                run.push((key, cell));
             }
         }
-        best
-    }
-
-    /// Reconciled cells of up to `max_keys` keys in `(lower, upper)`, ascending, seeing only
-    /// versions with sequence `<= snapshot`.
-    fn chunk(
-        &self,
-        lower: &Bound<CellKey>,
-        upper: &Bound<CellKey>,
-        snapshot: u64,
-        max_keys: usize,
-        out: &mut VecDeque<(CellKey, Cell)>,
-    ) -> bool {
-        let lo = match lower {
-            Bound::Included(k) => Bound::Included(MemKey {
-                key: k.clone(),
-                seq: u64::MAX,
-            }),
-            // Sequence 0 is never used, so this excludes every version of `k`.
-            Bound::Excluded(k) => Bound::Excluded(MemKey {
-                key: k.clone(),
-                seq: 0,
-            }),
-            Bound::Unbounded => Bound::Unbounded,
-        };
-        let hi = match upper {
-            Bound::Included(k) => Bound::Included(MemKey {
-                key: k.clone(),
-                seq: 0,
-            }),
-            Bound::Excluded(k) => Bound::Excluded(MemKey {
-                key: k.clone(),
-                seq: u64::MAX,
-            }),
-            Bound::Unbounded => Bound::Unbounded,
-        };
-        let mut keys = 0;
-        let mut current: Option<(CellKey, Option<Cell>)> = None;
-        for e in self.map.range((lo, hi)) {
-            let k = &e.key().key;
-            let new_key = current.as_ref().is_none_or(|(ck, _)| ck != k);
-            if new_key {
-                if let Some((ck, Some(c))) = current.take() {
-                    out.push_back((ck, c));
-                    keys += 1;
-                }
-                if keys >= max_keys {
-                    return true;
-                }
-                current = Some((k.clone(), None));
-            }
-            if e.key().seq > snapshot {
-                continue;
-            }
-            if let Some((_, best)) = current.as_mut() {
-                let c = e.value();
-                if best
-                    .as_ref()
-                    .is_none_or(|b| c.reconcile_cmp(b) == CmpOrdering::Greater)
-                {
-                    *best = Some(c.clone());
-                }
-            }
+        run.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        debug_assert!(
+            run.windows(2).all(|w| w[0].0 < w[1].0),
+            "pending keys repeat"
+        );
+        let mut runs: Vec<Arc<Run>> = frozen.runs.iter().cloned().collect();
+        runs.push(Arc::new(run));
+        // Keep run sizes decreasing by more than half from oldest to newest, which bounds
+        // their number by log2(keys) and the merging work per key by the same.
+        while runs.len() >= 2 && runs[runs.len() - 2].len() <= 2 * runs[runs.len() - 1].len() {
+            let (Some(newer), Some(older)) = (runs.pop(), runs.pop()) else {
+                break;
+            };
+            runs.push(Arc::new(merge_runs(&older, &newer)));
         }
-        if let Some((ck, Some(c))) = current.take() {
-            out.push_back((ck, c));
-        }
-        false
+        frozen.runs = Arc::new(runs);
+        frozen.runs.clone()
     }
 }
 
-/// An owning iterator over a memtable range at a snapshot: one reconciled cell per key,
-/// ascending. It re-seeks every [`ITER_CHUNK_KEYS`] keys instead of borrowing the skiplist, so
-/// it can outlive any lock and be sent between threads.
+/// An owning iterator over a memtable range as of its creation (see the module docs): one
+/// winning cell per key, ascending. It holds the runs it saw, so it can be sent between
+/// threads and outlive any lock; later writes never reach it.
 #[derive(Debug)]
 pub struct MemtableIter {
-    mem: Arc<Memtable>,
-    lower: Bound<CellKey>,
+    runs: Arc<Vec<Arc<Run>>>,
+    /// Next position in each run.
+    pos: Vec<usize>,
     upper: Bound<CellKey>,
-    snapshot: u64,
-    buf: VecDeque<(CellKey, Cell)>,
-    done: bool,
 }
 
 impl MemtableIter {
-    pub fn new(
-        mem: Arc<Memtable>,
-        lower: Bound<CellKey>,
-        upper: Bound<CellKey>,
-        snapshot: u64,
-    ) -> MemtableIter {
-        MemtableIter {
-            mem,
-            lower,
-            upper,
-            snapshot,
-            buf: VecDeque::new(),
-            done: false,
-        }
+    /// Freezes `mem` now and iterates `(lower, upper)` of what it holds.
+    pub fn new(mem: Arc<Memtable>, lower: Bound<CellKey>, upper: Bound<CellKey>) -> MemtableIter {
+        let runs = mem.freeze();
+        let pos = runs
+            .iter()
+            .map(|r| match &lower {
+                Bound::Included(k) => r.partition_point(|(rk, _)| rk < k),
+                Bound::Excluded(k) => r.partition_point(|(rk, _)| rk <= k),
+                Bound::Unbounded => 0,
+            })
+            .collect();
+        MemtableIter { runs, pos, upper }
     }
 }
 
 impl Iterator for MemtableIter {
     type Item = (CellKey, Cell);
     fn next(&mut self) -> Option<(CellKey, Cell)> {
-        if self.buf.is_empty() && !self.done {
-            let more = self.mem.chunk(
-                &self.lower,
-                &self.upper,
-                self.snapshot,
-                ITER_CHUNK_KEYS,
-                &mut self.buf,
-            );
-            self.done = !more;
-            match self.buf.back() {
-                Some((k, _)) => self.lower = Bound::Excluded(k.clone()),
-                None => self.done = true,
+        // The smallest current key; among equal keys the newest run's (highest index) wins.
+        let mut best: Option<usize> = None;
+        for (i, run) in self.runs.iter().enumerate() {
+            let Some((k, _)) = run.get(self.pos[i]) else {
+                continue;
+            };
+            match best {
+                Some(b) if self.runs[b][self.pos[b]].0 < *k => {}
+                _ => best = Some(i),
             }
         }
-        self.buf.pop_front()
+        let b = best?;
+        let (key, cell) = self.runs[b][self.pos[b]].clone();
+        let beyond = match &self.upper {
+            Bound::Included(u) => key > *u,
+            Bound::Excluded(u) => key >= *u,
+            Bound::Unbounded => false,
+        };
+        if beyond {
+            for (i, run) in self.runs.iter().enumerate() {
+                self.pos[i] = run.len();
+            }
+            return None;
+        }
+        for (i, run) in self.runs.iter().enumerate() {
+            if run.get(self.pos[i]).is_some_and(|(k, _)| *k == key) {
+                self.pos[i] += 1;
+            }
+        }
+        Some((key, cell))
     }
 }
 
@@ -276,54 +354,80 @@ mod tests {
         CellKey::new(Token(t), s.as_bytes().to_vec())
     }
 
+    fn all(m: &Arc<Memtable>) -> Vec<(CellKey, Cell)> {
+        MemtableIter::new(m.clone(), Bound::Unbounded, Bound::Unbounded).collect()
+    }
+
     #[test]
-    fn versions_reconcile_and_snapshots_hide_later_batches() {
+    fn versions_reconcile_and_iterators_are_snapshots() {
         let m = Arc::new(Memtable::new(1));
-        m.insert(k(1, "a"), Cell::value("new", Timestamp(10)), 1, 0);
+        m.insert(k(1, "a"), Cell::value("new", Timestamp(10)), 0);
         // Older timestamp written later: loses by the conflict rule.
-        m.insert(k(1, "a"), Cell::value("old", Timestamp(5)), 2, 0);
-        m.insert(k(0, "z"), Cell::tombstone(Timestamp(3)), 3, 0);
-        m.insert(k(2, "b"), Cell::value("b", Timestamp(4)), 4, 0);
-        assert_eq!(m.get(&k(1, "a")).unwrap().value.unwrap(), "new");
+        m.insert(k(1, "a"), Cell::value("old", Timestamp(5)), 0);
+        m.insert(k(0, "z"), Cell::tombstone(Timestamp(3)), 0);
+        let snap = MemtableIter::new(m.clone(), Bound::Unbounded, Bound::Unbounded);
+        m.insert(k(2, "b"), Cell::value("b", Timestamp(4)), 0);
+        // A tie on timestamp: the tombstone wins.
+        m.insert(k(1, "a"), Cell::tombstone(Timestamp(10)), 0);
+        assert_eq!(m.get(&k(1, "a")), Some(Cell::tombstone(Timestamp(10))));
         assert_eq!(m.get(&k(5, "q")), None);
-        let all: Vec<_> =
-            MemtableIter::new(m.clone(), Bound::Unbounded, Bound::Unbounded, u64::MAX).collect();
-        let keys: Vec<_> = all.iter().map(|(k, _)| k.clone()).collect();
+        let snap: Vec<_> = snap.collect();
+        assert_eq!(snap.len(), 2);
+        assert_eq!(snap[1].1.value.as_deref(), Some(&b"new"[..]));
+        let now = all(&m);
+        let keys: Vec<_> = now.iter().map(|(k, _)| k.clone()).collect();
         assert_eq!(keys, vec![k(0, "z"), k(1, "a"), k(2, "b")]);
-        let snap: Vec<_> =
-            MemtableIter::new(m.clone(), Bound::Unbounded, Bound::Unbounded, 2).collect();
-        assert_eq!(snap.len(), 1);
+        assert!(now[1].1.is_tombstone());
         let bounded: Vec<_> = MemtableIter::new(
             m.clone(),
             Bound::Excluded(k(0, "z")),
             Bound::Excluded(k(2, "b")),
-            u64::MAX,
         )
         .collect();
         assert_eq!(bounded.len(), 1);
         assert_eq!(m.first_segment(), Some(0));
         assert_eq!(m.max_timestamp(), 10);
+        assert_eq!(m.min_timestamp(), 3);
+        assert_eq!(m.entry_count(), 5);
     }
 
     #[test]
-    fn iterator_crosses_chunk_boundaries() {
+    fn many_freezes_keep_few_runs_and_the_newest_winner() {
         let m = Arc::new(Memtable::new(1));
-        for i in 0..1000i64 {
-            m.insert(k(i, "x"), Cell::value("v", Timestamp(1)), 1 + i as u64, 3);
-            m.insert(
-                k(i, "x"),
-                Cell::value("w", Timestamp(2)),
-                5000 + i as u64,
-                3,
-            );
+        let mut model = std::collections::BTreeMap::new();
+        for i in 0..2000u64 {
+            let key = k((i * 7919 % 301) as i64, "x");
+            let cell = Cell::value(format!("{i}"), Timestamp(i + 1));
+            m.insert(key.clone(), cell.clone(), 3);
+            model.insert(key, cell);
+            // A scan after every few writes: many small runs, merged as they go.
+            if i % 3 == 0 {
+                let got = all(&m);
+                assert_eq!(got.len(), model.len());
+            }
         }
-        let got: Vec<_> =
-            MemtableIter::new(m, Bound::Included(k(10, "x")), Bound::Unbounded, u64::MAX).collect();
-        assert_eq!(got.len(), 990);
+        assert!(m.frozen.lock().runs.len() <= 12);
+        let got = all(&m);
+        let want: Vec<_> = model.into_iter().collect();
+        assert_eq!(got, want);
+        for (key, cell) in &want {
+            assert_eq!(m.get(key).as_ref(), Some(cell));
+        }
+    }
+
+    #[test]
+    fn upper_bound_included_and_lower_bound_included() {
+        let m = Arc::new(Memtable::new(1));
+        for i in 0..100i64 {
+            m.insert(k(i, "x"), Cell::value("v", Timestamp(1)), 3);
+        }
+        let got: Vec<_> = MemtableIter::new(
+            m.clone(),
+            Bound::Included(k(10, "x")),
+            Bound::Included(k(20, "x")),
+        )
+        .collect();
+        assert_eq!(got.len(), 11);
         assert!(got.windows(2).all(|w| w[0].0 < w[1].0));
-        assert!(
-            got.iter()
-                .all(|(_, c)| c.value.as_deref() == Some(&b"w"[..]))
-        );
     }
 }

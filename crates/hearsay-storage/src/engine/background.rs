@@ -197,7 +197,7 @@ fn flush_memtable(inner: &Arc<Inner>, ks: &Arc<Keyspace>, mem: &Arc<Memtable>) -
             inner.config.fs.clone(),
             mem.entry_count() as usize,
         )?;
-        for (k, c) in MemtableIter::new(mem.clone(), Bound::Unbounded, Bound::Unbounded, u64::MAX) {
+        for (k, c) in MemtableIter::new(mem.clone(), Bound::Unbounded, Bound::Unbounded) {
             if let Err(e) = w.add(&k, &c) {
                 w.abandon();
                 return Err(e);
