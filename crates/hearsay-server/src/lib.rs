@@ -11,6 +11,7 @@
 //! the storage engine directly (only `store::LocalStore` does), so a cluster coordinator can
 //! replace it. Must not depend on the `hearsay` binary crate.
 
+pub mod admin;
 pub mod cmd;
 pub mod config;
 pub mod node;

@@ -2,6 +2,7 @@
 
 mod dev;
 mod server;
+mod status;
 
 use clap::{Parser, Subcommand};
 
@@ -22,6 +23,11 @@ enum Command {
     Server(Box<server::ServerArgs>),
     /// Start a local cluster on loopback for development.
     Dev(dev::DevArgs),
+    /// Show the cluster's members like `nodetool status` (asks a node's admin API).
+    Status(status::StatusArgs),
+    /// Show a key's token and the nodes holding its replicas.
+    #[command(name = "getendpoints")]
+    GetEndpoints(status::GetEndpointsArgs),
     /// YCSB-style load generator against Hearsay (or any Redis-protocol server).
     Bench(hearsay_bench::BenchArgs),
 }
@@ -38,6 +44,8 @@ fn main() -> std::process::ExitCode {
     let result = match cli.command {
         Command::Server(args) => server::run(*args),
         Command::Dev(args) => dev::run(args),
+        Command::Status(args) => status::status(args),
+        Command::GetEndpoints(args) => status::getendpoints(args),
         Command::Bench(args) => hearsay_bench::run_blocking(args).map(|report| {
             println!("{}", report.render());
         }),

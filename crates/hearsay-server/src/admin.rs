@@ -1,0 +1,513 @@
+//! The HTTP admin API of a node: JSON views under `/v1/...` and Prometheus metrics on
+//! `/metrics`, served on `[server] admin_listen` (default port 7380).
+//!
+//! | endpoint | answer |
+//! |---|---|
+//! | `GET /v1/health` | `{"status":"ok"}` |
+//! | `GET /v1/status` | the members as `hearsay status` shows them (`mode`: `cluster` or `single`) |
+//! | `GET /v1/membership` | gossip's membership view (status, generation, heartbeat, phi, addresses); 404 in single mode |
+//! | `GET /v1/stats` | server, store, storage-engine and cluster counters |
+//! | `GET /v1/endpoints?keyspace=K&key=KEY` | the key's token and its replicas |
+//! | `GET /metrics` | the same figures in the Prometheus/OpenMetrics text format |
+//!
+//! The same JSON shapes are served in cluster mode (a [`hearsay_cluster::node::Node`] runs)
+//! and in single-node mode (a plain `LocalStore`: one member, itself, owning everything), so
+//! the CLI (`hearsay status`, `hearsay getendpoints`, see [`client`]) works against both.
+//!
+//! Bounds: only GET (and HEAD) requests, no request bodies, query strings of at most
+//! [`MAX_QUERY_BYTES`], at most [`MAX_ADMIN_CONNECTIONS`] connections at once, and a
+//! connection must deliver each request within [`ADMIN_REQUEST_TIMEOUT`] of opening or of its
+//! previous response. Handlers only read snapshots (counters, the ring view); none blocks on
+//! I/O. The module is documented for operators in `docs/admin.md`.
+
+pub mod client;
+mod listener;
+mod metrics;
+#[cfg(test)]
+mod tests;
+
+use crate::cmd::ServerState;
+use axum::Router;
+use axum::extract::{Request, State};
+use axum::http::{HeaderValue, Method, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use hearsay_cluster::node::{KeyspaceDef, MemberRow, Node, NodeStatus, SYSTEM_KEYSPACE};
+use hearsay_ring::ReplicationStrategy;
+use hearsay_storage::{Engine, EngineStats};
+use hearsay_types::Timestamp;
+use serde_json::{Value, json};
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Longest query string accepted, in bytes: a keyspace name and a key (percent-encoded, so
+/// up to three bytes per key byte) fit; anything longer is refused with 414 instead of being
+/// parsed.
+pub const MAX_QUERY_BYTES: usize = 4_096;
+/// Most admin connections served at once; more wait in the kernel's accept queue. The API
+/// is for operators, scrapers and the CLI, a handful of clients, and each holds memory.
+pub const MAX_ADMIN_CONNECTIONS: usize = 64;
+/// A connection must deliver a complete request within this long of opening or of its
+/// previous response, or it is closed: bounds slow (slowloris) and idle keep-alive clients.
+/// Longer than Prometheus's default 15 s scrape interval, so a scraper keeps its connection.
+pub const ADMIN_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// Host id shown in single-node mode when the data directory holds no `node_id` file (a
+/// cluster node creates one at its first start).
+const SINGLE_NODE_ID: &str = "local";
+
+/// What the admin API reads. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct AdminState {
+    pub server: Arc<ServerState>,
+    pub engine: Arc<Engine>,
+    /// The cluster node, in cluster mode.
+    pub cluster: Option<Arc<Node>>,
+}
+
+/// The state handlers see: the caller's state plus the admin port actually bound.
+#[derive(Debug, Clone)]
+struct Ctx {
+    state: AdminState,
+    admin_addr: Option<SocketAddr>,
+}
+
+/// Serves the admin API on `listener` until `shutdown` resolves, then lets requests in
+/// flight finish.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    state: AdminState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let admin_addr = listener.local_addr().ok();
+    let app = router(Ctx { state, admin_addr });
+    let listener =
+        listener::BoundedListener::new(listener, MAX_ADMIN_CONNECTIONS, ADMIN_REQUEST_TIMEOUT);
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+fn router(ctx: Ctx) -> Router {
+    Router::new()
+        .route("/v1/health", get(health))
+        .route("/v1/status", get(status))
+        .route("/v1/membership", get(membership))
+        .route("/v1/stats", get(stats))
+        .route("/v1/endpoints", get(endpoints))
+        .route("/metrics", get(prometheus))
+        .fallback(not_found)
+        .layer(axum::middleware::from_fn(guard))
+        .with_state(ctx)
+}
+
+/// A JSON error body with `status`.
+fn error(status: StatusCode, message: impl Into<String>) -> Response {
+    (status, axum::Json(json!({ "error": message.into() }))).into_response()
+}
+
+fn json_ok(v: Value) -> Response {
+    (StatusCode::OK, axum::Json(v)).into_response()
+}
+
+/// Refuses what the API never needs before any handler runs: other methods, bodies, long
+/// query strings.
+async fn guard(req: Request, next: Next) -> Response {
+    if req.method() != Method::GET && req.method() != Method::HEAD {
+        let mut r = error(
+            StatusCode::METHOD_NOT_ALLOWED,
+            format!(
+                "method {} not allowed: the admin API is read-only",
+                req.method()
+            ),
+        );
+        r.headers_mut()
+            .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
+        return r;
+    }
+    let query_len = req.uri().query().map_or(0, str::len);
+    if query_len > MAX_QUERY_BYTES {
+        return error(
+            StatusCode::URI_TOO_LONG,
+            format!("query string of {query_len} bytes exceeds the limit of {MAX_QUERY_BYTES}"),
+        );
+    }
+    let has_body = req.headers().contains_key(header::TRANSFER_ENCODING)
+        || req
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .is_some_and(|v| v.as_bytes() != b"0");
+    if has_body {
+        return error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "request bodies are not accepted",
+        );
+    }
+    next.run(req).await
+}
+
+async fn not_found(req: Request) -> Response {
+    error(
+        StatusCode::NOT_FOUND,
+        format!("no such endpoint: {}", req.uri().path()),
+    )
+}
+
+async fn health() -> Response {
+    json_ok(json!({ "status": "ok" }))
+}
+
+async fn status(State(ctx): State<Ctx>) -> Response {
+    let (mode, status) = match &ctx.state.cluster {
+        Some(node) => ("cluster", node.status()),
+        None => ("single", single_node_status(&ctx)),
+    };
+    let mut v = serde_json::to_value(&status).unwrap_or_else(|_| json!({}));
+    if let Value::Object(m) = &mut v {
+        m.insert("mode".into(), Value::from(mode));
+    }
+    json_ok(v)
+}
+
+async fn membership(State(ctx): State<Ctx>) -> Response {
+    let Some(node) = &ctx.state.cluster else {
+        return error(
+            StatusCode::NOT_FOUND,
+            "no gossip membership: this node runs in single-node mode (no [cluster] seeds)",
+        );
+    };
+    match node.membership_json() {
+        Some(text) => (
+            StatusCode::OK,
+            [(header::CONTENT_TYPE, "application/json")],
+            text,
+        )
+            .into_response(),
+        None => error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "gossip is not running (the node is starting or stopping)",
+        ),
+    }
+}
+
+async fn stats(State(ctx): State<Ctx>) -> Response {
+    let st = &ctx.state;
+    let cluster = st.cluster.as_ref().map_or(Value::Null, |n| {
+        serde_json::to_value(n.stats()).unwrap_or(Value::Null)
+    });
+    json_ok(json!({
+        "mode": if st.cluster.is_some() { "cluster" } else { "single" },
+        "server": server_stats_json(&st.server),
+        "store": store_info_json(&st.server),
+        "storage": engine_stats_json(&st.engine.stats()),
+        "cluster": cluster,
+    }))
+}
+
+async fn endpoints(State(ctx): State<Ctx>, req: Request) -> Response {
+    let params = match parse_query(req.uri().query().unwrap_or("")) {
+        Ok(p) => p,
+        Err(e) => return error(StatusCode::BAD_REQUEST, e),
+    };
+    let keyspace = match params.get("keyspace") {
+        Some(k) => String::from_utf8_lossy(k).into_owned(),
+        None => hearsay_cluster::node::DEFAULT_KEYSPACE.to_string(),
+    };
+    let Some(key) = params.get("key") else {
+        return error(StatusCode::BAD_REQUEST, "missing query parameter 'key'");
+    };
+    let (token, replicas) = match &ctx.state.cluster {
+        Some(node) => match node.endpoints(&keyspace, key) {
+            Ok((token, eps)) => {
+                let view = node.view();
+                let replicas = eps
+                    .iter()
+                    .map(|(id, addr)| {
+                        let m = view.membership.members.get(id);
+                        json!({
+                            "node_id": id.to_string(),
+                            "cluster_addr": addr.map(|a| a.to_string()),
+                            "client_addr": m.and_then(|m| m.client_addr).map(|a| a.to_string()),
+                            "dc": m.map(|m| m.dc.clone()),
+                            "rack": m.map(|m| m.rack.clone()),
+                        })
+                    })
+                    .collect::<Vec<_>>();
+                (token, replicas)
+            }
+            Err(hearsay_cluster::node::NodeError::NoSuchKeyspace(k)) => {
+                return error(
+                    StatusCode::NOT_FOUND,
+                    format!("keyspace '{k}' does not exist"),
+                );
+            }
+            Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+        },
+        None => {
+            if keyspace == SYSTEM_KEYSPACE || !ctx.state.engine.keyspaces().contains(&keyspace) {
+                return error(
+                    StatusCode::NOT_FOUND,
+                    format!("keyspace '{keyspace}' does not exist"),
+                );
+            }
+            let me = single_member(&ctx, &[]);
+            let replica = json!({
+                "node_id": me.node_id,
+                "cluster_addr": me.cluster_addr,
+                "client_addr": me.client_addr,
+                "dc": me.dc,
+                "rack": me.rack,
+            });
+            (hearsay_ring::token_of(key), vec![replica])
+        }
+    };
+    json_ok(json!({
+        "keyspace": keyspace,
+        "key": String::from_utf8_lossy(key),
+        "token": token.0,
+        "replicas": replicas,
+    }))
+}
+
+async fn prometheus(State(ctx): State<Ctx>) -> Response {
+    match metrics::render(&ctx.state) {
+        Ok(text) => (
+            StatusCode::OK,
+            [(header::CONTENT_TYPE, metrics::CONTENT_TYPE)],
+            text,
+        )
+            .into_response(),
+        Err(e) => error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("encoding metrics: {e}"),
+        ),
+    }
+}
+
+/// Splits `a=b&c=d` into percent-decoded pairs (values as bytes: keys may be binary). A
+/// repeated name keeps its last value.
+fn parse_query(q: &str) -> Result<BTreeMap<String, Vec<u8>>, String> {
+    let mut out = BTreeMap::new();
+    for part in q.split('&').filter(|p| !p.is_empty()) {
+        let (name, value) = part.split_once('=').unwrap_or((part, ""));
+        let name = String::from_utf8(percent_decode(name)?)
+            .map_err(|_| "query parameter names must be UTF-8".to_string())?;
+        out.insert(name, percent_decode(value)?);
+    }
+    Ok(out)
+}
+
+/// `application/x-www-form-urlencoded` decoding: `+` is a space, `%XX` a byte.
+fn percent_decode(s: &str) -> Result<Vec<u8>, String> {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'+' => out.push(b' '),
+            b'%' => {
+                let hex = b
+                    .get(i + 1..i + 3)
+                    .and_then(|h| std::str::from_utf8(h).ok())
+                    .and_then(|h| u8::from_str_radix(h, 16).ok())
+                    .ok_or_else(|| format!("bad percent-encoding in query at byte {i}"))?;
+                out.push(hex);
+                i += 2;
+            }
+            c => out.push(c),
+        }
+        i += 1;
+    }
+    Ok(out)
+}
+
+/// The host id in single-node mode: the data directory's `node_id` if a cluster node ever
+/// created one there, else [`SINGLE_NODE_ID`].
+fn single_node_id(server: &ServerState) -> String {
+    let path = server.config.storage.data_dir.join("node_id");
+    std::fs::read_to_string(path)
+        .ok()
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty() && s.len() <= 64)
+        .unwrap_or_else(|| SINGLE_NODE_ID.to_string())
+}
+
+/// User keyspaces of a single node (the engine's, without the internal `system`).
+fn single_keyspaces(engine: &Engine) -> Vec<String> {
+    engine
+        .keyspaces()
+        .into_iter()
+        .filter(|k| k != SYSTEM_KEYSPACE)
+        .collect()
+}
+
+/// This node as the only member of a one-node "cluster": up, normal, owning everything.
+fn single_member(ctx: &Ctx, keyspaces: &[String]) -> MemberRow {
+    let server = &ctx.state.server;
+    let client = server
+        .bound_listen
+        .lock()
+        .unwrap_or(server.config.server.listen);
+    let load: u64 = ctx
+        .state
+        .engine
+        .stats()
+        .keyspaces
+        .values()
+        .map(|k| k.sstable_bytes + k.memtable_bytes)
+        .sum();
+    let defaults = hearsay_cluster::node::NodeConfig::default();
+    MemberRow {
+        code: "UN".into(),
+        node_id: single_node_id(server),
+        is_self: true,
+        cluster_addr: None,
+        client_addr: Some(client.to_string()),
+        admin_addr: ctx.admin_addr.map(|a| a.to_string()),
+        load_bytes: Some(load),
+        tokens: 0,
+        owns_effective: keyspaces.iter().map(|k| (k.clone(), 1.0)).collect(),
+        dc: defaults.dc,
+        rack: defaults.rack,
+        liveness: "UP".into(),
+        status: "NORMAL".into(),
+        generation: 0,
+        heartbeat: 0,
+        phi: None,
+        schema_version: None,
+        clock_skew_us: None,
+    }
+}
+
+/// The cluster node's `NodeStatus` shape for a single node.
+fn single_node_status(ctx: &Ctx) -> NodeStatus {
+    let keyspaces = single_keyspaces(&ctx.state.engine);
+    let member = single_member(ctx, &keyspaces);
+    NodeStatus {
+        node_id: member.node_id.clone(),
+        node_name: String::new(),
+        cluster_name: String::new(),
+        generation: 0,
+        cluster_addr: String::new(),
+        schema_version: String::new(),
+        keyspaces: keyspaces
+            .iter()
+            .map(|name| KeyspaceDef {
+                name: name.clone(),
+                strategy: ReplicationStrategy::Simple { rf: 1 },
+                default_consistency: None,
+                timestamp: Timestamp(0),
+                dropped: false,
+            })
+            .collect(),
+        members: vec![member],
+    }
+}
+
+/// The RESP server's counters.
+fn server_stats_json(server: &ServerState) -> Value {
+    let s = &server.stats;
+    let g = |c| s.get(c);
+    json!({
+        "uptime_secs": server.started.elapsed().as_secs(),
+        "run_id": server.run_id,
+        "connected_clients": g(&s.connected_clients),
+        "connections_received": g(&s.connections_received),
+        "connections_rejected": g(&s.connections_rejected),
+        "commands_processed": g(&s.commands_processed),
+        "net_input_bytes": g(&s.net_input_bytes),
+        "net_output_bytes": g(&s.net_output_bytes),
+        "protocol_errors": g(&s.protocol_errors),
+        "idle_disconnects": g(&s.idle_disconnects),
+        "slow_request_disconnects": g(&s.slow_request_disconnects),
+        "output_limit_disconnects": g(&s.output_limit_disconnects),
+        "request_limit_disconnects": g(&s.request_limit_disconnects),
+    })
+}
+
+/// The store's INFO lines (the writer's queue and groups, ...) by section; numeric values
+/// as numbers.
+fn store_info_json(server: &ServerState) -> Value {
+    let mut sections: BTreeMap<&str, serde_json::Map<String, Value>> = BTreeMap::new();
+    for (section, name, value) in server.store.info() {
+        let v = value
+            .parse::<i64>()
+            .map(Value::from)
+            .or_else(|_| value.parse::<f64>().map(Value::from))
+            .unwrap_or(Value::String(value));
+        sections.entry(section).or_default().insert(name, v);
+    }
+    serde_json::to_value(sections).unwrap_or(Value::Null)
+}
+
+/// The engine's statistics (the engine type is not serde).
+fn engine_stats_json(s: &EngineStats) -> Value {
+    let keyspaces: serde_json::Map<String, Value> = s
+        .keyspaces
+        .iter()
+        .map(|(name, k)| {
+            (
+                name.clone(),
+                json!({
+                    "memtable_bytes": k.memtable_bytes,
+                    "memtables_awaiting_flush": k.memtables_awaiting_flush,
+                    "sstable_count": k.sstable_count,
+                    "sstable_bytes": k.sstable_bytes,
+                    "sstables_per_level": k.sstables_per_level,
+                    "sstable_memory_bytes": k.sstable_memory_bytes,
+                    "index_bytes": k.index_bytes,
+                    "bloom_bytes": k.bloom_bytes,
+                    "sstable_entries": k.sstable_entries,
+                    "sstable_tombstones": k.sstable_tombstones,
+                }),
+            )
+        })
+        .collect();
+    let c = &s.block_cache;
+    let r = &s.sstable_reads;
+    json!({
+        "keyspaces": keyspaces,
+        "memtable_bytes_total": s.memtable_bytes_total,
+        "memtables_awaiting_flush": s.keyspaces.values().map(|k| k.memtables_awaiting_flush).sum::<u64>(),
+        "user_bytes_written": s.user_bytes_written,
+        "disk_bytes_written": s.disk_bytes_written,
+        "commitlog_bytes_written": s.commitlog_bytes_written,
+        "sstable_bytes_written": s.sstable_bytes_written,
+        "commitlog_segments": s.commitlog_segments,
+        "commitlog_syncs": s.commitlog_syncs,
+        "commitlog_segments_deleted": s.commitlog_segments_deleted,
+        "write_stalls": s.write_stalls,
+        "write_stall_ms": s.write_stall_ms,
+        "flushes": s.flushes,
+        "flush_errors": s.flush_errors,
+        "compactions": s.compactions,
+        "compaction_errors": s.compaction_errors,
+        "compaction_bytes_read": s.compaction_bytes_read,
+        "compaction_bytes_written": s.compaction_bytes_written,
+        "tombstones_purged": s.tombstones_purged,
+        "expired_converted": s.expired_converted,
+        "replayed_records": s.replayed_records,
+        "replay_torn_tails": s.replay_torn_tails,
+        "block_cache": {
+            "hits": c.hits,
+            "misses": c.misses,
+            "inserts": c.inserts,
+            "evictions": c.evictions,
+            "bytes_used": c.bytes_used,
+            "capacity_bytes": c.capacity_bytes,
+            "hit_rate": c.hit_rate(),
+        },
+        "sstable_reads": {
+            "bloom_negatives": r.bloom_negatives,
+            "bloom_true_positives": r.bloom_true_positives,
+            "bloom_false_positives": r.bloom_false_positives,
+            "blocks_read": r.blocks_read,
+            "bytes_read": r.bytes_read,
+        },
+        "poisoned": s.poisoned,
+        "last_background_error": s.last_background_error,
+    })
+}
