@@ -21,6 +21,7 @@
 //! inserted (as before: a point read is of one key).
 
 use crate::cell::{Cell, CellKey};
+use bytes::{Bytes, BytesMut};
 use parking_lot::{Mutex, RwLock};
 use std::cmp::Ordering as CmpOrdering;
 use std::collections::HashMap;
@@ -35,6 +36,14 @@ use std::sync::atomic::{AtomicU64, Ordering};
 /// bytes) and allocator headers of the shared key and value. Overwrites of a key already
 /// present are charged again though they replace the old slot, which errs on the safe side.
 pub const MEMTABLE_ENTRY_OVERHEAD_BYTES: u64 = 160;
+/// Keys and values up to this size are copied into the memtable's arena chunks; larger ones
+/// keep the caller's buffer (one more copy of a big value would cost more than its malloc).
+const ARENA_COPY_MAX_BYTES: usize = 4 << 10;
+/// Size of one arena chunk. Small cells are copied into chunks so a write costs a memcpy and
+/// a reference count instead of two allocations, and a flushed memtable frees a few hundred
+/// chunks instead of a million small buffers. A chunk lives until the last cell sliced from
+/// it is dropped (a reader may hold one a little longer than the memtable).
+const ARENA_CHUNK_BYTES: usize = 1 << 20;
 /// Shards of the key map: writers and readers of different shards never meet, and a shard
 /// that grows rehashes only its own share (a 16th) of the keys at once.
 const SHARDS: usize = 16;
@@ -84,6 +93,29 @@ struct Frozen {
     pending: Vec<CellKey>,
     /// Oldest first.
     runs: Arc<Vec<Arc<Run>>>,
+    /// The chunk small keys and values are copied into (see [`ARENA_CHUNK_BYTES`]).
+    arena: BytesMut,
+}
+
+impl Frozen {
+    fn copy_in(&mut self, data: &Bytes) -> Bytes {
+        if data.len() > ARENA_COPY_MAX_BYTES {
+            return data.clone();
+        }
+        if self.arena.capacity() - self.arena.len() < data.len() {
+            self.arena = BytesMut::with_capacity(ARENA_CHUNK_BYTES);
+        }
+        self.arena.extend_from_slice(data);
+        self.arena.split().freeze()
+    }
+
+    fn copy_cell(&mut self, cell: &Cell) -> Cell {
+        Cell {
+            value: cell.value.as_ref().map(|v| self.copy_in(v)),
+            timestamp: cell.timestamp,
+            expires_at_ms: cell.expires_at_ms,
+        }
+    }
 }
 
 /// One memtable.
@@ -170,30 +202,34 @@ impl Memtable {
             min_ts = min_ts.min(cell.timestamp.0);
             max_ts = max_ts.max(cell.timestamp.0);
             let mut shard = self.shards[shard_of(key)].write();
-            let newly_pending = match shard.get_mut(key) {
+            match shard.get_mut(key) {
                 Some(slot) => {
+                    // Losing to what is stored changes nothing a reader or scan could see.
                     if cell.reconcile_cmp(&slot.cell) == CmpOrdering::Greater {
-                        slot.cell = cell.clone();
-                        !std::mem::replace(&mut slot.pending, true)
-                    } else {
-                        // Loses to what is stored: nothing a reader or scan could see changes.
-                        false
+                        slot.cell = frozen.copy_cell(cell);
+                        if !std::mem::replace(&mut slot.pending, true) {
+                            let stored = shard.get_key_value(key).map(|(k, _)| k.clone());
+                            drop(shard);
+                            frozen.pending.extend(stored);
+                        }
                     }
                 }
                 None => {
+                    let stored = CellKey {
+                        token: key.token,
+                        key: frozen.copy_in(&key.key),
+                    };
+                    let cell = frozen.copy_cell(cell);
                     shard.insert(
-                        key.clone(),
+                        stored.clone(),
                         Slot {
-                            cell: cell.clone(),
+                            cell,
                             pending: true,
                         },
                     );
-                    true
+                    drop(shard);
+                    frozen.pending.push(stored);
                 }
-            };
-            drop(shard);
-            if newly_pending {
-                frozen.pending.push(key.clone());
             }
         }
         self.first_segment.fetch_min(segment_id, Ordering::AcqRel);

@@ -107,7 +107,12 @@ pub fn validate_batch(cells: &[(CellKey, Cell)]) -> Result<()> {
 
 /// Encodes a batch as a record payload. Call [`validate_batch`] first.
 pub fn encode_batch(keyspace_id: u32, cells: &[(CellKey, Cell)]) -> Vec<u8> {
-    let mut w = Writer::default();
+    encode_batch_after(Vec::new(), keyspace_id, cells)
+}
+
+/// Appends the encoded batch to `buf` (which may hold a record header to fill in later).
+fn encode_batch_after(buf: Vec<u8>, keyspace_id: u32, cells: &[(CellKey, Cell)]) -> Vec<u8> {
+    let mut w = Writer { buf };
     w.buf.reserve(
         16 + cells
             .iter()
@@ -143,9 +148,15 @@ pub fn encode_batch(keyspace_id: u32, cells: &[(CellKey, Cell)]) -> Vec<u8> {
 /// ready for [`CommitLog::append_frame`]. Doing this before taking any lock keeps the
 /// checksum and copying off the serialised part of the write path.
 pub(crate) fn encode_record(keyspace_id: u32, cells: &[(CellKey, Cell)]) -> Vec<u8> {
-    frame_payload(&encode_batch(keyspace_id, cells))
+    // Encode after a placeholder header, then fill it in: one buffer, no copy of the payload.
+    let mut frame = encode_batch_after(vec![0u8; RECORD_HEADER_BYTES], keyspace_id, cells);
+    let (header, payload) = frame.split_at_mut(RECORD_HEADER_BYTES);
+    header[..4].copy_from_slice(&(payload.len() as u32).to_le_bytes());
+    header[4..].copy_from_slice(&record_crc(payload).to_le_bytes());
+    frame
 }
 
+#[cfg(test)]
 fn frame_payload(payload: &[u8]) -> Vec<u8> {
     let mut frame = Vec::with_capacity(RECORD_HEADER_BYTES + payload.len());
     frame.extend_from_slice(&(payload.len() as u32).to_le_bytes());
@@ -673,6 +684,14 @@ mod tests {
                 Cell::expiring(&b"yy"[..], Timestamp(7), 99),
             ),
         ]
+    }
+
+    #[test]
+    fn record_is_header_then_payload() {
+        assert_eq!(
+            encode_record(7, &cells()),
+            frame_payload(&encode_batch(7, &cells()))
+        );
     }
 
     #[test]
