@@ -65,7 +65,8 @@ pub struct GossipConfig {
     /// 30 × interval.
     pub suspicion_validity_ms: u64,
     /// Rounds a state change counts as "hot": its node is put first in digests and pushed
-    /// speculatively. Default 10.
+    /// speculatively. Default 10. Push mode keeps a change hot for at least
+    /// `ceil(3 ln(N + 1))` rounds (see docs/gossip.md, "Exchange").
     pub hot_rounds: u64,
     /// Forward newly learned rumors at once instead of waiting for the next round. Default
     /// true: a crash report then reaches every node in network latency, not rounds.

@@ -711,3 +711,65 @@ fn suspicion_reports_go_only_to_the_suspects_monitors_and_stop_there() {
         );
     }
 }
+
+#[test]
+fn rumors_ride_inside_the_gossip_packets() {
+    // A fact and its anti-entropy copy must arrive in one packet, rumor first, or the
+    // receiver learns it from the copy, finds the rumor stale and does not forward it.
+    for mode in [
+        hearsay_gossip::GossipMode::Push,
+        hearsay_gossip::GossipMode::PushPull,
+    ] {
+        let mut rng = StdRng::seed_from_u64(14);
+        let mut cfg = GossipConfig::new(CLUSTER, SECRET, addr(1));
+        cfg.mode = mode;
+        let mut a = Gossiper::new(cfg, id(1), 1, 0).unwrap();
+        know_nodes(&mut a, &(2..=300).collect::<Vec<u32>>(), &mut rng);
+        a.set_local_state(StateKey::Load, b"42".to_vec()).unwrap();
+        let out = a.tick(1_000, &mut rng);
+        let gossip: Vec<Message> = out
+            .iter()
+            .map(|o| decode(&o.packet))
+            .filter(|m| matches!(m.body, Body::Push { .. } | Body::Syn { .. }))
+            .collect();
+        assert!(!gossip.is_empty(), "{mode:?}: no gossip packet");
+        for m in &gossip {
+            assert!(
+                m.rumors.iter().any(|r| matches!(
+                    r,
+                    Rumor::Delta(d) if NodeId::from(d.node) == id(1) && !d.entries.is_empty()
+                )),
+                "{mode:?}: the state-change rumor is not in the gossip packet"
+            );
+        }
+        assert!(out.iter().all(|o| o.packet.len() <= 1_400));
+    }
+}
+
+#[test]
+fn push_mode_keeps_pushing_a_change_for_about_3_ln_n_rounds() {
+    // With the push-pull hot window (10 rounds) a node that every pusher missed waited for
+    // the range sweep (tens of rounds); in push mode a change stays hot 3 ln(N + 1) rounds.
+    let mut rng = StdRng::seed_from_u64(15);
+    let mut cfg = GossipConfig::new(CLUSTER, SECRET, addr(1));
+    cfg.mode = hearsay_gossip::GossipMode::Push;
+    let mut a = Gossiper::new(cfg, id(1), 1, 0).unwrap();
+    know_nodes(&mut a, &(2..=400).collect::<Vec<u32>>(), &mut rng);
+    // 3 ln(401) ≈ 18 rounds. Node 7 changes; `a` learns it in round 1.
+    let x = id(7);
+    a.tick(1_000, &mut rng);
+    let change = delta(x, 1, 2, vec![(StateKey::Load, 3, "9")]);
+    a.handle_packet(addr(7), &push_packet(7, vec![change]), 1_100, &mut rng);
+    let pushes_x = |out: &[hearsay_gossip::Outgoing]| {
+        out.iter().any(|o| match decode(&o.packet).body {
+            Body::Push { deltas } => deltas.iter().any(|d| NodeId::from(d.node) == x),
+            _ => false,
+        })
+    };
+    for round in 2..=20u64 {
+        let out = a.tick(round * 1_000, &mut rng);
+        if round <= 17 {
+            assert!(pushes_x(&out), "round {round}: change no longer pushed");
+        }
+    }
+}

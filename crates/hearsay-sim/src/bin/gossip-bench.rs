@@ -6,8 +6,8 @@
 //! For each configuration, from a converged cluster: rounds until a new state is known by
 //! every node (full protocol, and anti-entropy only), bytes per node per round (quiet and
 //! while disseminating), false DOWN per node-hour, crash detection time (SUSPECT and DOWN
-//! everywhere). An ideal push-pull epidemic (synchronous rounds, one random partner, no
-//! byte budget) runs alongside as the reference. Prints Markdown.
+//! everywhere). Ideal epidemics (synchronous rounds, one random partner, no byte budget) of
+//! the same mode and of push-pull run alongside as references. Prints Markdown.
 
 use std::time::Instant;
 
@@ -71,9 +71,17 @@ fn pct(v: &mut [f64], p: f64) -> f64 {
     v[i]
 }
 
-/// Ideal push-pull epidemic: synchronous rounds, each node exchanges with one uniformly
-/// random partner, an exchange succeeds with probability 1 - loss, no byte limit.
-fn ideal_rounds(n: usize, loss: f64, trials: usize, rng: &mut StdRng) -> Vec<f64> {
+/// Ideal epidemic of one mode: synchronous rounds, each node contacts one uniformly random
+/// partner, a contact succeeds with probability 1 - loss, no byte limit. Push: informed
+/// nodes inform their partner. Pull: uninformed nodes learn from an informed partner.
+/// Push-pull: either side of a successful exchange informs the other. Rounds until all know.
+fn ideal_rounds(
+    mode: GossipMode,
+    n: usize,
+    loss: f64,
+    trials: usize,
+    rng: &mut StdRng,
+) -> Vec<f64> {
     (0..trials)
         .map(|_| {
             let mut informed = vec![false; n];
@@ -88,7 +96,12 @@ fn ideal_rounds(n: usize, loss: f64, trials: usize, rng: &mut StdRng) -> Vec<f64
                     if j >= i {
                         j += 1;
                     }
-                    if (snap[i] || snap[j]) && !rng.random_bool(loss) {
+                    let useful = match mode {
+                        GossipMode::Push => snap[i] && !informed[j],
+                        GossipMode::Pull => snap[j] && !informed[i],
+                        GossipMode::PushPull => snap[i] || snap[j],
+                    };
+                    if useful && !rng.random_bool(loss) {
                         for k in [i, j] {
                             if !informed[k] {
                                 informed[k] = true;
@@ -102,6 +115,9 @@ fn ideal_rounds(n: usize, loss: f64, trials: usize, rng: &mut StdRng) -> Vec<f64
         })
         .collect()
 }
+
+/// Trials of each ideal epidemic: enough for a stable p99 (10 samples beyond it).
+const IDEAL_TRIALS: usize = 1_000;
 
 fn mode_name(m: GossipMode) -> &'static str {
     match m {
@@ -169,6 +185,66 @@ fn rss_mib() -> u64 {
 
 fn main() {
     let args = parse_args();
+    if std::env::var("GOSSIP_BENCH_IDEALS").is_ok() {
+        // The ideal epidemics alone (no simulation).
+        let mut rng = StdRng::seed_from_u64(args.seed);
+        println!("| N | loss | ideal push (median / p99) | ideal pull | ideal push-pull |");
+        println!("|---|---|---|---|---|");
+        for &n in &args.nodes {
+            for &loss in &args.losses {
+                let cells: Vec<String> = [GossipMode::Push, GossipMode::Pull, GossipMode::PushPull]
+                    .into_iter()
+                    .map(|m| {
+                        let mut v = ideal_rounds(m, n, loss, IDEAL_TRIALS, &mut rng);
+                        format!("{:.0} / {:.0}", pct(&mut v, 0.5), pct(&mut v, 0.99))
+                    })
+                    .collect();
+                println!("| {n} | {:.0}% | {} |", loss * 100.0, cells.join(" | "));
+            }
+        }
+        return;
+    }
+    if let Ok(n) = std::env::var("GOSSIP_BENCH_SPREAD_PROBE") {
+        // How a fresh state spreads: nodes that know it, every 250 ms, per trial.
+        let n: usize = n.parse().unwrap_or(1_000);
+        let loss = args.losses.last().copied().unwrap_or(0.1);
+        for &mode in &args.modes {
+            let mut sim = build(n, mode, loss, true, args.seed);
+            sim.run_for(10_000);
+            let mut rng = StdRng::seed_from_u64(args.seed);
+            for k in 0..args.trials {
+                let origin = rng.random_range(0..n);
+                let x = sim.id(origin);
+                let key = StateKey::Custom("probe".into());
+                let Some(v) = sim.node_mut(origin).and_then(|g| {
+                    g.set_local_state(key.clone(), format!("{k}").into_bytes())
+                        .ok()
+                }) else {
+                    continue;
+                };
+                let mut counts = Vec::new();
+                for _ in 0..40 {
+                    sim.run_for(250);
+                    let c = sim
+                        .up_nodes()
+                        .iter()
+                        .filter(|i| {
+                            sim.node(**i)
+                                .and_then(|g| g.member_state(x, &key))
+                                .is_some_and(|e| e.version >= v)
+                        })
+                        .count();
+                    counts.push(c);
+                    if c == n {
+                        break;
+                    }
+                }
+                eprintln!("{} trial {k}: known by {counts:?}", mode_name(mode));
+                sim.run_for(3_000);
+            }
+        }
+        return;
+    }
     if let Ok(n) = std::env::var("GOSSIP_BENCH_MONITOR_PROBE") {
         // Where does the time from crash to DOWN everywhere go? Per crash: when each of the
         // victim's monitors crosses phi, shows it SUSPECT and DOWN; when the first node and
@@ -315,9 +391,9 @@ fn main() {
     let interval_ms = 1_000;
     let mut rng = StdRng::seed_from_u64(args.seed);
     println!(
-        "| N | mode | loss | rounds to all (median / p99), full protocol | rounds, anti-entropy only | ideal push-pull (median / p99) | bytes/node/round quiet | bytes/node/round disseminating | SUSPECT everywhere (median s) | DOWN everywhere (median s) | false DOWN per node-hour | false SUSPECT per node-hour | wall s |"
+        "| N | mode | loss | rounds to all (median / p99), full protocol | rounds, anti-entropy only | ideal of this mode (median / p99) | ideal push-pull (median / p99) | bytes/node/round quiet | bytes/node/round disseminating | SUSPECT everywhere (median s) | DOWN everywhere (median s) | false DOWN per node-hour | false SUSPECT per node-hour | wall s |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
     for &n in &args.nodes {
         let trials = if n >= 10_000 {
             args.trials.min(10)
@@ -325,9 +401,15 @@ fn main() {
             args.trials
         };
         for &loss in &args.losses {
-            let mut ideal = ideal_rounds(n, loss, 200, &mut rng);
+            let mut ideal = ideal_rounds(GossipMode::PushPull, n, loss, IDEAL_TRIALS, &mut rng);
             let (im, ip) = (pct(&mut ideal, 0.5), pct(&mut ideal, 0.99));
             for &mode in &args.modes {
+                let (om, op) = if mode == GossipMode::PushPull {
+                    (im, ip)
+                } else {
+                    let mut own = ideal_rounds(mode, n, loss, IDEAL_TRIALS, &mut rng);
+                    (pct(&mut own, 0.5), pct(&mut own, 0.99))
+                };
                 let wall = Instant::now();
                 let seed = rng.random();
                 // Full protocol.
@@ -394,13 +476,15 @@ fn main() {
                 let mut ae = dissemination(&mut ae_sim, ae_trials, &mut rng, interval_ms);
                 drop(ae_sim);
                 println!(
-                    "| {n} | {} | {:.0}% | {:.1} / {:.1} | {:.1} / {:.1} | {:.1} / {:.1} | {:.0} | {:.0} | {:.1} | {:.1} | {:.2} | {:.1} | {:.0} |",
+                    "| {n} | {} | {:.0}% | {:.1} / {:.1} | {:.1} / {:.1} | {:.1} / {:.1} | {:.1} / {:.1} | {:.0} | {:.0} | {:.1} | {:.1} | {:.2} | {:.1} | {:.0} |",
                     mode_name(mode),
                     loss * 100.0,
                     pct(&mut full, 0.5),
                     pct(&mut full, 0.99),
                     pct(&mut ae, 0.5),
                     pct(&mut ae, 0.99),
+                    om,
+                    op,
                     im,
                     ip,
                     quiet,
