@@ -19,7 +19,7 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Run one node: a Redis-compatible server over the local storage engine.
+    /// Run one node: a Redis-compatible server; a cluster member when seeds are given.
     Server(Box<server::ServerArgs>),
     /// Start a local cluster on loopback for development.
     Dev(dev::DevArgs),

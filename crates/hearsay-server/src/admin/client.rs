@@ -29,12 +29,12 @@ pub enum ClientError {
     #[error("cannot resolve admin address '{addr}': {message}")]
     Resolve { addr: String, message: String },
     #[error(
-        "cannot reach the admin API at {addr}: {source} (is the node running, and is this its [server] admin_listen address?)"
+        "cannot reach the admin API at {addr}: {error} (is the node running, and is this its [server] admin_listen address?)"
     )]
     Connect {
         addr: String,
-        #[source]
-        source: std::io::Error,
+        /// Shown in the message rather than as a source, so `{:#}` does not repeat it.
+        error: std::io::Error,
     },
     #[error("admin API at {addr}: {message}")]
     Protocol { addr: String, message: String },
@@ -75,7 +75,7 @@ pub fn get(addr: &str, path_and_query: &str) -> Result<HttpResponse, ClientError
     }
     let mut stream = stream.ok_or_else(|| ClientError::Connect {
         addr: addr.to_string(),
-        source: last.unwrap_or_else(|| std::io::Error::other("no address")),
+        error: last.unwrap_or_else(|| std::io::Error::other("no address")),
     })?;
     let io = |e: std::io::Error| ClientError::Protocol {
         addr: addr.to_string(),
