@@ -414,7 +414,13 @@ impl Sstable {
         // compare full keys only among blocks whose last key has the same token.
         let t = u64::from_be_bytes(*token);
         let lo = self.index_tokens.partition_point(|&x| x < t);
-        let hi = lo + self.index_tokens[lo..].partition_point(|&x| x == t);
+        // Tokens are hashes, so a token almost never ends two blocks: check the first block
+        // before paying a second binary search over the rest of the array for the run's end.
+        let hi = if self.index_tokens.get(lo) == Some(&t) {
+            lo + self.index_tokens[lo..].partition_point(|&x| x == t)
+        } else {
+            lo
+        };
         lo + self.index[lo..hi]
             .partition_point(|e| cmp_encoded(&e.last_key, token, key) == Ordering::Less)
     }
