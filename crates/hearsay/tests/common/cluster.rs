@@ -160,6 +160,8 @@ fn spawn(
         .args(["--sync-mode", "batch"])
         .args(["--node-name", name])
         .env("RUST_LOG", "info")
+        // Plain text in the stderr files (tracing-subscriber colours output otherwise).
+        .env("NO_COLOR", "1")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::from(log));
