@@ -6,6 +6,10 @@
 //! refuses invalid or contradictory values with a message naming the field.
 
 use crate::resp::RequestLimits;
+use hearsay_cluster::node::{
+    GossipSettings, HintSettings, NodeConfig as ClusterNodeConfig, RpcSettings,
+};
+use hearsay_types::ConsistencyLevel;
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -32,7 +36,7 @@ fn invalid(field: &'static str, message: impl Into<String>) -> ConfigError {
 }
 
 /// The whole node's configuration.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
 #[serde(deny_unknown_fields, default)]
 pub struct NodeConfig {
     pub server: ServerConfig,
@@ -182,22 +186,134 @@ impl LimitsConfig {
     }
 }
 
-/// `[cluster]`: internode settings (gossip and replication are added with the cluster).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// `[cluster]`: internode settings. The node joins a cluster (gossip, ring, replication,
+/// hints) when `enabled` is true, or when it is unset and `seeds` is not empty; otherwise it
+/// serves its local engine alone, with every write conditional and atomic on this node.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ClusterConfig {
-    /// Internode RPC (TCP) and gossip (UDP) address.
+    /// Run as a cluster member. Unset: on exactly when `seeds` is not empty.
+    pub enabled: Option<bool>,
+    /// Internode RPC (TCP) and gossip (UDP) address; also what peers are told.
     pub listen: SocketAddr,
-    /// Cluster addresses of seed nodes (contact points at start-up). Empty: a cluster of one.
-    /// Accepted now so `hearsay dev` and config files stay stable; used once gossip lands.
+    /// Cluster addresses of seed nodes, the same list on every node (a seed may name itself).
     pub seeds: Vec<SocketAddr>,
+    /// Cluster name: gossip and RPC from a cluster with another name are refused.
+    pub name: String,
+    /// Shared secret (gossip HMAC and RPC handshake). Empty: development only.
+    pub secret: String,
+    /// A human name for logs and `hearsay status` (the node id is the identity).
+    pub node_name: String,
+    pub dc: String,
+    pub rack: String,
+    /// Vnode tokens per unit of weight (see docs/ring.md for the default of 16).
+    pub num_tokens: usize,
+    /// Relative capacity: the node gets `weight × num_tokens` tokens.
+    pub weight: u32,
+    /// Replication factor of the `default` keyspace; the same on every node.
+    pub replication_factor: usize,
+    /// Level for requests on a keyspace without its own default, until a client says
+    /// `CONSISTENCY <level>`. Written as cqlsh names it (`"QUORUM"`, `"LOCAL_QUORUM"`).
+    #[serde(with = "level_name")]
+    pub default_consistency: ConsistencyLevel,
+    /// Coordinator write deadline (Cassandra's 2 s).
+    pub write_timeout_ms: u64,
+    /// Coordinator read deadline (Cassandra's 5 s).
+    pub read_timeout_ms: u64,
+    /// At first start, how long to wait for the seeds' view of the ring before taking tokens.
+    pub join_wait_ms: u64,
+    /// Replicas report writes that lost to a newer stored version (costs a point read per
+    /// replicated cell).
+    pub report_superseded: bool,
+    pub hints: HintSettings,
+    pub gossip: GossipSettings,
+    pub rpc: RpcSettings,
 }
 
 impl Default for ClusterConfig {
     fn default() -> Self {
+        let n = ClusterNodeConfig::default();
         ClusterConfig {
+            enabled: None,
             listen: SocketAddr::from(([127, 0, 0, 1], 7381)),
             seeds: Vec::new(),
+            name: n.cluster_name,
+            secret: n.secret,
+            node_name: n.node_name,
+            dc: n.dc,
+            rack: n.rack,
+            num_tokens: n.num_tokens,
+            weight: n.weight,
+            replication_factor: n.default_replication_factor,
+            default_consistency: n.default_consistency,
+            write_timeout_ms: n.write_timeout_ms,
+            read_timeout_ms: n.read_timeout_ms,
+            join_wait_ms: n.join_wait_ms,
+            report_superseded: n.report_superseded,
+            hints: n.hints,
+            gossip: n.gossip,
+            rpc: n.rpc,
+        }
+    }
+}
+
+/// Consistency levels in config files by their cqlsh names, case-insensitively.
+mod level_name {
+    use hearsay_types::ConsistencyLevel;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(l: &ConsistencyLevel, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(l.name())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<ConsistencyLevel, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// Subdirectory of `storage.data_dir` holding the node's identity, generation, tokens and
+/// hints (the engine's own files are beside it; its keyspace directories are `ks-*`).
+pub const CLUSTER_DIR: &str = "cluster";
+
+impl NodeConfig {
+    /// Whether this node runs as a cluster member (see [`ClusterConfig`]).
+    pub fn cluster_enabled(&self) -> bool {
+        self.cluster
+            .enabled
+            .unwrap_or(!self.cluster.seeds.is_empty())
+    }
+
+    /// The cluster node's configuration; `client_addr`/`admin_addr` are the bound addresses
+    /// to advertise in gossip.
+    pub fn cluster_node_config(
+        &self,
+        client_addr: Option<SocketAddr>,
+        admin_addr: Option<SocketAddr>,
+    ) -> ClusterNodeConfig {
+        let c = &self.cluster;
+        ClusterNodeConfig {
+            data_dir: self.storage.data_dir.join(CLUSTER_DIR),
+            node_name: c.node_name.clone(),
+            dc: c.dc.clone(),
+            rack: c.rack.clone(),
+            num_tokens: c.num_tokens,
+            weight: c.weight,
+            cluster_addr: c.listen,
+            client_addr,
+            admin_addr,
+            seeds: c.seeds.clone(),
+            cluster_name: c.name.clone(),
+            secret: c.secret.clone(),
+            write_timeout_ms: c.write_timeout_ms,
+            read_timeout_ms: c.read_timeout_ms,
+            default_replication_factor: c.replication_factor,
+            default_consistency: c.default_consistency,
+            join_wait_ms: c.join_wait_ms,
+            report_superseded: c.report_superseded,
+            hints: c.hints.clone(),
+            gossip: c.gossip.clone(),
+            rpc: c.rpc.clone(),
         }
     }
 }
@@ -324,6 +440,24 @@ impl NodeConfig {
         if l.request_timeout_ms == 0 {
             return Err(invalid("limits.request_timeout_ms", "must be at least 1"));
         }
+        if self.cluster_enabled() {
+            // No seeds with `enabled = true` is a one-node cluster that others join by naming
+            // it as their seed.
+            let c = &self.cluster;
+            let max_rf = hearsay_ring::MAX_REPLICATION_FACTOR;
+            if c.replication_factor == 0 || c.replication_factor > max_rf {
+                return Err(invalid(
+                    "cluster.replication_factor",
+                    format!("must be in 1..={max_rf}, got {}", c.replication_factor),
+                ));
+            }
+            if c.num_tokens == 0 {
+                return Err(invalid("cluster.num_tokens", "must be at least 1"));
+            }
+            self.cluster_node_config(None, None)
+                .validate()
+                .map_err(|e| invalid("cluster", e.0))?;
+        }
         Ok(())
     }
 }
@@ -354,6 +488,36 @@ mod tests {
         assert!(e.to_string().contains("lisen"), "{e}");
         let e = NodeConfig::from_toml_str("[storage]\nsync_mode = \"often\"\n").unwrap_err();
         assert!(e.to_string().contains("often"), "{e}");
+    }
+
+    #[test]
+    fn cluster_mode_follows_seeds_and_tables_parse() {
+        let mut c = NodeConfig::default();
+        assert!(!c.cluster_enabled(), "no seeds: alone");
+        c.cluster.seeds = vec![c.cluster.listen];
+        assert!(c.cluster_enabled());
+        c.cluster.enabled = Some(false);
+        assert!(!c.cluster_enabled());
+        let c = NodeConfig::from_toml_str(
+            "[cluster]\nenabled = true\ndefault_consistency = \"local_quorum\"\nreplication_factor = 2\n[cluster.gossip]\ninterval_ms = 200\n[cluster.hints]\nenabled = false\n",
+        )
+        .unwrap();
+        c.validate().unwrap();
+        assert!(c.cluster_enabled());
+        assert_eq!(c.cluster.default_consistency, ConsistencyLevel::LocalQuorum);
+        let n = c.cluster_node_config(None, None);
+        assert_eq!(n.default_replication_factor, 2);
+        assert_eq!(n.gossip.interval_ms, 200);
+        assert!(!n.hints.enabled);
+        assert_eq!(n.data_dir, c.storage.data_dir.join(CLUSTER_DIR));
+        let e =
+            NodeConfig::from_toml_str("[cluster]\ndefault_consistency = \"MOST\"\n").unwrap_err();
+        assert!(e.to_string().contains("MOST"), "{e}");
+        let mut c = NodeConfig::default();
+        c.cluster.enabled = Some(true);
+        c.cluster.replication_factor = 0;
+        let e = c.validate().unwrap_err().to_string();
+        assert!(e.contains("cluster.replication_factor"), "{e}");
     }
 
     #[test]

@@ -43,6 +43,14 @@ impl RespServer {
         Ok(RespServer { state, listener })
     }
 
+    /// Serves on an already bound listener (the node binds early to advertise the address).
+    pub fn from_listener(state: Arc<ServerState>, listener: TcpListener) -> RespServer {
+        if let Ok(a) = listener.local_addr() {
+            *state.bound_listen.lock() = Some(a);
+        }
+        RespServer { state, listener }
+    }
+
     pub fn local_addr(&self) -> io::Result<SocketAddr> {
         self.listener.local_addr()
     }
@@ -250,6 +258,7 @@ async fn serve_connection(
     let idle_timeout =
         (cfg.server.idle_timeout_ms > 0).then(|| Duration::from_millis(cfg.server.idle_timeout_ms));
     let mut session = Session::new(info, cfg.server.password.is_some());
+    session.ctx.consistency = state.store.default_consistency(&session.ctx.keyspace);
     let mut out = Reply::new(session.proto);
     let mut inbuf = BytesMut::with_capacity(READ_CHUNK_BYTES);
     let mut ranges = Vec::new();

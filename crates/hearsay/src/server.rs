@@ -54,6 +54,37 @@ pub struct ServerArgs {
     /// Deadline for a request to arrive completely ([limits] request_timeout_ms).
     #[arg(long)]
     pub request_timeout_ms: Option<u64>,
+    /// Run as a cluster member even without --seeds, or alone with `--cluster false`
+    /// ([cluster] enabled; default: a member exactly when seeds are given).
+    #[arg(long)]
+    pub cluster: Option<bool>,
+    /// Cluster name ([cluster] name).
+    #[arg(long)]
+    pub cluster_name: Option<String>,
+    /// Shared cluster secret ([cluster] secret).
+    #[arg(long, env = "HEARSAY_CLUSTER_SECRET", hide_env_values = true)]
+    pub secret: Option<String>,
+    /// Human name of this node ([cluster] node_name).
+    #[arg(long)]
+    pub node_name: Option<String>,
+    /// Data centre ([cluster] dc).
+    #[arg(long)]
+    pub dc: Option<String>,
+    /// Rack ([cluster] rack).
+    #[arg(long)]
+    pub rack: Option<String>,
+    /// Vnode tokens per unit of weight ([cluster] num_tokens).
+    #[arg(long)]
+    pub num_tokens: Option<usize>,
+    /// Relative capacity ([cluster] weight).
+    #[arg(long)]
+    pub weight: Option<u32>,
+    /// Replication factor of the `default` keyspace ([cluster] replication_factor).
+    #[arg(long)]
+    pub replication_factor: Option<usize>,
+    /// Consistency level of requests that set none ([cluster] default_consistency).
+    #[arg(long)]
+    pub consistency: Option<hearsay_types::ConsistencyLevel>,
 }
 
 impl ServerArgs {
@@ -83,6 +114,18 @@ impl ServerArgs {
         set!(idle_timeout_ms => server.idle_timeout_ms);
         set!(max_bulk_bytes => limits.max_bulk_bytes);
         set!(request_timeout_ms => limits.request_timeout_ms);
+        set!(cluster_name => cluster.name);
+        set!(secret => cluster.secret);
+        set!(node_name => cluster.node_name);
+        set!(dc => cluster.dc);
+        set!(rack => cluster.rack);
+        set!(num_tokens => cluster.num_tokens);
+        set!(weight => cluster.weight);
+        set!(replication_factor => cluster.replication_factor);
+        set!(consistency => cluster.default_consistency);
+        if let Some(on) = self.cluster {
+            c.cluster.enabled = Some(on);
+        }
         if let Some(p) = &self.password {
             c.server.password = Some(p.clone());
         }
@@ -123,11 +166,18 @@ pub fn run(args: ServerArgs) -> anyhow::Result<()> {
         .context("starting the async runtime")?;
     runtime.block_on(async move {
         let node = Node::start(config).await?;
-        let addr = node.server.local_addr()?;
-        // Scripts and tests wait for this line to know the port (port 0 resolves here).
+        let addr = node.local_addr()?;
+        if let Some(admin) = node.admin_addr() {
+            println!("hearsay admin on {admin}");
+        }
+        if let Some(c) = &node.cluster {
+            println!("hearsay cluster member {} on {}", c.id(), c.cluster_addr());
+        }
+        // Scripts and tests wait for this line to know the port (port 0 resolves here); it
+        // comes last, once the node has joined its cluster.
         println!("hearsay listening on {addr}");
         tracing::info!(%addr, "hearsay server ready");
-        node.server.run(shutdown_signal()).await?;
+        node.run(shutdown_signal()).await?;
         tracing::info!("hearsay server stopped cleanly");
         anyhow::Ok(())
     })

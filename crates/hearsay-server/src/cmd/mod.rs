@@ -2,6 +2,7 @@
 //! argument checks in Redis's order (unknown command, arity, authentication), and one module
 //! per command group. Handlers write their reply straight into the connection's buffer.
 
+mod cluster_cmds;
 mod connection;
 mod keys;
 mod server_cmds;
@@ -52,6 +53,12 @@ pub enum CmdId {
     Command,
     Client,
     Time,
+    Consistency,
+    Use,
+    Keyspace,
+    Ring,
+    Members,
+    GetEndpoints,
 }
 
 /// One row of the command table, with what COMMAND INFO and COMMAND DOCS report.
@@ -667,6 +674,90 @@ pub static COMMANDS: &[CommandSpec] = &[
         "Return the current server time",
         "O(1)"
     ),
+    spec!(
+        "consistency",
+        Consistency,
+        -1,
+        CONN,
+        0,
+        0,
+        0,
+        &["@connection", "@fast"],
+        "hearsay",
+        "0.1.0",
+        "Show or set the consistency level of this connection's requests (as cqlsh)",
+        "O(1)"
+    ),
+    spec!(
+        "use",
+        Use,
+        2,
+        CONN,
+        0,
+        0,
+        0,
+        &["@connection", "@fast"],
+        "hearsay",
+        "0.1.0",
+        "Use a keyspace for this connection's requests (as cqlsh)",
+        "O(1)"
+    ),
+    spec!(
+        "keyspace",
+        Keyspace,
+        -2,
+        &[],
+        0,
+        0,
+        0,
+        &["@keyspace", "@slow"],
+        "hearsay",
+        "0.1.0",
+        "List, inspect, create and drop keyspaces",
+        "Depends on subcommand."
+    ),
+    spec!(
+        "ring",
+        Ring,
+        -1,
+        &["loading", "stale"],
+        0,
+        0,
+        0,
+        &["@slow"],
+        "hearsay",
+        "0.1.0",
+        "The token ring: each vnode range's end token and replicas",
+        "O(N) where N is the number of vnodes"
+    ),
+    spec!(
+        "members",
+        Members,
+        1,
+        &["loading", "stale"],
+        0,
+        0,
+        0,
+        &["@slow"],
+        "hearsay",
+        "0.1.0",
+        "The cluster members and their state (as nodetool status)",
+        "O(N) where N is the number of members"
+    ),
+    spec!(
+        "getendpoints",
+        GetEndpoints,
+        2,
+        &["readonly", "fast"],
+        1,
+        1,
+        1,
+        &["@read", "@fast"],
+        "hearsay",
+        "0.1.0",
+        "A key's token and its replicas (as nodetool getendpoints)",
+        "O(log N)"
+    ),
 ];
 
 /// Finds a command by name, case-insensitively, without allocating.
@@ -728,6 +819,9 @@ pub const NOT_INTEGER_ERR: &str = "ERR value is not an integer or out of range";
 pub fn store_error(out: &mut Reply, e: &StoreError) {
     match e {
         StoreError::Unavailable(m) => out.error(&format!("ERR {m}")),
+        // Already carries its code (UNAVAILABLE, TIMEOUT, ...), as Cassandra's errors do.
+        StoreError::Cluster { .. } => out.error(&e.to_string()),
+        StoreError::Invalid(m) => out.error(&format!("ERR {m}")),
         other => out.error(&format!("ERR {other}")),
     }
 }
@@ -809,6 +903,12 @@ pub async fn execute(
         CmdId::Command => server_cmds::command(args, out),
         CmdId::Client => server_cmds::client(state, session, args, out),
         CmdId::Time => server_cmds::time(state, out),
+        CmdId::Consistency => cluster_cmds::consistency(session, args, out),
+        CmdId::Use => cluster_cmds::use_keyspace(state, session, args, out),
+        CmdId::Keyspace => cluster_cmds::keyspace(state, session, args, out).await,
+        CmdId::Ring => cluster_cmds::ring(state, session, args, out),
+        CmdId::Members => cluster_cmds::members(state, session, out),
+        CmdId::GetEndpoints => cluster_cmds::getendpoints(state, session, args, out),
     }
     After::Continue
 }

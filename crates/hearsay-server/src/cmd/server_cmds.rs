@@ -18,6 +18,7 @@ const INFO_SECTIONS: &[&str] = &[
     "persistence",
     "stats",
     "replication",
+    "cluster",
     "keyspace",
 ];
 
@@ -141,6 +142,10 @@ pub async fn info(state: &ServerState, s: &mut Session, args: Vec<Bytes>, out: &
             "replication" => {
                 line("role", &"master");
                 line("connected_slaves", &0);
+            }
+            // A cluster member's store adds its own lines (members, hints, ...).
+            "cluster" if state.store.cluster_node().is_none() => {
+                line("cluster_enabled", &0);
             }
             "keyspace" => {
                 if let Ok(n) = state.store.count_keys(&s.ctx).await

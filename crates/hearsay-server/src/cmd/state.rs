@@ -170,6 +170,8 @@ pub struct Session {
     pub proto: Protocol,
     pub authenticated: bool,
     pub ctx: RequestContext,
+    /// The client chose its level with CONSISTENCY (USE then keeps it).
+    pub consistency_set: bool,
 }
 
 impl Session {
@@ -179,6 +181,7 @@ impl Session {
             proto: Protocol::Resp2,
             authenticated: !needs_auth,
             ctx: RequestContext::default(),
+            consistency_set: false,
         }
     }
 }

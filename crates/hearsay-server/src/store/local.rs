@@ -505,6 +505,52 @@ impl Store for LocalStore {
             ),
         ]
     }
+
+    fn keyspaces(&self) -> Vec<super::KeyspaceInfo> {
+        // One node: every keyspace has exactly one replica, this one.
+        self.engine
+            .keyspaces()
+            .into_iter()
+            .map(|name| super::KeyspaceInfo {
+                name,
+                strategy: hearsay_ring::ReplicationStrategy::Simple { rf: 1 },
+                default_consistency: None,
+            })
+            .collect()
+    }
+
+    fn create_keyspace<'a>(
+        &'a self,
+        spec: super::KeyspaceSpec,
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
+        let engine = self.engine.clone();
+        Box::pin(async move {
+            tokio::task::spawn_blocking(move || {
+                engine.create_keyspace(&spec.name, hearsay_storage::KeyspaceOptions::default())
+            })
+            .await
+            .map_err(|e| StoreError::Storage(e.to_string()))?
+            .map_err(|e| match e {
+                hearsay_storage::Error::KeyspaceExists(k) => StoreError::KeyspaceExists(k),
+                hearsay_storage::Error::InvalidArgument(m) => StoreError::Invalid(m),
+                e => storage_err(e),
+            })
+        })
+    }
+
+    fn drop_keyspace<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<(), StoreError>> {
+        let engine = self.engine.clone();
+        let name = name.to_string();
+        Box::pin(async move {
+            tokio::task::spawn_blocking(move || engine.drop_keyspace(&name))
+                .await
+                .map_err(|e| StoreError::Storage(e.to_string()))?
+                .map_err(|e| match e {
+                    hearsay_storage::Error::InvalidArgument(m) => StoreError::Invalid(m),
+                    e => storage_err(e),
+                })
+        })
+    }
 }
 
 fn scan_page(

@@ -15,17 +15,22 @@
 //! - `scan` returns live keys in ascending `(token, key)` order; a page never ends in the
 //!   middle of a token, so the cursor (the next token) loses nothing.
 
+mod cluster;
 mod local;
 
 #[cfg(test)]
 pub mod memory;
 
+pub use cluster::{ClusterStore, ClusterStoreStats, node_error};
 pub use local::{LocalStore, LocalStoreStats, WriterConfig};
 
 use bytes::Bytes;
+use hearsay_cluster::node::Node;
+use hearsay_ring::ReplicationStrategy;
 use hearsay_types::{ConsistencyLevel, Token};
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 
 /// A boxed future, so that [`Store`] stays object-safe.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -166,6 +171,29 @@ pub enum StoreError {
     Unavailable(String),
     #[error("storage error: {0}")]
     Storage(String),
+    #[error("keyspace '{0}' already exists")]
+    KeyspaceExists(String),
+    #[error("{0}")]
+    Invalid(String),
+    /// A coordinator failure with its own reply code (`UNAVAILABLE`, `TIMEOUT`, ...).
+    #[error("{code} {message}")]
+    Cluster { code: &'static str, message: String },
+}
+
+/// A keyspace as the front ends show it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KeyspaceInfo {
+    pub name: String,
+    pub strategy: ReplicationStrategy,
+    pub default_consistency: Option<ConsistencyLevel>,
+}
+
+/// What `KEYSPACE CREATE` asks for.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KeyspaceSpec {
+    pub name: String,
+    pub strategy: ReplicationStrategy,
+    pub default_consistency: Option<ConsistencyLevel>,
 }
 
 /// The operations the front ends need. Object-safe: the server holds an `Arc<dyn Store>`.
@@ -212,6 +240,43 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
 
     /// Counters for INFO, as `(section, name, value)` lines.
     fn info(&self) -> Vec<(&'static str, String, String)>;
+
+    /// Live keyspaces, by name. By default only `default`.
+    fn keyspaces(&self) -> Vec<KeyspaceInfo> {
+        vec![KeyspaceInfo {
+            name: "default".into(),
+            strategy: ReplicationStrategy::Simple { rf: 1 },
+            default_consistency: None,
+        }]
+    }
+
+    /// Creates a keyspace (cluster-wide in a cluster).
+    fn create_keyspace<'a>(&'a self, spec: KeyspaceSpec) -> BoxFuture<'a, Result<(), StoreError>> {
+        let _ = spec;
+        Box::pin(std::future::ready(Err(StoreError::Invalid(
+            "this store cannot create keyspaces".into(),
+        ))))
+    }
+
+    /// Drops a keyspace and its data (cluster-wide in a cluster). `default` stays.
+    fn drop_keyspace<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<(), StoreError>> {
+        let _ = name;
+        Box::pin(std::future::ready(Err(StoreError::Invalid(
+            "this store cannot drop keyspaces".into(),
+        ))))
+    }
+
+    /// The level a new connection uses on `keyspace` until it says `CONSISTENCY <level>`.
+    fn default_consistency(&self, keyspace: &str) -> ConsistencyLevel {
+        let _ = keyspace;
+        ConsistencyLevel::One
+    }
+
+    /// The cluster node coordinating this store's requests, when the node is a cluster member
+    /// (ring and membership commands read it).
+    fn cluster_node(&self) -> Option<&Arc<Node>> {
+        None
+    }
 }
 
 /// The cell a mutation writes: a value (with optional expiry) or a tombstone (`value: None`).
