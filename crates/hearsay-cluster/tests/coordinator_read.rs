@@ -520,3 +520,51 @@ fn dc_levels_plan_local_or_per_dc_replicas() {
         "Cannot achieve consistency level LOCAL_QUORUM in DC local: 1 of 2 replicas alive"
     );
 }
+
+#[test]
+fn a_fast_failure_is_replaced_by_a_spare_replica() {
+    // C died but gossip has not convicted it yet: QUORUM contacts A (data) and C (digest).
+    let n = ids(3);
+    let (a, b, c) = (n[0], n[2], n[1]);
+    let order = vec![a, c, b];
+    let plan = ReadPlan::new(ConsistencyLevel::Quorum, &order, None, &all_alive(&n)).unwrap();
+    assert_eq!(plan.contacted, vec![a, c]);
+    assert_eq!(plan.spares, vec![b]);
+    let mut r: ReadResolver<TestCell> = ReadResolver::new(plan);
+    r.on_data(a, Some(val("x", 5)));
+    assert!(r.on_failure(c, FailureReason::Error("connection refused".into())));
+    assert_eq!(
+        r.take_spare(),
+        Some(b),
+        "the live third replica stands in for C"
+    );
+    assert_eq!(r.status(), ReadStatus::Pending);
+    r.on_data(b, Some(val("x", 5)));
+    assert_eq!(r.status(), ReadStatus::Match(Some(val("x", 5))));
+    assert_eq!(r.take_spare(), None, "no spare left");
+}
+
+#[test]
+fn without_a_spare_the_failure_fails_the_read() {
+    let n = ids(2);
+    let plan = ReadPlan::new(ConsistencyLevel::All, &n, None, &all_alive(&n)).unwrap();
+    assert!(plan.spares.is_empty());
+    let mut r: ReadResolver<TestCell> = ReadResolver::new(plan);
+    r.on_data(n[0], Some(val("x", 5)));
+    r.on_failure(n[1], FailureReason::Error("refused".into()));
+    assert_eq!(r.take_spare(), None);
+    assert!(matches!(
+        r.status(),
+        ReadStatus::Failed(ConsistencyError::Failed { .. })
+    ));
+}
+
+#[test]
+fn a_spare_is_not_taken_after_the_deadline() {
+    let n = ids(3);
+    let plan = ReadPlan::new(ConsistencyLevel::One, &n, None, &all_alive(&n)).unwrap();
+    assert_eq!(plan.spares.len(), 2);
+    let mut r: ReadResolver<TestCell> = ReadResolver::new(plan);
+    r.on_timeout();
+    assert_eq!(r.take_spare(), None);
+}

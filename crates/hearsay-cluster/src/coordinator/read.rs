@@ -113,6 +113,10 @@ pub fn resolve_full<C: VersionedCell>(responses: Vec<(NodeId, Option<C>)>) -> Re
 pub struct ReadPlan {
     pub level: ConsistencyLevel,
     pub contacted: Vec<NodeId>,
+    /// Live replicas not contacted, closest first: asked in place of a contacted replica
+    /// that fails fast (refused connection, in reconnect backoff), so a replica that died
+    /// but is not yet convicted DOWN costs one round trip, not the read.
+    pub spares: Vec<NodeId>,
     groups: Vec<Group>,
 }
 
@@ -149,9 +153,15 @@ impl ReadPlan {
                 contacted.push(*n);
             }
         }
+        let spares = replicas_by_proximity
+            .iter()
+            .filter(|n| alive.contains(n) && !contacted.contains(n))
+            .copied()
+            .collect();
         Ok(ReadPlan {
             level,
             contacted,
+            spares,
             groups,
         })
     }
@@ -259,6 +269,20 @@ impl<C: VersionedCell> ReadResolver<C> {
             }
             _ => false,
         }
+    }
+
+    /// After a fast failure ([`Self::on_failure`] with anything but a timeout): the next
+    /// spare replica to ask instead, now counted as contacted and waiting. The driver sends
+    /// it a data read (in the digest phase its data counts as its digest). `None` when no
+    /// spare is left or the deadline already passed.
+    pub fn take_spare(&mut self) -> Option<NodeId> {
+        if self.timed_out || self.plan.spares.is_empty() {
+            return None;
+        }
+        let n = self.plan.spares.remove(0);
+        self.plan.contacted.push(n);
+        self.answers.insert(n, Answer::Waiting);
+        Some(n)
     }
 
     /// The deadline passed: every replica still waiting has timed out.

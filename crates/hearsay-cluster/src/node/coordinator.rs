@@ -424,7 +424,13 @@ impl Inner {
                         resolver.on_digest(node, d);
                     }
                     Some((node, _, Err(reason))) => {
-                        resolver.on_failure(node, reason);
+                        let fast = reason != FailureReason::Timeout;
+                        if resolver.on_failure(node, reason)
+                            && fast
+                            && let Some(spare) = resolver.take_spare()
+                        {
+                            send(spare, false, full_phase);
+                        }
                     }
                     None => resolver.on_timeout(),
                 },
