@@ -23,6 +23,8 @@ trap cleanup EXIT
 for p in $H_PORT $AOF_PORT $MEM_PORT; do
   for _ in $(seq 1 100); do redis-cli -p $p ping 2>/dev/null | grep -q PONG && break; sleep 0.1; done
 done
+# Ratios are only comparable within one run on a shared box: record how busy it was.
+echo "# start $(date -u +%H:%M:%S) UTC, load average: $(cut -d' ' -f1-3 /proc/loadavg)" >&2
 echo "round,target,pipeline,test,rps,avg_ms,min_ms,p50_ms,p95_ms,p99_ms,max_ms"
 for r in $(seq 1 "$ROUNDS"); do
   for P in 1 16; do
@@ -33,4 +35,5 @@ for r in $(seq 1 "$ROUNDS"); do
     done
   done
 done
+echo "# end $(date -u +%H:%M:%S) UTC, load average: $(cut -d' ' -f1-3 /proc/loadavg)" >&2
 echo "# hearsay peak RSS: $(grep VmHWM /proc/$HPID/status | awk '{print $2 " " $3}')" >&2
