@@ -6,13 +6,18 @@ use std::net::SocketAddr;
 use crate::GossipError;
 
 /// How two nodes reconcile in one exchange (see `docs/gossip.md`).
+/// In config files: `"push"`, `"pull"`, `"push-pull"` (the Rust names are accepted too).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum GossipMode {
     /// The initiator pushes its freshest node states; the peer does not answer.
+    #[serde(alias = "Push")]
     Push,
     /// The initiator sends a digest; the peer answers with what the initiator lacks.
+    #[serde(alias = "Pull")]
     Pull,
     /// Digest → reply with what the initiator lacks plus a request → final push (default).
+    #[serde(alias = "PushPull", alias = "pushpull")]
     PushPull,
 }
 

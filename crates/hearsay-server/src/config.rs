@@ -499,7 +499,7 @@ mod tests {
         c.cluster.enabled = Some(false);
         assert!(!c.cluster_enabled());
         let c = NodeConfig::from_toml_str(
-            "[cluster]\nenabled = true\ndefault_consistency = \"local_quorum\"\nreplication_factor = 2\n[cluster.gossip]\ninterval_ms = 200\n[cluster.hints]\nenabled = false\n",
+            "[cluster]\nenabled = true\ndefault_consistency = \"local_quorum\"\nreplication_factor = 2\n[cluster.gossip]\ninterval_ms = 200\nmode = \"push\"\n[cluster.hints]\nenabled = false\n",
         )
         .unwrap();
         c.validate().unwrap();
@@ -508,6 +508,7 @@ mod tests {
         let n = c.cluster_node_config(None, None);
         assert_eq!(n.default_replication_factor, 2);
         assert_eq!(n.gossip.interval_ms, 200);
+        assert_eq!(format!("{:?}", n.gossip.mode), "Push");
         assert!(!n.hints.enabled);
         assert_eq!(n.data_dir, c.storage.data_dir.join(CLUSTER_DIR));
         let e =
