@@ -1,14 +1,14 @@
 //! `hearsay dev`: a local cluster on loopback with one command.
 //!
-//! Until the cluster node (`hearsay_cluster::node`) is wired into `hearsay server`, each node
-//! started here is a standalone server (the gossip seed list is passed but not yet used), so
-//! the default is one node; `--nodes N` starts N independent nodes.
-//!
 //! Node `i` (1-based) runs as a child process of this one on `127.0.0.i`, with the default
 //! ports (client 7379, admin 7380, cluster 7381), so every node looks like a separate host, and
-//! its own data directory under `--data-dir`. The first node is the seed. Ctrl-C (or SIGTERM)
-//! forwards SIGTERM to every node, which shuts down gracefully (flushing its engine); a node
-//! that has not exited after [`NODE_STOP_TIMEOUT`] is killed.
+//! its own data directory under `--data-dir`. Every node gets the first node's cluster address
+//! as its seed (`--seeds`), which puts `hearsay server` in cluster mode; the nodes join, choose
+//! their tokens and gossip until each sees all of them. `hearsay dev` waits for that — every
+//! node's admin API (`/v1/status`) showing all N members `UN` — before it prints "cluster
+//! ready" and how to connect. Ctrl-C (or SIGTERM) forwards SIGTERM to every node, which shuts
+//! down gracefully (flushing its engine); a node that has not exited after
+//! [`NODE_STOP_TIMEOUT`] is killed.
 
 use anyhow::{Context, bail};
 use nix::sys::signal::{Signal, kill};
@@ -23,6 +23,12 @@ use std::time::{Duration, Instant};
 pub const MAX_DEV_NODES: usize = 32;
 /// How long a node may take to open its client port before `hearsay dev` gives up.
 const NODE_START_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long the nodes may take, once their client ports are open, until every node sees all
+/// of them up and normal: a newcomer waits for the seed's ring (5 s at most), stays JOINING
+/// for three gossip rounds, and the news spreads in a few more; generous for a busy laptop.
+const CLUSTER_FORM_TIMEOUT: Duration = Duration::from_secs(60);
+/// Pause between two rounds of asking every node for its status.
+const CLUSTER_POLL_INTERVAL: Duration = Duration::from_millis(250);
 /// How long a node may take to stop after SIGTERM before it is killed.
 const NODE_STOP_TIMEOUT: Duration = Duration::from_secs(20);
 /// Default ports, as in the architecture: client (RESP), admin (HTTP), cluster (RPC + gossip).
@@ -33,8 +39,8 @@ pub const CLUSTER_PORT: u16 = 7381;
 /// Arguments of `hearsay dev`.
 #[derive(Debug, clap::Args)]
 pub struct DevArgs {
-    /// How many nodes to start (independent standalone nodes until clustering is wired in).
-    #[arg(long, default_value_t = 1)]
+    /// How many nodes to start.
+    #[arg(long, default_value_t = 3)]
     pub nodes: usize,
     /// Parent of the nodes' data directories (node i uses `<data-dir>/node-i`).
     #[arg(long, default_value = "data/dev")]
@@ -129,17 +135,21 @@ pub fn run(args: DevArgs) -> anyhow::Result<()> {
         });
     }
 
-    let started = wait_for_clients(&mut nodes);
+    let started = wait_for_clients(&mut nodes).and_then(|()| {
+        println!(
+            "Hearsay dev: {} node(s) started; waiting for every node to see all of them up...",
+            nodes.len()
+        );
+        wait_for_cluster(&mut nodes)
+    });
     if let Err(e) = started {
         stop_all(&mut nodes);
         return Err(e);
     }
-    println!("Hearsay dev: {} node(s) up.", nodes.len());
-    if nodes.len() > 1 {
-        println!(
-            "Note: nodes are standalone for now (no replication between them); clustering lands with the cluster issue."
-        );
-    }
+    println!(
+        "Hearsay dev: cluster ready: {} node(s), all UN.",
+        nodes.len()
+    );
     println!();
     println!("  node    client (RESP)      admin (HTTP)       cluster            data");
     for n in &nodes {
@@ -155,10 +165,15 @@ pub fn run(args: DevArgs) -> anyhow::Result<()> {
     println!();
     let first = nodes[0].client_addr();
     println!(
-        "Connect with: redis-cli -h {} -p {}",
+        "Connect with: redis-cli -h {} -p {}   (any node coordinates any key)",
         first.ip(),
         first.port()
     );
+    println!(
+        "Cluster view: hearsay status   (asks {}; --admin ADDR for another node)",
+        nodes[0].admin_addr()
+    );
+    println!("Key placement: hearsay getendpoints default <key>");
     println!("Logs are in each node's data directory (hearsay.log). Ctrl-C stops the cluster.");
 
     wait_for_signal_or_exit(&mut nodes)?;
@@ -194,6 +209,63 @@ fn wait_for_clients(nodes: &mut [DevNode]) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// Polls every node's admin `/v1/status` until each one shows all the nodes as members and
+/// every member `UN`, or fails naming the node that is not there yet and what it sees.
+fn wait_for_cluster(nodes: &mut [DevNode]) -> anyhow::Result<()> {
+    let deadline = Instant::now() + CLUSTER_FORM_TIMEOUT;
+    let want = nodes.len();
+    let mut ready = vec![false; want];
+    loop {
+        let mut last_problem = None;
+        for (i, n) in nodes.iter_mut().enumerate() {
+            if ready[i] {
+                continue;
+            }
+            if let Some(status) = n.child.try_wait()? {
+                bail!(
+                    "node-{} exited while the cluster formed ({status}); see {}",
+                    n.index,
+                    n.data_dir.join("hearsay.log").display()
+                );
+            }
+            let admin = n.admin_addr().to_string();
+            match hearsay_server::admin::client::get_json(&admin, "/v1/status") {
+                Ok(v) => {
+                    if v["mode"].as_str() == Some("single") {
+                        bail!(
+                            "node-{} runs in single-node mode although it was given --seeds; see {}",
+                            n.index,
+                            n.data_dir.join("hearsay.log").display()
+                        );
+                    }
+                    let members = v["members"].as_array().cloned().unwrap_or_default();
+                    let up = members.iter().filter(|m| m["code"] == "UN").count();
+                    if members.len() == want && up == want {
+                        ready[i] = true;
+                    } else {
+                        last_problem = Some(format!(
+                            "node-{} sees {} member(s), {up} of them UN (want {want} UN)",
+                            n.index,
+                            members.len()
+                        ));
+                    }
+                }
+                Err(e) => last_problem = Some(format!("node-{}: {e}", n.index)),
+            }
+        }
+        if ready.iter().all(|r| *r) {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!(
+                "the cluster did not form within {CLUSTER_FORM_TIMEOUT:?}: {}; see the nodes' hearsay.log",
+                last_problem.unwrap_or_default()
+            );
+        }
+        std::thread::sleep(CLUSTER_POLL_INTERVAL);
+    }
 }
 
 /// Blocks until SIGINT/SIGTERM arrives or every node has exited on its own.
