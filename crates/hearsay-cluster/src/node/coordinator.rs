@@ -356,6 +356,15 @@ impl Inner {
                 return Err(e.into());
             }
         };
+        // One answer needed and it is ours (ONE, with this node a replica): no digests, no
+        // repair, nothing to wait for. A local error falls through to the general path,
+        // which asks a spare replica.
+        if plan.contacted.len() == 1
+            && plan.data_replica() == Some(self.id)
+            && let Ok(cell) = self.get_local_now(keyspace, &cell_key)
+        {
+            return Ok(cell);
+        }
         let timeout = Duration::from_millis(self.config.read_timeout_ms);
         let mut deadline = Instant::now() + timeout;
         let (tx, mut rx) = mpsc::channel::<(NodeId, bool, Result<ReadReply, FailureReason>)>(

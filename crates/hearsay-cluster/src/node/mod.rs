@@ -957,13 +957,19 @@ impl Inner {
         keyspace: String,
         key: hearsay_storage::CellKey,
     ) -> Result<Option<hearsay_storage::Cell>, String> {
-        let this = self.clone();
-        tokio::task::spawn_blocking(move || {
-            this.counters.replica_reads.fetch_add(1, Relaxed);
-            this.engine.get(&keyspace, &key).map_err(|e| e.to_string())
-        })
-        .await
-        .map_err(|e| format!("read task failed: {e}"))?
+        self.get_local_now(&keyspace, &key)
+    }
+
+    /// A point read of this node's replica, on the calling thread: a memtable probe or a
+    /// block-cache hit costs far less than a hop to the blocking pool (the single-node store
+    /// makes the same choice); a cache miss blocks this worker for one block read.
+    pub(crate) fn get_local_now(
+        &self,
+        keyspace: &str,
+        key: &hearsay_storage::CellKey,
+    ) -> Result<Option<hearsay_storage::Cell>, String> {
+        self.counters.replica_reads.fetch_add(1, Relaxed);
+        self.engine.get(keyspace, key).map_err(|e| e.to_string())
     }
 
     async fn handle_read(self: &Arc<Self>, m: Read) -> Result<ReadReply, HandlerError> {
