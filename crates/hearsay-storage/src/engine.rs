@@ -1093,6 +1093,12 @@ impl Inner {
     }
 
     pub fn record_error(&self, what: &str, e: &Error) {
+        if matches!(e, Error::Closed) {
+            // A compaction or flush cut short by `close()` is the shutdown working, not a
+            // fault: everything acknowledged is in the synced commit log.
+            tracing::debug!(what, "background work stopped by close");
+            return;
+        }
         let msg = format!("{what}: {e}");
         tracing::error!(error = %msg, "background error");
         *self.last_error.lock() = Some(msg);
