@@ -396,3 +396,84 @@ fn e_concurrent_writers_through_every_node_leave_every_replica_with_the_same_val
         }
     }
 }
+
+/// Issue 5: keyspaces are created, altered and dropped cluster-wide (schema version in
+/// gossip, definitions pulled), and `USE` picks one per connection with its default level.
+#[test]
+fn keyspaces_are_created_altered_and_dropped_cluster_wide() {
+    let cluster = Cluster::start(true);
+    let mut a = cluster.conn(A, "ONE");
+    let r: String = a
+        .cmd(&[
+            "KEYSPACE",
+            "CREATE",
+            "orders",
+            "RF",
+            "2",
+            "CONSISTENCY",
+            "QUORUM",
+        ])
+        .unwrap();
+    assert_eq!(r, "OK");
+    let dup: redis::RedisResult<String> = a.cmd(&["KEYSPACE", "CREATE", "orders", "RF", "2"]);
+    assert!(
+        dup.unwrap_err().to_string().contains("already exists"),
+        "a second CREATE is refused"
+    );
+    // A connection that never chose a level gets the keyspace's default after USE.
+    let mut c = cluster.conn(C, "ONE");
+    let mut fresh = cluster.nodes[C].conn_raw();
+    poll("C to learn keyspace orders", CONVERGE_TIMEOUT, || {
+        let ks: Vec<String> = c.cmd(&["KEYSPACE", "LIST"]).map_err(|e| e.to_string())?;
+        if ks.iter().any(|k| k == "orders") {
+            Ok(())
+        } else {
+            Err(format!("{ks:?}"))
+        }
+    });
+    let r: String = fresh.cmd(&["USE", "orders"]).unwrap();
+    assert_eq!(r, "OK");
+    let level: String = fresh.cmd(&["CONSISTENCY"]).unwrap();
+    assert_eq!(level, "Current consistency level is QUORUM.");
+    // Data written in `orders` through C is read through A in `orders`, not in `default`.
+    let r: String = c.cmd(&["USE", "orders"]).unwrap();
+    assert_eq!(r, "OK");
+    c.set_level("QUORUM");
+    c.set("o1", "x").unwrap();
+    let r: String = a.cmd(&["USE", "orders"]).unwrap();
+    assert_eq!(r, "OK");
+    a.set_level("QUORUM");
+    assert_eq!(a.get("o1").unwrap().as_deref(), Some("x"));
+    let mut a_default = cluster.conn(A, "QUORUM");
+    assert_eq!(
+        a_default.get("o1").unwrap(),
+        None,
+        "keyspaces separate data"
+    );
+    let endpoints: (i64, Vec<String>) = a.cmd(&["GETENDPOINTS", "o1"]).unwrap();
+    assert_eq!(endpoints.1.len(), 2, "RF 2: {endpoints:?}");
+
+    let r: String = a.cmd(&["KEYSPACE", "ALTER", "orders", "RF", "3"]).unwrap();
+    assert_eq!(r, "OK");
+    poll("C to see orders at RF 3", CONVERGE_TIMEOUT, || {
+        let info: Vec<String> = c
+            .cmd(&["KEYSPACE", "INFO", "orders"])
+            .map_err(|e| e.to_string())?;
+        if info.iter().any(|f| f == "SimpleStrategy rf=3") {
+            Ok(())
+        } else {
+            Err(format!("{info:?}"))
+        }
+    });
+    let r: String = a.cmd(&["KEYSPACE", "DROP", "orders"]).unwrap();
+    assert_eq!(r, "OK");
+    let mut b = cluster.conn(B, "ONE");
+    poll("B to forget orders", CONVERGE_TIMEOUT, || {
+        match b.cmd::<String>(&["USE", "orders"]) {
+            Err(e) if e.to_string().contains("does not exist") => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    });
+    let default_drop: redis::RedisResult<String> = b.cmd(&["KEYSPACE", "DROP", "default"]);
+    assert!(default_drop.is_err(), "the default keyspace stays");
+}

@@ -116,7 +116,7 @@ fn parse_keyspace_spec(args: &[Bytes]) -> Result<KeyspaceSpec, String> {
     })
 }
 
-/// `KEYSPACE LIST | INFO name | CREATE name ... | DROP name | CURRENT | HELP`.
+/// `KEYSPACE LIST | INFO name | CREATE name ... | ALTER name ... | DROP name | CURRENT | HELP`.
 pub async fn keyspace(
     state: &ServerState,
     session: &mut Session,
@@ -159,6 +159,13 @@ pub async fn keyspace(
                 Err(e) => store_error(out, &e),
             },
         },
+        ("alter", n) if n >= 3 => match parse_keyspace_spec(&args[2..]) {
+            Err(e) => out.error(&e),
+            Ok(spec) => match state.store.alter_keyspace(spec).await {
+                Ok(()) => out.ok(),
+                Err(e) => store_error(out, &e),
+            },
+        },
         ("drop", 3) => {
             let name = text(&args[2]);
             match state.store.drop_keyspace(&name).await {
@@ -182,6 +189,8 @@ pub async fn keyspace(
                 "    Replication and default consistency level of a keyspace.",
                 "CREATE <name> [RF <n> | DC <dc> <n> [DC <dc> <n> ...]] [CONSISTENCY <level>]",
                 "    Create a keyspace (SimpleStrategy with RF, or NetworkTopologyStrategy).",
+                "ALTER <name> [RF <n> | DC <dc> <n> [DC <dc> <n> ...]] [CONSISTENCY <level>]",
+                "    Change a keyspace's replication and default level (data is not moved).",
                 "DROP <name>",
                 "    Drop a keyspace and its data on every node.",
                 "HELP",
@@ -192,7 +201,7 @@ pub async fn keyspace(
                 out.simple(l);
             }
         }
-        (s, _) if ["list", "current", "info", "create", "drop", "help"].contains(&s) => {
+        (s, _) if ["list", "current", "info", "create", "alter", "drop", "help"].contains(&s) => {
             out.error(&format!(
                 "ERR wrong number of arguments for 'keyspace|{s}' command"
             ));

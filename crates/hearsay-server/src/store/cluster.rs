@@ -501,6 +501,18 @@ impl Store for ClusterStore {
         })
     }
 
+    fn alter_keyspace<'a>(&'a self, spec: KeyspaceSpec) -> BoxFuture<'a, Result<(), StoreError>> {
+        Box::pin(async move {
+            self.node
+                .alter_keyspace(&spec.name, spec.strategy, spec.default_consistency)
+                .await
+                .map_err(|e| match e {
+                    NodeError::Invalid(m) => StoreError::Invalid(m),
+                    e => node_error(e),
+                })
+        })
+    }
+
     fn drop_keyspace<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<(), StoreError>> {
         Box::pin(async move {
             self.node.drop_keyspace(name).await.map_err(|e| match e {

@@ -258,6 +258,14 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
         ))))
     }
 
+    /// Changes a keyspace's replication and default level (cluster-wide in a cluster).
+    fn alter_keyspace<'a>(&'a self, spec: KeyspaceSpec) -> BoxFuture<'a, Result<(), StoreError>> {
+        let _ = spec;
+        Box::pin(std::future::ready(Err(StoreError::Invalid(
+            "keyspaces of a node that runs alone have one replica and cannot be altered".into(),
+        ))))
+    }
+
     /// Drops a keyspace and its data (cluster-wide in a cluster). `default` stays.
     fn drop_keyspace<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<(), StoreError>> {
         let _ = name;

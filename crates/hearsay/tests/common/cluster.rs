@@ -254,6 +254,13 @@ impl Node {
 
     /// A client connection to this node at `level` (sets it with `CONSISTENCY`).
     pub fn conn(&self, level: &str) -> Conn {
+        let mut c = self.conn_raw();
+        c.set_level(level);
+        c
+    }
+
+    /// A client connection that has not chosen a consistency level.
+    pub fn conn_raw(&self) -> Conn {
         assert!(self.is_running(), "node {} is not running", self.name);
         let client = redis::Client::open(format!("redis://{}/", self.client)).expect("url");
         let con = client
@@ -261,12 +268,10 @@ impl Node {
             .unwrap_or_else(|e| panic!("connect to node {}: {e}", self.name));
         con.set_read_timeout(Some(CLIENT_TIMEOUT)).unwrap();
         con.set_write_timeout(Some(CLIENT_TIMEOUT)).unwrap();
-        let mut c = Conn {
+        Conn {
             con,
             node: self.name,
-        };
-        c.set_level(level);
-        c
+        }
     }
 }
 
