@@ -84,20 +84,8 @@ impl Node {
         let engine = Arc::new(engine);
         // Bind the public ports before joining, so the addresses gossip advertises are real
         // (port 0 resolves here) and a port clash fails before the node announces itself.
-        let client = tokio::net::TcpListener::bind(config.server.listen)
-            .await
-            .map_err(|source| NodeError::Listen {
-                addr: config.server.listen,
-                field: "server.listen",
-                source,
-            })?;
-        let admin = tokio::net::TcpListener::bind(config.server.admin_listen)
-            .await
-            .map_err(|source| NodeError::Listen {
-                addr: config.server.admin_listen,
-                field: "server.admin_listen",
-                source,
-            })?;
+        let client = bind(config.server.listen, "server.listen").await?;
+        let admin = bind(config.server.admin_listen, "server.admin_listen").await?;
         let client_addr = client.local_addr().ok();
         let admin_addr = admin.local_addr().ok();
         let (store, cluster): (Arc<dyn Store>, _) = if config.cluster_enabled() {
@@ -184,6 +172,16 @@ impl Node {
             Err(e) => Err(std::io::Error::other(e.to_string())),
         }
     }
+}
+
+async fn bind(addr: SocketAddr, field: &'static str) -> Result<tokio::net::TcpListener, NodeError> {
+    tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|source| NodeError::Listen {
+            addr,
+            field,
+            source,
+        })
 }
 
 async fn close_engine(engine: Arc<Engine>) {

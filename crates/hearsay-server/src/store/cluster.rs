@@ -81,6 +81,8 @@ pub fn node_error(e: NodeError) -> StoreError {
             }
         }
         NodeError::NoSuchKeyspace(k) => StoreError::NoSuchKeyspace(k),
+        NodeError::KeyspaceExists(k) => StoreError::KeyspaceExists(k),
+        NodeError::Invalid(m) => StoreError::Invalid(m),
         NodeError::ShuttingDown => StoreError::Unavailable("server is shutting down".into()),
         NodeError::Storage(m) => StoreError::Storage(m),
         other => StoreError::Storage(other.to_string()),
@@ -418,8 +420,7 @@ impl Store for ClusterStore {
         let alive = view.alive.len();
         let members = view.membership.members.len();
         let l = |sec: &'static str, k: &str, v: String| (sec, k.to_string(), v);
-        let e = node.engine().stats();
-        vec![
+        let mut lines = vec![
             l("cluster", "cluster_enabled", "1".into()),
             l("cluster", "node_id", node.id().to_string()),
             l("cluster", "cluster_addr", node.cluster_addr().to_string()),
@@ -449,30 +450,9 @@ impl Store for ClusterStore {
                 "request_errors",
                 s.errors.load(Ordering::Relaxed).to_string(),
             ),
-            l(
-                "memory",
-                "memtable_bytes",
-                e.memtable_bytes_total.to_string(),
-            ),
-            l(
-                "persistence",
-                "commitlog_segments",
-                e.commitlog_segments.to_string(),
-            ),
-            l(
-                "persistence",
-                "commitlog_syncs",
-                e.commitlog_syncs.to_string(),
-            ),
-            l("persistence", "flushes", e.flushes.to_string()),
-            l("persistence", "compactions", e.compactions.to_string()),
-            l("persistence", "write_stalls", e.write_stalls.to_string()),
-            l(
-                "persistence",
-                "storage_poisoned",
-                u8::from(e.poisoned.is_some()).to_string(),
-            ),
-        ]
+        ];
+        lines.extend(super::engine_info(node.engine()));
+        lines
     }
 
     fn keyspaces(&self) -> Vec<KeyspaceInfo> {
@@ -493,11 +473,7 @@ impl Store for ClusterStore {
             self.node
                 .create_keyspace(&spec.name, spec.strategy, spec.default_consistency)
                 .await
-                .map_err(|e| match e {
-                    NodeError::KeyspaceExists(k) => StoreError::KeyspaceExists(k),
-                    NodeError::Invalid(m) => StoreError::Invalid(m),
-                    e => node_error(e),
-                })
+                .map_err(node_error)
         })
     }
 
@@ -506,20 +482,12 @@ impl Store for ClusterStore {
             self.node
                 .alter_keyspace(&spec.name, spec.strategy, spec.default_consistency)
                 .await
-                .map_err(|e| match e {
-                    NodeError::Invalid(m) => StoreError::Invalid(m),
-                    e => node_error(e),
-                })
+                .map_err(node_error)
         })
     }
 
     fn drop_keyspace<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<(), StoreError>> {
-        Box::pin(async move {
-            self.node.drop_keyspace(name).await.map_err(|e| match e {
-                NodeError::Invalid(m) => StoreError::Invalid(m),
-                e => node_error(e),
-            })
-        })
+        Box::pin(async move { self.node.drop_keyspace(name).await.map_err(node_error) })
     }
 
     fn default_consistency(&self, keyspace: &str) -> ConsistencyLevel {

@@ -465,33 +465,10 @@ impl Store for LocalStore {
     }
 
     fn info(&self) -> Vec<(&'static str, String, String)> {
-        let s = self.engine.stats();
         let st = &self.stats;
         let l = |sec: &'static str, k: &str, v: String| (sec, k.to_string(), v);
-        vec![
-            l(
-                "memory",
-                "memtable_bytes",
-                s.memtable_bytes_total.to_string(),
-            ),
-            l(
-                "persistence",
-                "commitlog_segments",
-                s.commitlog_segments.to_string(),
-            ),
-            l(
-                "persistence",
-                "commitlog_syncs",
-                s.commitlog_syncs.to_string(),
-            ),
-            l("persistence", "flushes", s.flushes.to_string()),
-            l("persistence", "compactions", s.compactions.to_string()),
-            l("persistence", "write_stalls", s.write_stalls.to_string()),
-            l(
-                "persistence",
-                "storage_poisoned",
-                u8::from(s.poisoned.is_some()).to_string(),
-            ),
+        let mut lines = super::engine_info(&self.engine);
+        lines.extend([
             l(
                 "stats",
                 "write_groups",
@@ -512,7 +489,8 @@ impl Store for LocalStore {
                 "write_errors",
                 st.write_errors.load(Ordering::Relaxed).to_string(),
             ),
-        ]
+        ]);
+        lines
     }
 
     fn keyspaces(&self) -> Vec<super::KeyspaceInfo> {

@@ -287,6 +287,45 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     }
 }
 
+/// The engine's INFO lines (memtables, commit log, flushes, compactions), shared by every
+/// store that sits on a local engine.
+pub fn engine_info(engine: &hearsay_storage::Engine) -> Vec<(&'static str, String, String)> {
+    let s = engine.stats();
+    vec![
+        (
+            "memory",
+            "memtable_bytes".into(),
+            s.memtable_bytes_total.to_string(),
+        ),
+        (
+            "persistence",
+            "commitlog_segments".into(),
+            s.commitlog_segments.to_string(),
+        ),
+        (
+            "persistence",
+            "commitlog_syncs".into(),
+            s.commitlog_syncs.to_string(),
+        ),
+        ("persistence", "flushes".into(), s.flushes.to_string()),
+        (
+            "persistence",
+            "compactions".into(),
+            s.compactions.to_string(),
+        ),
+        (
+            "persistence",
+            "write_stalls".into(),
+            s.write_stalls.to_string(),
+        ),
+        (
+            "persistence",
+            "storage_poisoned".into(),
+            u8::from(s.poisoned.is_some()).to_string(),
+        ),
+    ]
+}
+
 /// The cell a mutation writes: a value (with optional expiry) or a tombstone (`value: None`).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct NewCell {
