@@ -54,7 +54,12 @@ fn open_engine(data: &Path) -> Arc<Engine> {
 }
 
 async fn start(data: &Path, addr: SocketAddr, seeds: Vec<SocketAddr>) -> TestNode {
-    let config = config(data, addr, seeds);
+    start_with(config(data, addr, seeds)).await
+}
+
+async fn start_with(config: NodeConfig) -> TestNode {
+    let data = config.data_dir.clone();
+    let data = data.as_path();
     let engine = open_engine(data);
     let node = Node::start(config.clone(), engine.clone(), Arc::new(SystemClock))
         .await
@@ -654,4 +659,69 @@ async fn throughput_probe() {
     for n in &nodes {
         n.node.shutdown().await;
     }
+}
+
+/// A coordinator that is itself a replica acknowledges a write only once its own replica has
+/// it (or failed, or the write timed out), so a ONE read through the same node, served by the
+/// local replica, sees the write even when a remote replica answered first. B runs on its own
+/// runtime whose single blocking thread is held, so its local apply waits while A and C apply
+/// and acknowledge at once.
+#[test]
+fn a_write_through_a_replica_is_acknowledged_only_after_its_local_apply() {
+    let dir = tempfile::tempdir().unwrap();
+    let rt_main = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let rt_b = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .max_blocking_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let any = SocketAddr::from(([127, 0, 0, 1], 0));
+    let a = rt_main.block_on(start(&dir.path().join("a"), any, vec![]));
+    let seed = a.node.cluster_addr();
+    // B's write deadline is far beyond the test's window, so only its own apply (not the
+    // timeout) can complete the write.
+    let mut b_config = config(&dir.path().join("b"), any, vec![seed]);
+    b_config.write_timeout_ms = 60_000;
+    let b = rt_b.block_on(start_with(b_config));
+    let c = rt_main.block_on(start(&dir.path().join("c"), any, vec![seed]));
+    let nodes = vec![a, b, c];
+    rt_main.block_on(wait_for_ring(&nodes, 3));
+
+    // Hold B's only blocking thread: B's local apply queues behind it.
+    let (release, held) = std::sync::mpsc::channel::<()>();
+    let (started_tx, started_rx) = std::sync::mpsc::channel::<()>();
+    rt_b.spawn_blocking(move || {
+        started_tx.send(()).unwrap();
+        let _ = held.recv();
+    });
+    started_rx.recv().unwrap();
+    let b_node = nodes[1].node.clone();
+    let write =
+        rt_b.spawn(async move { b_node.write("default", vec![cell("ryw", "v")], ONE).await });
+
+    rt_main.block_on(wait_for("A and C to apply the write", CONVERGE, || {
+        stored(&nodes[0].engine, "ryw").is_some() && stored(&nodes[2].engine, "ryw").is_some()
+    }));
+    // A and C have acknowledged (or are about to): ONE is met by them. The window below is the
+    // time a premature acknowledgement would need to arrive, not a synchronisation.
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        !write.is_finished(),
+        "the ONE write through B was acknowledged before B's own replica applied it"
+    );
+    assert!(stored(&nodes[1].engine, "ryw").is_none());
+    release.send(()).unwrap();
+    rt_b.block_on(write).unwrap().expect("the write succeeds");
+    assert_eq!(live(stored(&nodes[1].engine, "ryw")).as_deref(), Some("v"));
+
+    rt_b.block_on(nodes[1].node.shutdown());
+    rt_main.block_on(async {
+        nodes[0].node.shutdown().await;
+        nodes[2].node.shutdown().await;
+    });
 }

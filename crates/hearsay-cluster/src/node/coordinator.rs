@@ -151,7 +151,13 @@ impl Inner {
             natural.len() + pending.len() + 1,
         );
         let batch = Arc::new(batch);
+        // When this node is a replica, the acknowledgement also waits for its own apply (or
+        // its failure, or the deadline): a client that writes through a node and then reads
+        // at ONE through the same node, which is served by the local replica, must see its
+        // write even when a remote replica acknowledged first.
+        let mut local_pending = false;
         for node in tracker.send_to() {
+            local_pending |= node == self.id;
             let tx = tx.clone();
             let this = self.clone();
             let batch = batch.clone();
@@ -176,6 +182,7 @@ impl Inner {
                 this.hint_failed(&mut tracker, &keyspace, &batch).await;
                 match tracker.status() {
                     WriteStatus::Pending => {}
+                    WriteStatus::Satisfied if local_pending => {}
                     WriteStatus::Satisfied => {
                         if let Some(t) = done_tx.take() {
                             let _ = t.send(Ok(superseded));
@@ -190,10 +197,12 @@ impl Inner {
                 tokio::select! {
                     r = rx.recv() => match r {
                         Some((node, Ok(s))) => {
+                            local_pending &= node != this.id;
                             tracker.on_ack(node);
                             superseded = superseded.max(s);
                         }
                         Some((node, Err(reason))) => {
+                            local_pending &= node != this.id;
                             tracker.on_failure(node, reason);
                         }
                         None => {
@@ -217,6 +226,7 @@ impl Inner {
                     },
                     _ = tokio::time::sleep_until(deadline), if !timed_out => {
                         timed_out = true;
+                        local_pending = false;
                         tracker.on_timeout();
                     }
                 }
