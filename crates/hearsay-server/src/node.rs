@@ -106,6 +106,7 @@ impl Node {
                     WriterConfig {
                         batch_max: config.storage.write_batch_max,
                         queue_max: config.storage.write_queue_max,
+                        inline_when_idle: config.storage.sync_mode != SyncModeName::Batch,
                     },
                 )),
                 None,

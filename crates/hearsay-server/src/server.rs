@@ -123,6 +123,24 @@ impl RespServer {
 
 /// Most plain SETs coalesced into one store write (bounds the batch a single client builds).
 const SET_COALESCE_MAX: usize = 256;
+/// Most plain GETs read in one run (bounds the keys and results one client holds at once).
+const GET_COALESCE_MAX: usize = 256;
+
+/// A run of consecutive plain commands of one kind, executed together when the run ends
+/// (another command, the end of the buffered input, or the run's bound). Only one kind is
+/// pending at a time, so replies keep request order and a GET sees every SET before it.
+#[derive(Debug, Default)]
+struct Runs {
+    sets: Vec<Mutation>,
+    /// Keys of pending GETs; the vector is reused from run to run.
+    gets: Vec<Bytes>,
+}
+
+impl Runs {
+    fn is_empty(&self) -> bool {
+        self.sets.is_empty() && self.gets.is_empty()
+    }
+}
 
 /// Writes the coalesced SETs and appends one reply per SET.
 async fn flush_sets(
@@ -143,6 +161,52 @@ async fn flush_sets(
         Ok(_) => (0..n).for_each(|_| out.ok()),
         Err(e) => (0..n).for_each(|_| cmd::store_error(out, &e)),
     }
+}
+
+/// Reads the coalesced GETs and appends one reply per GET, exactly as `GET` would (one
+/// result per key, so one failing read fails only its own GET). The output bounds are
+/// checked after every reply, as they would be after every command.
+async fn flush_gets(
+    state: &ServerState,
+    session: &Session,
+    keys: &mut Vec<Bytes>,
+    stream: &mut TcpStream,
+    out: &mut Reply,
+    request_timeout: Duration,
+) -> io::Result<Option<Close>> {
+    if keys.is_empty() {
+        return Ok(None);
+    }
+    let results = state.store.get_each(&session.ctx, keys).await;
+    debug_assert_eq!(results.len(), keys.len());
+    keys.clear();
+    for r in results {
+        match r {
+            Ok(Some(e)) => out.bulk(&e.value),
+            Ok(None) => out.null(),
+            Err(e) => cmd::store_error(out, &e),
+        }
+        if out.buf.len() > state.config.limits.output_buffer_limit_bytes {
+            return Ok(Some(Close::OutputLimit));
+        }
+        if out.buf.len() >= WRITE_FLUSH_BYTES {
+            write_out(stream, out, state, request_timeout).await?;
+        }
+    }
+    Ok(None)
+}
+
+/// Runs whatever run is pending (see [`Runs`]).
+async fn flush_runs(
+    state: &ServerState,
+    session: &Session,
+    runs: &mut Runs,
+    stream: &mut TcpStream,
+    out: &mut Reply,
+    request_timeout: Duration,
+) -> io::Result<Option<Close>> {
+    flush_sets(state, session, &mut runs.sets, out).await;
+    flush_gets(state, session, &mut runs.gets, stream, out, request_timeout).await
 }
 
 /// Why a connection ended (for counters and logs).
@@ -262,7 +326,7 @@ async fn serve_connection(
     let mut out = Reply::new(session.proto);
     let mut inbuf = BytesMut::with_capacity(READ_CHUNK_BYTES);
     let mut ranges = Vec::new();
-    let mut pending_sets: Vec<Mutation> = Vec::new();
+    let mut runs = Runs::default();
     // Do not re-parse before the buffer holds this many bytes (the parser said so).
     let mut need = 0usize;
     let mut last_activity = Instant::now();
@@ -275,8 +339,62 @@ async fn serve_connection(
             let args: Vec<Bytes> =
                 match parse_request(&inbuf, &limits, session.authenticated, &mut ranges) {
                     Ok(Parsed::Request { consumed }) => {
+                        let plain = plain_command(&inbuf, &ranges, session.authenticated);
                         let frame = inbuf.split_to(consumed).freeze();
-                        ranges.iter().map(|r| frame.slice(r.clone())).collect()
+                        need = 0;
+                        consumed_any = true;
+                        match plain {
+                            Some(Plain::Get) => {
+                                // Plain `GET key` runs are read in one store call (same
+                                // order, same replies), after any SETs before them.
+                                flush_sets(state, &session, &mut runs.sets, &mut out).await;
+                                state.stats.inc_commands();
+                                session.info.set_last_command(cmd::CmdId::Get);
+                                runs.gets.push(frame.slice(ranges[1].clone()));
+                                if runs.gets.len() >= GET_COALESCE_MAX
+                                    && let Some(close) = flush_gets(
+                                        state,
+                                        &session,
+                                        &mut runs.gets,
+                                        stream,
+                                        &mut out,
+                                        request_timeout,
+                                    )
+                                    .await?
+                                {
+                                    return Ok(close);
+                                }
+                                continue;
+                            }
+                            Some(Plain::Set) => {
+                                // Plain `SET key value` runs are coalesced into one store
+                                // write (same order, same replies), so a pipelined burst
+                                // costs one trip to the writer.
+                                if let Some(close) = flush_gets(
+                                    state,
+                                    &session,
+                                    &mut runs.gets,
+                                    stream,
+                                    &mut out,
+                                    request_timeout,
+                                )
+                                .await?
+                                {
+                                    return Ok(close);
+                                }
+                                state.stats.inc_commands();
+                                session.info.set_last_command(cmd::CmdId::Set);
+                                runs.sets.push(Mutation::put(
+                                    frame.slice(ranges[1].clone()),
+                                    frame.slice(ranges[2].clone()),
+                                ));
+                                if runs.sets.len() >= SET_COALESCE_MAX {
+                                    flush_sets(state, &session, &mut runs.sets, &mut out).await;
+                                }
+                                continue;
+                            }
+                            None => ranges.iter().map(|r| frame.slice(r.clone())).collect(),
+                        }
                     }
                     Ok(Parsed::Inline { consumed, args }) => {
                         inbuf.advance(consumed);
@@ -292,7 +410,18 @@ async fn serve_connection(
                         break;
                     }
                     Err(e) => {
-                        flush_sets(state, &session, &mut pending_sets, &mut out).await;
+                        if let Some(close) = flush_runs(
+                            state,
+                            &session,
+                            &mut runs,
+                            stream,
+                            &mut out,
+                            request_timeout,
+                        )
+                        .await?
+                        {
+                            return Ok(close);
+                        }
                         out.error(&format!("ERR {e}"));
                         write_out(stream, &mut out, state, request_timeout).await?;
                         return Ok(Close::Protocol);
@@ -300,20 +429,19 @@ async fn serve_connection(
                 };
             need = 0;
             consumed_any = true;
-            if args.len() == 3 && session.authenticated && args[0].eq_ignore_ascii_case(b"set") {
-                // Plain `SET key value` runs are coalesced into one store write (same order,
-                // same replies), so a pipelined burst costs one trip to the writer thread.
-                state.stats.inc_commands();
-                session.info.set_last_command(cmd::CmdId::Set);
-                let mut it = args.into_iter().skip(1);
-                let (key, value) = (it.next().unwrap_or_default(), it.next().unwrap_or_default());
-                pending_sets.push(Mutation::put(key, value));
-                if pending_sets.len() >= SET_COALESCE_MAX {
-                    flush_sets(state, &session, &mut pending_sets, &mut out).await;
-                }
-                continue;
+            if !runs.is_empty()
+                && let Some(close) = flush_runs(
+                    state,
+                    &session,
+                    &mut runs,
+                    stream,
+                    &mut out,
+                    request_timeout,
+                )
+                .await?
+            {
+                return Ok(close);
             }
-            flush_sets(state, &session, &mut pending_sets, &mut out).await;
             let after = cmd::execute(state, &mut session, args, &mut out).await;
             if out.buf.len() > output_limit {
                 return Ok(Close::OutputLimit);
@@ -326,7 +454,18 @@ async fn serve_connection(
                 write_out(stream, &mut out, state, request_timeout).await?;
             }
         }
-        flush_sets(state, &session, &mut pending_sets, &mut out).await;
+        if let Some(close) = flush_runs(
+            state,
+            &session,
+            &mut runs,
+            stream,
+            &mut out,
+            request_timeout,
+        )
+        .await?
+        {
+            return Ok(close);
+        }
         write_out(stream, &mut out, state, request_timeout).await?;
         if need > max_request_bytes || inbuf.len() > max_request_bytes {
             out.error("ERR Protocol error: request larger than limits.max_request_bytes");
@@ -369,6 +508,9 @@ async fn serve_connection(
                 Some(Ok(0)) => return Ok(Close::Eof),
                 Some(Ok(n)) => {
                     last_activity = Instant::now();
+                    // Once per read rather than per command: CLIENT LIST's idle time is
+                    // whole seconds, and a clock read per command showed in profiles.
+                    session.info.touch();
                     state.stats.net_input_bytes.fetch_add(n as u64, Ordering::Relaxed);
                 }
                 Some(Err(e)) => return Err(e),
@@ -377,3 +519,34 @@ async fn serve_connection(
         }
     }
 }
+
+/// A command the connection loop runs in a coalesced run (see [`Runs`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Plain {
+    /// `GET key`
+    Get,
+    /// `SET key value` without options
+    Set,
+}
+
+/// Whether the parsed request (`ranges` into `buf`) is a plain GET or SET. Anything else,
+/// including either command with the wrong number of arguments or before AUTH, takes the
+/// general path, which replies with the right error.
+fn plain_command(
+    buf: &[u8],
+    ranges: &[std::ops::Range<usize>],
+    authenticated: bool,
+) -> Option<Plain> {
+    if !authenticated {
+        return None;
+    }
+    let name = &buf[ranges.first()?.clone()];
+    match ranges.len() {
+        2 if name.eq_ignore_ascii_case(b"get") => Some(Plain::Get),
+        3 if name.eq_ignore_ascii_case(b"set") => Some(Plain::Set),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -31,6 +31,7 @@ fn server_state(engine: Arc<Engine>, data_dir: &Path) -> Arc<ServerState> {
         WriterConfig {
             batch_max: 64,
             queue_max: 64,
+            inline_when_idle: true,
         },
     ));
     let mut config = NodeConfig::default();

@@ -75,6 +75,10 @@ impl ClientInfo {
             .position(|c| c.id == id)
             .unwrap_or(255);
         self.last_cmd.store(idx as u8, Ordering::Relaxed);
+    }
+
+    /// Records activity now (the connection loop calls it once per read of requests).
+    pub fn touch(&self) {
         self.last_active_ms
             .store(self.created.elapsed().as_millis() as u64, Ordering::Relaxed);
     }

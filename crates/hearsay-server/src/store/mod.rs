@@ -212,6 +212,23 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
         keys: Vec<Bytes>,
     ) -> BoxFuture<'a, Result<Vec<Option<Entry>>, StoreError>>;
 
+    /// Independent point reads, one result per key in order: what a pipelined run of GETs
+    /// needs (a failing key fails only its own slot, unlike [`Store::get_many`]). By
+    /// default one [`Store::get`] after another, exactly as the GETs would run one by one.
+    fn get_each<'a>(
+        &'a self,
+        ctx: &'a RequestContext,
+        keys: &'a [Bytes],
+    ) -> BoxFuture<'a, Vec<Result<Option<Entry>, StoreError>>> {
+        Box::pin(async move {
+            let mut out = Vec::with_capacity(keys.len());
+            for k in keys {
+                out.push(self.get(ctx, k.clone()).await);
+            }
+            out
+        })
+    }
+
     /// Applies mutations in order, atomically (see the module laws); one outcome per mutation.
     fn write<'a>(
         &'a self,
