@@ -84,14 +84,41 @@ struct Phase {
     cpu: f64,
 }
 
+/// CLOCK_MONOTONIC in seconds, printed at phase boundaries when `BENCH_TRACE_PHASES` is set,
+/// so a profile taken with `perf record -k CLOCK_MONOTONIC` can be cut to one phase
+/// (`perf report --time <start>,<end>`).
+// std's Instant hides the raw clock value that perf's timestamps are in; one libc call does.
+#[allow(unsafe_code)]
+fn monotonic_secs() -> f64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid, writable timespec; CLOCK_MONOTONIC always exists on Linux.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as f64 + ts.tv_nsec as f64 / 1e9
+}
+
+fn tracing_phases() -> bool {
+    std::env::var_os("BENCH_TRACE_PHASES").is_some()
+}
+
+fn trace_phase(what: &str, name: &str) {
+    if tracing_phases() {
+        eprintln!("PHASE {what} {name} {:.6}", monotonic_secs());
+    }
+}
+
 impl Phase {
     fn start() -> Phase {
+        trace_phase("start", "next");
         Phase {
             cpu: process_cpu_secs(),
             wall: Instant::now(),
         }
     }
     fn record(self, out: &mut BTreeMap<String, f64>, name: &str, ops: f64) {
+        trace_phase("end", name);
         let wall = self.wall.elapsed().as_secs_f64();
         let cpu = (process_cpu_secs() - self.cpu).max(0.01);
         out.insert(name.to_string(), ops / wall);
@@ -135,6 +162,10 @@ trait Kv {
     fn settle(&mut self);
     /// Tables (SSTables / segments) on disk now.
     fn tables(&self) -> usize;
+    /// Engine counters worth a look when tracing phases (`BENCH_TRACE_PHASES`).
+    fn debug(&self) -> String {
+        String::new()
+    }
 }
 
 struct Hearsay {
@@ -185,6 +216,16 @@ impl Kv for Hearsay {
             std::thread::sleep(Duration::from_millis(100));
         }
     }
+    fn debug(&self) -> String {
+        let s = self.e.stats();
+        let ks = s.keyspaces.get("default");
+        format!(
+            "cache {:?} hit rate {:.3}; sstable entries {:?}",
+            s.block_cache,
+            s.block_cache.hit_rate(),
+            ks.map(|k| k.sstable_entries)
+        )
+    }
     fn tables(&self) -> usize {
         self.e
             .stats()
@@ -232,8 +273,16 @@ impl Kv for Fjall {
 fn child(engine: &str) {
     let n = env_usize("BENCH_KEYS", 1_000_000) as u64;
     let reads = env_usize("BENCH_READS", 200_000);
-    let dir =
+    let tmp =
         tempfile::tempdir_in(std::env::var("BENCH_DIR").unwrap_or_else(|_| "/tmp".into())).unwrap();
+    // For A/B runs of the read phases alone: `BENCH_KEEP_DIR=<dir>` fills and settles `<dir>`
+    // once (it then holds a `filled` marker) and afterwards only opens it and reads, so two
+    // binaries read the very same tables. Reported: the read lines only.
+    let keep = std::env::var_os("BENCH_KEEP_DIR").map(|d| Path::new(&d).join(engine));
+    let dir_path = keep.clone().unwrap_or_else(|| tmp.path().to_path_buf());
+    std::fs::create_dir_all(&dir_path).unwrap();
+    let prefilled = keep.as_ref().is_some_and(|d| d.join("filled").exists());
+    let dir = dir_path.as_path();
     let mut rng = rand::rngs::StdRng::seed_from_u64(SEED);
     let mut order: Vec<u64> = (0..n).collect();
     order.shuffle(&mut rng);
@@ -241,7 +290,7 @@ fn child(engine: &str) {
     let wchar0 = proc_io_wchar();
     let mut kv: Box<dyn Kv> = match engine {
         "hearsay" => {
-            let mut c = EngineConfig::new(dir.path());
+            let mut c = EngineConfig::new(dir);
             // Our default: every write reaches the OS, fsync once a second in the background.
             c.sync_mode = SyncMode::default();
             Box::new(Hearsay {
@@ -250,7 +299,7 @@ fn child(engine: &str) {
             })
         }
         _ => {
-            let db = fjall::Database::builder(dir.path())
+            let db = fjall::Database::builder(dir)
                 .cache_size(64 << 20)
                 .open()
                 .unwrap();
@@ -263,30 +312,35 @@ fn child(engine: &str) {
     let mut out: BTreeMap<String, f64> = BTreeMap::new();
     let user_bytes_per_op = (key_bytes(0).len() + VALUE_BYTES) as u64;
 
-    let t = Phase::start();
-    for &i in &order {
-        rng.fill(&mut value[..50]); // half random, half repeated: realistic compressibility
-        kv.put(&key_bytes(i), &value);
-    }
-    t.record(&mut out, "fillrandom", n as f64);
+    if !prefilled {
+        let t = Phase::start();
+        for &i in &order {
+            rng.fill(&mut value[..50]); // half random, half repeated: realistic compressibility
+            kv.put(&key_bytes(i), &value);
+        }
+        t.record(&mut out, "fillrandom", n as f64);
 
-    let t = Phase::start();
-    for _ in 0..n {
-        let i = rng.random_range(0..n);
-        rng.fill(&mut value[..50]);
-        kv.put(&key_bytes(i), &value);
-    }
-    t.record(&mut out, "overwrite", n as f64);
+        let t = Phase::start();
+        for _ in 0..n {
+            let i = rng.random_range(0..n);
+            rng.fill(&mut value[..50]);
+            kv.put(&key_bytes(i), &value);
+        }
+        t.record(&mut out, "overwrite", n as f64);
 
-    kv.settle();
-    let written = proc_io_wchar() - wchar0;
-    let user = 2 * n * user_bytes_per_op;
-    out.insert("write_amp".into(), written as f64 / user as f64);
-    out.insert("tables".into(), kv.tables() as f64);
-    out.insert(
-        "space_amp".into(),
-        dir_bytes(dir.path()) as f64 / (n * user_bytes_per_op) as f64,
-    );
+        kv.settle();
+        let written = proc_io_wchar() - wchar0;
+        let user = 2 * n * user_bytes_per_op;
+        out.insert("write_amp".into(), written as f64 / user as f64);
+        out.insert("tables".into(), kv.tables() as f64);
+        out.insert(
+            "space_amp".into(),
+            dir_bytes(dir) as f64 / (n * user_bytes_per_op) as f64,
+        );
+        if keep.is_some() {
+            std::fs::write(dir.join("filled"), b"").unwrap();
+        }
+    }
 
     let t = Phase::start();
     let mut hits = 0;
@@ -295,6 +349,9 @@ fn child(engine: &str) {
     }
     assert_eq!(hits, reads, "{engine}: readrandom lost keys");
     t.record(&mut out, "readrandom_hit", reads as f64);
+    if tracing_phases() {
+        eprintln!("after readrandom_hit: {}", kv.debug());
+    }
 
     let t = Phase::start();
     for _ in 0..reads {
@@ -313,6 +370,9 @@ fn child(engine: &str) {
         assert!(got > 0);
     }
     t.record(&mut out, "scan100", scans as f64);
+    if tracing_phases() {
+        eprintln!("after scan100: {}", kv.debug());
+    }
     out.insert("peak_rss_mib".into(), peak_rss_kib() as f64 / 1024.0);
     drop(kv);
     for (k, v) in out {

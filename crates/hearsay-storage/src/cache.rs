@@ -189,6 +189,14 @@ impl BlockCache {
     /// Inserts a block, evicting unreferenced blocks until it fits. A block larger than a
     /// shard's share of the capacity is not cached.
     pub fn insert(&self, key: BlockKey, block: Bytes) {
+        self.insert_with(key, block, drop);
+    }
+
+    /// As [`Self::insert`], handing each evicted block to `on_evict` (called under the
+    /// shard's lock, so it must be cheap) instead of dropping it: a reader that missed can
+    /// reuse an evicted block's buffer for the block it reads next, which saves an
+    /// allocation and the free of a cold 4 KiB buffer per miss.
+    pub fn insert_with(&self, key: BlockKey, block: Bytes, mut on_evict: impl FnMut(Bytes)) {
         let charge = block.len() as u64 + ENTRY_OVERHEAD_BYTES;
         if self.capacity_bytes == 0 || charge > self.shard_capacity_bytes {
             return;
@@ -231,6 +239,7 @@ impl BlockCache {
                         shard.used_bytes -= e.charge;
                         evicted += 1;
                         freed_bytes += e.charge;
+                        on_evict(e.block);
                     }
                 }
             }
@@ -364,6 +373,26 @@ mod tests {
             let s = cache.stats();
             proptest::prop_assert_eq!(s.hits + s.misses, lookups);
             proptest::prop_assert!(s.evictions <= s.inserts);
+        }
+    }
+
+    #[test]
+    fn insert_with_hands_over_exactly_the_evicted_blocks() {
+        let cache = BlockCache::new(4 * (1000 + ENTRY_OVERHEAD_BYTES));
+        let mut handed = Vec::new();
+        for i in 0..20u64 {
+            cache.insert_with(key(1, i), Bytes::from(vec![i as u8; 1000]), |b| {
+                handed.push(b)
+            });
+        }
+        let s = cache.stats();
+        assert_eq!(handed.len() as u64, s.evictions);
+        assert!(s.evictions >= 16, "{s:?}");
+        for b in &handed {
+            // An evicted block is no longer served, and its bytes are intact.
+            let i = b[0];
+            assert!(b.iter().all(|&x| x == i));
+            assert!(cache.get(&key(1, u64::from(i))).is_none());
         }
     }
 

@@ -238,7 +238,19 @@ impl<'a> Decoder<'a> {
         Ok(u64::from_le_bytes(a))
     }
 
+    #[inline]
     pub fn varint(&mut self) -> Result<u64, &'static str> {
+        // Lengths in a data block are nearly always below 128: one byte, no loop.
+        if let Some(&b) = self.buf.get(self.pos)
+            && b < 0x80
+        {
+            self.pos += 1;
+            return Ok(u64::from(b));
+        }
+        self.varint_multibyte()
+    }
+
+    fn varint_multibyte(&mut self) -> Result<u64, &'static str> {
         let mut v = 0u64;
         for shift in (0..64).step_by(7) {
             let b = self.u8()?;
@@ -254,6 +266,7 @@ impl<'a> Decoder<'a> {
     }
 
     /// A varint that must not exceed `max` (a named limit).
+    #[inline]
     pub fn varint_max(&mut self, max: usize, what: &'static str) -> Result<usize, &'static str> {
         let v = self.varint()?;
         if v > max as u64 {

@@ -8,7 +8,7 @@ use crate::bloom::{self, BloomFilter};
 use crate::cache::{BlockCache, BlockKey};
 use crate::cell::{Cell, CellKey};
 use crate::error::{Error, Result};
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use hearsay_types::{Timestamp, Token};
 use std::cell::RefCell;
 use std::cmp::Ordering;
@@ -63,22 +63,122 @@ impl fmt::Debug for Sstable {
     }
 }
 
-/// Reads `len` bytes at `offset`, mapping a short read (a file truncated under us) to
-/// corruption and other failures to I/O errors.
-fn read_at(file: &File, path: &Path, offset: u64, len: usize) -> Result<Vec<u8>> {
-    let mut buf = vec![0u8; len];
-    file.read_exact_at(&mut buf, offset).map_err(|e| {
+/// Largest read buffer a thread keeps between block reads. Data blocks are ~4 KiB, so this
+/// keeps the common case allocation-free while a rare huge block does not pin its memory.
+const READ_BUF_KEEP_BYTES_MAX: usize = 256 * 1024;
+
+/// Evicted block buffers a thread keeps for its next cache misses. One miss usually evicts
+/// about one block, so a few cover the steady state.
+const SPARE_BLOCKS_MAX: usize = 4;
+/// Largest evicted buffer worth keeping: data blocks are ~4 KiB (the default block size).
+const SPARE_BLOCK_BYTES_MAX: usize = 64 * 1024;
+
+thread_local! {
+    /// Buffers of blocks this thread evicted from the block cache, reused as the
+    /// destination of the next blocks it reads: no allocation, no zeroing, no free of a cold
+    /// buffer per miss.
+    static SPARE_BLOCKS: RefCell<Vec<BytesMut>> = const { RefCell::new(Vec::new()) };
+    /// Raw (on-disk) bytes of the data block being read: reused so a block-cache miss
+    /// neither allocates, zeroes nor frees a buffer for bytes it only decompresses.
+    static READ_BUF: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Reads `len` bytes at `offset` into `buf` (resized to `len`), mapping a short read (a file
+/// truncated under us) to corruption and other failures to I/O errors.
+fn read_into(file: &File, path: &Path, offset: u64, len: usize, buf: &mut Vec<u8>) -> Result<()> {
+    // Only bytes beyond the buffer's previous length are zeroed; a reused buffer costs none.
+    buf.resize(len, 0);
+    file.read_exact_at(buf, offset).map_err(|e| {
         if e.kind() == std::io::ErrorKind::UnexpectedEof {
             Error::corruption(path, offset, "file ends inside a block")
         } else {
             Error::io(path, e)
         }
-    })?;
+    })
+}
+
+/// Reads `len` bytes at `offset` into a new buffer (see [`read_into`]).
+fn read_at(file: &File, path: &Path, offset: u64, len: usize) -> Result<Vec<u8>> {
+    let mut buf = Vec::new();
+    read_into(file, path, offset, len, &mut buf)?;
     Ok(buf)
 }
 
-/// Verifies a block's CRC and decompresses it. `max_decoded` bounds the decompressed size.
-fn decode_envelope(raw: Vec<u8>, max_decoded: usize) -> Result<Bytes, &'static str> {
+/// Keeps the buffer of a block evicted from the cache for this thread's next miss, if no
+/// reader still holds the block and the thread has room for it; drops it otherwise.
+fn recycle_block(block: Bytes) {
+    if block.len() > SPARE_BLOCK_BYTES_MAX {
+        return;
+    }
+    if let Ok(buf) = block.try_into_mut() {
+        SPARE_BLOCKS.with(|s| {
+            if let Ok(mut s) = s.try_borrow_mut()
+                && s.len() < SPARE_BLOCKS_MAX
+                && buf.capacity() <= SPARE_BLOCK_BYTES_MAX
+            {
+                s.push(buf);
+            }
+        });
+    }
+}
+
+/// Below this many blocks a plain binary search touches few cache lines anyway.
+const INTERPOLATION_MIN_BLOCKS: usize = 16;
+
+/// The first position in the ascending `tokens` whose token is `>= t` (as
+/// `tokens.partition_point(|&x| x < t)`). Tokens are hashes, spread evenly over the u64 range,
+/// so the position is first guessed by interpolation between the first and last token, then
+/// bracketed by steps doubling away from the guess and finished by a binary search inside
+/// the bracket: about two cache misses on a large table's index instead of one per
+/// binary-search step. Uneven tokens cost at most about twice a binary search.
+fn lower_bound_token(tokens: &[u64], t: u64) -> usize {
+    let n = tokens.len();
+    if n < INTERPOLATION_MIN_BLOCKS {
+        return tokens.partition_point(|&x| x < t);
+    }
+    let (first, last) = (tokens[0], tokens[n - 1]);
+    if t <= first {
+        return 0;
+    }
+    if t > last {
+        return n;
+    }
+    // Here first < t <= last, so first < last and the guess lies in 0..n.
+    let guess = (u128::from(t - first) * (n as u128 - 1) / u128::from(last - first)) as usize;
+    let finish = |lo: usize, hi: usize| lo + 1 + tokens[lo + 1..hi].partition_point(|&x| x < t);
+    let mut step = 1usize;
+    if tokens[guess] < t {
+        // Bracket to the right: tokens[lo] < t, and tokens[n - 1] >= t ends the walk.
+        let mut lo = guess;
+        loop {
+            let hi = lo.saturating_add(step).min(n - 1);
+            if tokens[hi] >= t {
+                return finish(lo, hi);
+            }
+            lo = hi;
+            step = step.saturating_mul(2);
+        }
+    } else {
+        // Bracket to the left: tokens[hi] >= t, and tokens[0] < t ends the walk.
+        let mut hi = guess;
+        loop {
+            let lo = hi.saturating_sub(step);
+            if tokens[lo] < t {
+                return finish(lo, hi);
+            }
+            hi = lo;
+            step = step.saturating_mul(2);
+        }
+    }
+}
+
+/// Verifies a block's CRC and decompresses it into a new buffer, or into `spare` when given
+/// (its old contents are overwritten). `max_decoded` bounds the decompressed size.
+fn decode_envelope(
+    raw: &[u8],
+    max_decoded: usize,
+    spare: Option<BytesMut>,
+) -> Result<Bytes, &'static str> {
     let payload_len = raw
         .len()
         .checked_sub(BLOCK_TRAILER_BYTES)
@@ -90,25 +190,45 @@ fn decode_envelope(raw: Vec<u8>, max_decoded: usize) -> Result<Bytes, &'static s
     if u32::from_le_bytes(crc) != block_crc(payload, kind) {
         return Err("block checksum mismatch");
     }
-    match kind {
-        COMPRESSION_NONE => {
-            let mut raw = raw;
-            raw.truncate(payload_len);
-            Ok(Bytes::from(raw))
+    match (kind, spare) {
+        (COMPRESSION_NONE, None) => Ok(Bytes::copy_from_slice(payload)),
+        (COMPRESSION_NONE, Some(mut out)) => {
+            out.clear();
+            out.extend_from_slice(payload);
+            Ok(out.freeze())
         }
-        COMPRESSION_LZ4 => {
+        (COMPRESSION_LZ4, spare) => {
             let mut d = Decoder::new(payload);
             let decoded_len = d.u32_le()? as usize;
             if decoded_len > max_decoded {
                 return Err("decompressed block size exceeds limit");
             }
-            let mut out = vec![0u8; decoded_len];
-            let n = lz4_flex::block::decompress_into(&payload[4..], &mut out)
-                .map_err(|_| "LZ4 decompression failed")?;
-            if n != decoded_len {
-                return Err("LZ4 block decompressed to the wrong size");
+            let compressed = &payload[4..];
+            let wrong_size = "LZ4 block decompressed to the wrong size";
+            match spare {
+                Some(mut out) => {
+                    // Keeps the old bytes up to `decoded_len` (only growth is zeroed): the
+                    // size check below guarantees every one of them was overwritten.
+                    out.truncate(decoded_len);
+                    out.resize(decoded_len, 0);
+                    let n = lz4_flex::block::decompress_into(compressed, &mut out)
+                        .map_err(|_| "LZ4 decompression failed")?;
+                    if n != decoded_len {
+                        return Err(wrong_size);
+                    }
+                    Ok(out.freeze())
+                }
+                None => {
+                    // Into an uninitialised buffer of exactly `decoded_len` bytes; the decoder
+                    // (built with `checked-decode`) fails rather than write past it.
+                    let out = lz4_flex::block::decompress(compressed, decoded_len)
+                        .map_err(|_| "LZ4 decompression failed")?;
+                    if out.len() != decoded_len {
+                        return Err(wrong_size);
+                    }
+                    Ok(Bytes::from(out))
+                }
             }
-            Ok(Bytes::from(out))
         }
         _ => Err("unknown block compression type"),
     }
@@ -184,7 +304,7 @@ impl Sstable {
 
         let read_meta = |h: BlockHandle| -> Result<Bytes> {
             let raw = read_at(&file, &path, h.offset, h.size as usize)?;
-            decode_envelope(raw, MAX_META_BLOCK_BYTES)
+            decode_envelope(&raw, MAX_META_BLOCK_BYTES, None)
                 .map_err(|r| Error::corruption(&path, h.offset, r))
         };
 
@@ -395,12 +515,9 @@ impl Sstable {
         let data = match self.cache.get(&key) {
             Some(data) => data,
             None => {
-                let raw = read_at(&self.file, &self.path, h.offset, h.size as usize)?;
-                self.stats.record_block_read(h.size);
-                let data = decode_envelope(raw, MAX_BLOCK_BYTES)
-                    .map_err(|r| Error::corruption(&self.path, h.offset, r))?;
+                let data = self.read_data_block(h)?;
                 if fill_cache {
-                    self.cache.insert(key, data.clone());
+                    self.cache.insert_with(key, data.clone(), recycle_block);
                 }
                 data
             }
@@ -408,12 +525,34 @@ impl Sstable {
         Block::parse(data).map_err(|r| Error::corruption(&self.path, h.offset, r))
     }
 
+    /// Reads, verifies and decompresses the data block at `h` from the file.
+    fn read_data_block(&self, h: BlockHandle) -> Result<Bytes> {
+        let decode = |raw: &mut Vec<u8>| -> Result<Bytes> {
+            read_into(&self.file, &self.path, h.offset, h.size as usize, raw)?;
+            self.stats.record_block_read(h.size);
+            let spare = SPARE_BLOCKS.with(|s| s.try_borrow_mut().ok().and_then(|mut s| s.pop()));
+            decode_envelope(raw, MAX_BLOCK_BYTES, spare)
+                .map_err(|r| Error::corruption(&self.path, h.offset, r))
+        };
+        READ_BUF.with(|buf| match buf.try_borrow_mut() {
+            Ok(mut raw) => {
+                let data = decode(&mut raw);
+                if raw.capacity() > READ_BUF_KEEP_BYTES_MAX {
+                    *raw = Vec::new();
+                }
+                data
+            }
+            // Not reached (nothing in `decode` re-enters), but a fresh buffer beats a panic.
+            Err(_) => decode(&mut Vec::new()),
+        })
+    }
+
     /// First block whose last key is >= the target.
     fn find_block(&self, token: &[u8; TOKEN_BYTES], key: &[u8]) -> usize {
         // Search the dense token array first (8 bytes per block, cache-friendly), then
         // compare full keys only among blocks whose last key has the same token.
         let t = u64::from_be_bytes(*token);
-        let lo = self.index_tokens.partition_point(|&x| x < t);
+        let lo = lower_bound_token(&self.index_tokens, t);
         // Tokens are hashes, so a token almost never ends two blocks: check the first block
         // before paying a second binary search over the rest of the array for the run's end.
         let hi = if self.index_tokens.get(lo) == Some(&t) {
@@ -702,6 +841,41 @@ impl Iterator for SstableIter {
             Err(e) => {
                 self.state = IterState::Done;
                 Some(Err(e))
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    proptest::proptest! {
+        /// The interpolated search agrees with a binary search on any sorted input: even
+        /// spreads, clusters, duplicates, and targets outside the range.
+        #[test]
+        fn lower_bound_token_matches_partition_point(
+            mut tokens in proptest::collection::vec(proptest::prelude::any::<u64>(), 0..300),
+            clustered in proptest::prelude::any::<bool>(),
+            targets in proptest::collection::vec(proptest::prelude::any::<u64>(), 1..50),
+        ) {
+            if clustered {
+                // Squeeze most tokens into a narrow range so the interpolation guesses badly.
+                for x in tokens.iter_mut().skip(2) {
+                    *x %= 1000;
+                }
+            }
+            tokens.sort_unstable();
+            let mut probes = targets;
+            probes.extend(tokens.iter().copied());
+            probes.extend(tokens.iter().map(|x| x.wrapping_add(1)));
+            probes.extend([0, u64::MAX]);
+            for t in probes {
+                proptest::prop_assert_eq!(
+                    lower_bound_token(&tokens, t),
+                    tokens.partition_point(|&x| x < t),
+                    "target {}", t
+                );
             }
         }
     }
