@@ -293,6 +293,10 @@ fn child(engine: &str) {
             let mut c = EngineConfig::new(dir);
             // Our default: every write reaches the OS, fsync once a second in the background.
             c.sync_mode = SyncMode::default();
+            // Experiments only (the published table uses the default): `BENCH_BLOCK_BYTES`.
+            if let Ok(b) = std::env::var("BENCH_BLOCK_BYTES") {
+                c.sstable_block_size_bytes = b.parse().unwrap();
+            }
             Box::new(Hearsay {
                 e: Engine::open(c).unwrap(),
                 ts: 0,

@@ -191,12 +191,14 @@ fn decode_envelope(
         return Err("block checksum mismatch");
     }
     match (kind, spare) {
-        (COMPRESSION_NONE, None) => Ok(Bytes::copy_from_slice(payload)),
-        (COMPRESSION_NONE, Some(mut out)) => {
+        // A spare too small would regrow to about twice the block (memory the cache does
+        // not charge for), so it is dropped and the block gets an exact buffer.
+        (COMPRESSION_NONE, Some(mut out)) if out.capacity() >= payload.len() => {
             out.clear();
             out.extend_from_slice(payload);
             Ok(out.freeze())
         }
+        (COMPRESSION_NONE, _) => Ok(Bytes::copy_from_slice(payload)),
         (COMPRESSION_LZ4, spare) => {
             let mut d = Decoder::new(payload);
             let decoded_len = d.u32_le()? as usize;
@@ -205,7 +207,7 @@ fn decode_envelope(
             }
             let compressed = &payload[4..];
             let wrong_size = "LZ4 block decompressed to the wrong size";
-            match spare {
+            match spare.filter(|b| b.capacity() >= decoded_len) {
                 Some(mut out) => {
                     // Keeps the old bytes up to `decoded_len` (only growth is zeroed): the
                     // size check below guarantees every one of them was overwritten.
@@ -626,6 +628,17 @@ impl Sstable {
         lower: Bound<CellKey>,
         upper: Bound<CellKey>,
     ) -> SstableIter {
+        self.iter_uncached(lower, upper)
+    }
+
+    /// As [`Self::iter`], but blocks read from disk are not inserted into the cache (cached
+    /// blocks are still used). For reads that pass over each block once: compactions and
+    /// engine scans.
+    pub fn iter_uncached(
+        self: &Arc<Self>,
+        lower: Bound<CellKey>,
+        upper: Bound<CellKey>,
+    ) -> SstableIter {
         SstableIter::new(self.clone(), lower, upper, false)
     }
 }
@@ -774,7 +787,12 @@ impl SstableIter {
     fn fill(&mut self, block: &Block, offset: u64) -> Result<()> {
         self.entries.clear();
         self.next = 0;
-        let mut arena = Vec::with_capacity(self.keys.len().max(256));
+        // Sized so that a block of ~100-byte cells needs no regrowth (an iterator is made per
+        // scan and table, so growing from empty was a series of reallocs per scan): keys are
+        // about a fifth of such a block, and an entry takes ~64 bytes or more of it.
+        let rest = block.data.len().saturating_sub(self.cursor.pos);
+        self.entries.reserve(rest / 64);
+        let mut arena = Vec::with_capacity(self.keys.len().max(rest / 4).max(256));
         while let Some(meta) = block
             .next_entry(&mut self.cursor)
             .map_err(|r| Error::corruption(&self.table.path, offset, r))?
