@@ -15,7 +15,11 @@
 //! second is steadier: it does not count time other processes held the cores.
 //!
 //! `cargo bench -p hearsay-storage --bench engine_vs_fjall` (env: `BENCH_KEYS`, default
-//! 1000000; `BENCH_ROUNDS`, default 2; `BENCH_READS`, default 200000).
+//! 1000000; `BENCH_ROUNDS`, default 2; `BENCH_READS`, default 200000). For experiments
+//! only: `BENCH_KEEP_DIR` (fill a directory once, then A/B the read phases of two binaries
+//! on the very same tables with `--child <engine>`), `BENCH_TRACE_PHASES` (phase marks in
+//! CLOCK_MONOTONIC for `perf record -k CLOCK_MONOTONIC` + `perf report --time`, and
+//! hearsay's cache counters), `BENCH_BLOCK_BYTES` (hearsay's data block size).
 
 use bytes::Bytes;
 use hearsay_storage::{Cell, CellKey, Engine, EngineConfig, SyncMode};
