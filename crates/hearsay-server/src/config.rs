@@ -62,6 +62,10 @@ pub struct ServerConfig {
     pub idle_timeout_ms: u64,
     /// On shutdown, how long in-flight requests get to finish before connections are cut.
     pub shutdown_timeout_ms: u64,
+    /// Event-loop threads that serve client connections (0 = half the available cores, at
+    /// least one). The pool is per process: in a process that runs several servers the first
+    /// one sizes it.
+    pub io_threads: usize,
 }
 
 impl Default for ServerConfig {
@@ -73,6 +77,7 @@ impl Default for ServerConfig {
             maxclients: 10_000,
             idle_timeout_ms: 0,
             shutdown_timeout_ms: 10_000,
+            io_threads: 0,
         }
     }
 }
@@ -346,6 +351,15 @@ impl NodeConfig {
         if s.maxclients == 0 {
             return Err(invalid("server.maxclients", "must be at least 1"));
         }
+        if s.io_threads > crate::server::io_threads::MAX_IO_THREADS {
+            return Err(invalid(
+                "server.io_threads",
+                format!(
+                    "must be at most {} (0 = half the cores)",
+                    crate::server::io_threads::MAX_IO_THREADS
+                ),
+            ));
+        }
         if s.password.as_deref() == Some("") {
             return Err(invalid(
                 "server.password",
@@ -555,6 +569,16 @@ mod tests {
                 .to_string()
                 .contains("limits.max_bulk_bytes")
         );
+        let mut c = NodeConfig::default();
+        c.server.io_threads = crate::server::io_threads::MAX_IO_THREADS + 1;
+        assert!(
+            c.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("server.io_threads")
+        );
+        c.server.io_threads = crate::server::io_threads::MAX_IO_THREADS;
+        c.validate().unwrap();
         let mut c = NodeConfig::default();
         c.server.maxclients = 0;
         assert!(

@@ -10,6 +10,7 @@ use crate::cmd::{self, After, ClientInfo, ServerState, Session};
 use crate::resp::{Parsed, Reply, parse_request};
 use crate::store::Mutation;
 use bytes::{Buf, Bytes, BytesMut};
+use io_threads::IoThreads;
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
@@ -67,6 +68,7 @@ impl RespServer {
         let maxclients = state.config.server.maxclients;
         let slots = Arc::new(Semaphore::new(maxclients));
         let (stop_tx, stop_rx) = watch::channel(false);
+        let io = IoThreads::get(state.config.server.io_threads)?;
         tokio::pin!(shutdown);
         loop {
             tokio::select! {
@@ -94,11 +96,24 @@ impl RespServer {
                         });
                         continue;
                     };
+                    // Deregister from this runtime; the event loop re-registers it.
+                    let stream = match stream.into_std() {
+                        Ok(s) => s,
+                        Err(e) => {
+                            tracing::warn!(error = %e, "could not hand a connection over");
+                            continue;
+                        }
+                    };
                     let state = state.clone();
                     let stop = stop_rx.clone();
-                    tokio::spawn(async move {
-                        state.stats.connected_clients.fetch_add(1, Ordering::Relaxed);
-                        let _ = handle(state.clone(), stream, addr, stop).await;
+                    state.stats.connected_clients.fetch_add(1, Ordering::Relaxed);
+                    io.spawn_connection(move || async move {
+                        match TcpStream::from_std(stream) {
+                            Ok(stream) => {
+                                let _ = handle(state.clone(), stream, addr, stop).await;
+                            }
+                            Err(e) => tracing::warn!(error = %e, "could not register a connection"),
+                        }
                         state.stats.connected_clients.fetch_sub(1, Ordering::Relaxed);
                         drop(permit);
                     });
@@ -548,5 +563,6 @@ fn plain_command(
     }
 }
 
+pub mod io_threads;
 #[cfg(test)]
 mod tests;

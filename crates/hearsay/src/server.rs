@@ -45,6 +45,9 @@ pub struct ServerArgs {
     /// Most client connections ([server] maxclients).
     #[arg(long)]
     pub maxclients: Option<usize>,
+    /// Event-loop threads for client connections; 0 = half the cores ([server] io_threads).
+    #[arg(long)]
+    pub io_threads: Option<usize>,
     /// Close idle clients after this long; 0 = never ([server] idle_timeout_ms).
     #[arg(long)]
     pub idle_timeout_ms: Option<u64>,
@@ -112,6 +115,7 @@ impl ServerArgs {
         set!(block_cache_bytes => storage.block_cache_bytes);
         set!(maxclients => server.maxclients);
         set!(idle_timeout_ms => server.idle_timeout_ms);
+        set!(io_threads => server.io_threads);
         set!(max_bulk_bytes => limits.max_bulk_bytes);
         set!(request_timeout_ms => limits.request_timeout_ms);
         set!(cluster_name => cluster.name);

@@ -399,3 +399,52 @@ async fn auth_is_required_when_a_password_is_set() {
     let bad = redis::Client::open(format!("redis://default:wrong@{}/", node.addr)).unwrap();
     assert!(bad.get_multiplexed_async_connection().await.is_err());
 }
+
+/// Connections are spread over the configured event-loop threads, and INFO shows them; a
+/// pipelined run of GETs (read on the reader threads) answers in order on each of them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_spread_over_io_threads_and_info_shows_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = Node::start(dir.path(), &["--io-threads", "2"]);
+    let mut conns = Vec::new();
+    for _ in 0..4 {
+        conns.push(conn(&node.url()).await);
+    }
+    for (i, c) in conns.iter_mut().enumerate() {
+        let mut p = redis::pipe();
+        for k in 0..10 {
+            p.cmd("SET")
+                .arg(format!("c{i}:{k}"))
+                .arg(format!("{i}.{k}"));
+        }
+        for k in 0..12 {
+            p.cmd("GET").arg(format!("c{i}:{k}"));
+        }
+        let r: Vec<redis::Value> = p.query_async(c).await.unwrap();
+        let gets: Vec<Option<String>> = r[10..]
+            .iter()
+            .map(|v| redis::from_redis_value(v.clone()).unwrap())
+            .collect();
+        let want: Vec<Option<String>> = (0..12)
+            .map(|k| (k < 10).then(|| format!("{i}.{k}")))
+            .collect();
+        assert_eq!(gets, want);
+    }
+    let info: String = q(&mut conns[0], &["INFO", "server", "clients"])
+        .await
+        .unwrap();
+    assert!(info.contains("io_threads:2\r\n"), "{info}");
+    let per: Vec<u64> = info
+        .lines()
+        .find_map(|l| l.strip_prefix("io_thread_clients:"))
+        .expect("io_thread_clients line")
+        .split(',')
+        .map(|n| n.parse().unwrap())
+        .collect();
+    assert_eq!(per.len(), 2, "{info}");
+    assert_eq!(per.iter().sum::<u64>(), 4, "{info}");
+    assert!(
+        per.iter().all(|&n| n == 2),
+        "least-loaded placement: {per:?}"
+    );
+}

@@ -117,6 +117,19 @@ fn server(s: &mut Scrape, state: &AdminState) {
         "Client connections open now",
         g(&st.connected_clients),
     );
+    if let Some(io) = crate::server::io_threads::IoThreads::running() {
+        let per = io
+            .connections()
+            .into_iter()
+            .enumerate()
+            .map(|(i, n)| (label("thread", i.to_string()), clamp(n)))
+            .collect();
+        s.gauge_family(
+            "hearsay_server_io_thread_clients",
+            "Client connections served by each event-loop thread",
+            per,
+        );
+    }
     s.gauge(
         "hearsay_cluster_mode",
         "1 when the node runs as a cluster member, 0 in single-node mode",

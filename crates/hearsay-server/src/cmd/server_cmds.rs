@@ -6,6 +6,7 @@ use super::{
 };
 use crate::config::SyncModeName;
 use crate::resp::Reply;
+use crate::server::io_threads::IoThreads;
 use bytes::Bytes;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -87,10 +88,17 @@ pub async fn info(state: &ServerState, s: &mut Session, args: Vec<Bytes>, out: &
                 line("tcp_port", &port);
                 line("uptime_in_seconds", &up);
                 line("uptime_in_days", &(up / 86_400));
+                if let Some(io) = IoThreads::running() {
+                    line("io_threads", &io.len());
+                }
             }
             "clients" => {
                 line("connected_clients", &st.get(&st.connected_clients));
                 line("maxclients", &cfg.server.maxclients);
+                if let Some(io) = IoThreads::running() {
+                    let per: Vec<String> = io.connections().iter().map(u64::to_string).collect();
+                    line("io_thread_clients", &per.join(","));
+                }
                 line("blocked_clients", &0);
             }
             "memory" => {

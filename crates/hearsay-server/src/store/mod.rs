@@ -17,6 +17,7 @@
 
 mod cluster;
 mod local;
+pub mod read_pool;
 
 #[cfg(test)]
 pub mod memory;
