@@ -447,4 +447,18 @@ async fn connections_spread_over_io_threads_and_info_shows_them() {
         per.iter().all(|&n| n == 2),
         "least-loaded placement: {per:?}"
     );
+    let stats: String = q(&mut conns[0], &["INFO", "stats"]).await.unwrap();
+    let field = |name: &str| -> u64 {
+        stats
+            .lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(':'))
+            .unwrap_or_else(|| panic!("{name} in {stats}"))
+            .parse()
+            .unwrap()
+    };
+    // Each connection's run of 12 GETs was one multi-key read.
+    assert!(
+        field("read_pool_runs") + field("read_pool_full_inline_runs") >= 4,
+        "{stats}"
+    );
 }

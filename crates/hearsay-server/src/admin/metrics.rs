@@ -130,6 +130,32 @@ fn server(s: &mut Scrape, state: &AdminState) {
             per,
         );
     }
+    if let Some(rp) = crate::store::read_pool::ReadPool::running() {
+        s.gauge_u(
+            "hearsay_read_pool_threads",
+            "Threads that run multi-key reads off the event loops",
+            rp.threads() as u64,
+        );
+        s.gauge_u(
+            "hearsay_read_pool_queued",
+            "Multi-key reads waiting for a reader thread",
+            rp.queued() as u64,
+        );
+        s.counter(
+            "hearsay_read_pool_runs",
+            "Multi-key reads run by the reader threads",
+            rp.stats
+                .offloaded
+                .load(std::sync::atomic::Ordering::Relaxed),
+        );
+        s.counter(
+            "hearsay_read_pool_full_inline_runs",
+            "Multi-key reads run on the event loop because the reader queue was full",
+            rp.stats
+                .queue_full
+                .load(std::sync::atomic::Ordering::Relaxed),
+        );
+    }
     s.gauge(
         "hearsay_cluster_mode",
         "1 when the node runs as a cluster member, 0 in single-node mode",

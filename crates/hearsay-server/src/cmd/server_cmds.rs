@@ -7,6 +7,7 @@ use super::{
 use crate::config::SyncModeName;
 use crate::resp::Reply;
 use crate::server::io_threads::IoThreads;
+use crate::store::read_pool::ReadPool;
 use bytes::Bytes;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -123,6 +124,22 @@ pub async fn info(state: &ServerState, s: &mut Session, args: Vec<Bytes>, out: &
                 line("sync_mode", &cfg.storage.sync_mode.as_str());
             }
             "stats" => {
+                if let Some(rp) = ReadPool::running() {
+                    line("read_pool_threads", &rp.threads());
+                    line("read_pool_queued", &rp.queued());
+                    line(
+                        "read_pool_runs",
+                        &rp.stats
+                            .offloaded
+                            .load(std::sync::atomic::Ordering::Relaxed),
+                    );
+                    line(
+                        "read_pool_full_inline_runs",
+                        &rp.stats
+                            .queue_full
+                            .load(std::sync::atomic::Ordering::Relaxed),
+                    );
+                }
                 line(
                     "total_connections_received",
                     &st.get(&st.connections_received),
