@@ -62,6 +62,17 @@ fn a_quorum_write_through_a_is_seen_by_a_quorum_read_through_b() {
     assert_eq!(b.get("a0").unwrap().as_deref(), Some("second"));
     b.set("a0", "third").unwrap();
     assert_eq!(a.get("a0").unwrap().as_deref(), Some("third"));
+    // A pipelined run of GETs (read off the client's event loop) answers in request order.
+    let keys: Vec<String> = (0..24).rev().map(|i| format!("a{i}")).collect();
+    let want: Vec<Option<String>> = (0..24)
+        .rev()
+        .map(|i| match i {
+            0 => Some("third".to_string()),
+            i if i < 20 => Some(format!("v{i}")),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(b.pipelined_gets(&keys).unwrap(), want);
 }
 
 #[test]

@@ -13,6 +13,7 @@
 //! and DEL of repeated keys behave as on one node. Blind puts (plain SET, MSET, SETEX)
 //! skip the read entirely.
 
+use super::read_pool::OFFLOAD_MIN_KEYS;
 use super::{
     Action, BoxFuture, Condition, Entry, Expiry, KeyspaceInfo, KeyspaceSpec, Mutation, Outcome,
     RequestContext, ScanPage, Store, StoreError, evaluate, live_entry,
@@ -52,6 +53,9 @@ pub struct ClusterStoreStats {
 pub struct ClusterStore {
     node: Arc<Node>,
     clock: Arc<dyn Clock>,
+    /// The runtime the node was started on (work-stealing): pipelined GET runs are read there
+    /// so that the client's event loop, one thread, goes on with its other connections.
+    runtime: Option<tokio::runtime::Handle>,
     closed: AtomicBool,
     stats: ClusterStoreStats,
 }
@@ -94,6 +98,7 @@ impl ClusterStore {
         ClusterStore {
             node,
             clock,
+            runtime: tokio::runtime::Handle::try_current().ok(),
             closed: AtomicBool::new(false),
             stats: ClusterStoreStats::default(),
         }
@@ -294,6 +299,59 @@ impl Store for ClusterStore {
         Box::pin(async move {
             let r = self.read_entry(&ctx.keyspace, &key, ctx.consistency).await;
             self.count_error(r)
+        })
+    }
+
+    fn get_each<'a>(
+        &'a self,
+        ctx: &'a RequestContext,
+        keys: &'a [Bytes],
+    ) -> BoxFuture<'a, Vec<Result<Option<Entry>, StoreError>>> {
+        Box::pin(async move {
+            let Some(runtime) = self
+                .runtime
+                .as_ref()
+                .filter(|_| keys.len() >= OFFLOAD_MIN_KEYS)
+            else {
+                let mut out = Vec::with_capacity(keys.len());
+                for k in keys {
+                    let r = self.read_entry(&ctx.keyspace, k, ctx.consistency).await;
+                    out.push(self.count_error(r));
+                }
+                return out;
+            };
+            let n = keys.len();
+            self.stats.reads.fetch_add(n as u64, Ordering::Relaxed);
+            let node = self.node.clone();
+            let ks = ctx.keyspace.clone();
+            let level = ctx.consistency;
+            let owned = keys.to_vec();
+            let run = runtime.spawn(async move {
+                let mut out = Vec::with_capacity(owned.len());
+                for k in &owned {
+                    out.push(if k.len() > MAX_KEY_BYTES {
+                        // Such a key can never have been written.
+                        Ok(None)
+                    } else {
+                        node.read(&ks, k, level).await.map_err(node_error)
+                    });
+                }
+                out
+            });
+            let cells = match run.await {
+                Ok(cells) => cells,
+                Err(e) => (0..n)
+                    .map(|_| Err(StoreError::Storage(format!("read task: {e}"))))
+                    .collect(),
+            };
+            let now = self.now_ms();
+            cells
+                .into_iter()
+                .map(|r| {
+                    self.count_error(r)
+                        .map(|c| c.and_then(|c| live_entry(c.value.as_ref(), c.expires_at_ms, now)))
+                })
+                .collect()
         })
     }
 

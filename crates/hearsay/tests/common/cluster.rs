@@ -324,6 +324,15 @@ impl Conn {
         self.cmd(&["GET", key])
     }
 
+    /// One pipeline of `GET key` for every key (a run the server reads in one go).
+    pub fn pipelined_gets(&mut self, keys: &[String]) -> redis::RedisResult<Vec<Option<String>>> {
+        let mut p = redis::pipe();
+        for k in keys {
+            p.cmd("GET").arg(k);
+        }
+        p.query(&mut self.con)
+    }
+
     /// `MEMBERS` as one map of fields per member, keyed by node id.
     pub fn members(&mut self) -> BTreeMap<String, BTreeMap<String, String>> {
         let v: Value = self.cmd(&["MEMBERS"]).unwrap();
