@@ -291,6 +291,14 @@ fn run_major(inner: &Arc<Inner>, keyspace: &str) -> Result<()> {
     Ok(())
 }
 
+/// The compaction limiter sleeps only once it is at least this far ahead of its rate. It is
+/// consulted after every cell: sleeping whenever it was ahead at all made thousands of
+/// microsecond sleeps a second, each a context switch that preempted request threads on a
+/// small box (measured: a P1 GET run during a compaction lost 30 % of its throughput, with
+/// 16 % of the loop thread's samples in the scheduler). In 10 ms quanta the writes stay at
+/// the configured rate on average and the thread wakes at most 100 times a second.
+const RATE_LIMIT_MIN_SLEEP: Duration = Duration::from_millis(10);
+
 /// Token-bucket-ish limiter: sleeps so that bytes written since `start` do not exceed the rate.
 struct RateLimiter {
     bytes_per_sec: u64,
@@ -300,16 +308,24 @@ struct RateLimiter {
 
 impl RateLimiter {
     fn wrote(&mut self, n: u64, inner: &Inner) {
+        self.pace(n, || stopping(inner));
+    }
+
+    /// Counts `n` more bytes and sleeps if they put the writer at least
+    /// [`RATE_LIMIT_MIN_SLEEP`] ahead of the rate; returns whether it slept.
+    fn pace(&mut self, n: u64, stopping: impl FnOnce() -> bool) -> bool {
         if self.bytes_per_sec == 0 {
-            return;
+            return false;
         }
         self.bytes += n;
         let due = Duration::from_secs_f64(self.bytes as f64 / self.bytes_per_sec as f64);
         let elapsed = self.start.elapsed();
-        if due > elapsed && !stopping(inner) {
+        if due >= elapsed + RATE_LIMIT_MIN_SLEEP && !stopping() {
             // Sleep in short steps so shutdown is not held up.
             std::thread::sleep((due - elapsed).min(Duration::from_millis(100)));
+            return true;
         }
+        false
     }
 }
 
@@ -459,4 +475,43 @@ fn run_compaction(inner: &Arc<Inner>, ks: &Arc<Keyspace>, task: &CompactionTask)
     c.expired_converted.fetch_add(converted, Ordering::Relaxed);
     tracing::debug!(keyspace = %ks.name, reason = task.reason, inputs = task.inputs.len(), outputs = outputs.len(), purged, "compaction done");
     Ok(())
+}
+
+#[cfg(test)]
+mod rate_limiter_tests {
+    use super::*;
+
+    /// Fed a byte at a time, the limiter keeps the average rate (the time taken is at least
+    /// what the rate allows, less one quantum) and sleeps in quanta, not per call: each sleep
+    /// lasts at least `RATE_LIMIT_MIN_SLEEP`, so there are at most elapsed ÷ quantum of them.
+    #[test]
+    fn keeps_the_rate_in_quanta_not_per_call() {
+        let mut l = RateLimiter {
+            bytes_per_sec: 1_000_000,
+            start: Instant::now(),
+            bytes: 0,
+        };
+        let total: u64 = 200_000; // 200 ms at the rate
+        let mut sleeps = 0u32;
+        for _ in 0..total {
+            sleeps += u32::from(l.pace(1, || false));
+        }
+        let elapsed = l.start.elapsed();
+        assert!(
+            elapsed + RATE_LIMIT_MIN_SLEEP >= Duration::from_millis(200),
+            "{elapsed:?}"
+        );
+        assert!(sleeps >= 1);
+        let max = (elapsed.as_millis() / RATE_LIMIT_MIN_SLEEP.as_millis()) as u32;
+        assert!(sleeps <= max, "{sleeps} sleeps in {elapsed:?}");
+        // A stopping engine never sleeps.
+        assert!(!l.pace(1_000_000, || true));
+        // Rate 0 means unlimited.
+        let mut free = RateLimiter {
+            bytes_per_sec: 0,
+            start: Instant::now(),
+            bytes: 0,
+        };
+        assert!(!free.pace(u64::MAX / 2, || false));
+    }
 }
