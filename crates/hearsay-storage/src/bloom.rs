@@ -126,6 +126,20 @@ impl BloomFilter {
         all_set
     }
 
+    /// Starts loading the lines [`Self::may_contain`] will read for `hash`, without waiting
+    /// for them: a batch of lookups prefetches every key's lines first, so their cache misses
+    /// overlap instead of following one another.
+    pub fn prefetch(&self, hash: u64) {
+        if self.probes == 0 || self.num_bits == 0 {
+            return;
+        }
+        for pos in self.probe_positions(hash) {
+            if let Some(b) = self.bits.get((pos / 8) as usize) {
+                crate::prefetch::prefetch(b);
+            }
+        }
+    }
+
     /// Probes per key.
     pub fn probes(&self) -> u32 {
         u32::from(self.probes)

@@ -714,6 +714,76 @@ impl Engine {
         Ok(best)
     }
 
+    /// As [`Self::get`] for each of `keys`, in order, from one look at the keyspace's
+    /// memtables and tables. Each table is consulted for the keys that still need it, all
+    /// together (see [`Sstable::get_batch`]), so the bloom filters' cache misses of different
+    /// keys overlap. A read error fails only its own key.
+    pub fn get_many(&self, keyspace: &str, keys: &[CellKey]) -> Result<Vec<Result<Option<Cell>>>> {
+        let ks = self.keyspace(keyspace)?;
+        let v = ks.version();
+        let mut out: Vec<Result<Option<Cell>>> = (0..keys.len()).map(|_| Ok(None)).collect();
+        for m in v.memtables() {
+            if m.is_empty() {
+                continue;
+            }
+            for (k, o) in keys.iter().zip(out.iter_mut()) {
+                if let (Some(c), Ok(best)) = (m.get(k), o.as_mut()) {
+                    *best = Some(newer(best.take(), c));
+                }
+            }
+        }
+        let hashes: Vec<u64> = keys
+            .iter()
+            .map(|k| crate::bloom::hash_key(k.token, &k.key))
+            .collect();
+        // Keys that no table further down the list can change (see `get`), or that failed.
+        let mut settled = vec![false; keys.len()];
+        let mut wanted: Vec<(&CellKey, u64)> = Vec::with_capacity(keys.len());
+        let mut which: Vec<usize> = Vec::with_capacity(keys.len());
+        for t in &v.tables {
+            let m = t.table.meta();
+            wanted.clear();
+            which.clear();
+            for (i, key) in keys.iter().enumerate() {
+                if settled[i] {
+                    continue;
+                }
+                match &out[i] {
+                    Err(_) => {
+                        settled[i] = true;
+                        continue;
+                    }
+                    Ok(Some(b)) if m.max_timestamp < b.timestamp => {
+                        settled[i] = true;
+                        continue;
+                    }
+                    Ok(_) => {}
+                }
+                if *key < m.min_key || m.max_key < *key {
+                    continue;
+                }
+                wanted.push((key, hashes[i]));
+                which.push(i);
+            }
+            if wanted.is_empty() {
+                continue;
+            }
+            t.table.get_batch(&wanted, |j, r| {
+                let i = which[j];
+                match r {
+                    Ok(Some(c)) => {
+                        if let Ok(best) = out[i].as_mut() {
+                            *best = Some(newer(best.take(), c));
+                        }
+                    }
+                    Ok(None) => {}
+                    Err(e) => out[i] = Err(e),
+                }
+            });
+        }
+        Ok(out)
+    }
+
     /// Scans `[lower, upper]` (per the bounds) over a consistent snapshot: ascending, the
     /// newest version per key, tombstones and expired values included.
     pub fn scan(

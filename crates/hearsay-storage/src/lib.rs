@@ -36,6 +36,7 @@ pub mod config;
 pub mod engine;
 pub mod manifest;
 pub mod memtable;
+mod prefetch;
 
 pub use config::{CompactionStrategy, EngineConfig, KeyspaceOptions, SyncMode};
 pub use engine::{DEFAULT_KEYSPACE, Engine, EngineStats, KeyspaceStats, ScanIter, TableSummary};

@@ -115,6 +115,19 @@ fn run(strategy_ix: u8, monotone: bool, gc_grace_ms: u64, ops: Vec<(Op, u16)>) {
                 let got = got.as_ref().and_then(|c| c.live_value(now_ms));
                 let want = model.get(&key(k)).and_then(|c| c.live_value(now_ms));
                 assert_eq!(got, want, "get of key {k} at op {n}");
+                // A batch read around the key (neighbours, the key twice) agrees key by key.
+                let batch: Vec<CellKey> = [0u8, 1, 2, 0, 7, 200]
+                    .iter()
+                    .map(|d| key(k.wrapping_add(*d)))
+                    .collect();
+                let many = e.get_many("default", &batch).unwrap();
+                assert_eq!(many.len(), batch.len());
+                for (bk, r) in batch.iter().zip(many) {
+                    let got = r.unwrap();
+                    let got = got.as_ref().and_then(|c| c.live_value(now_ms));
+                    let want = model.get(bk).and_then(|c| c.live_value(now_ms));
+                    assert_eq!(got, want, "get_many of {bk:?} at op {n}");
+                }
             }
             Op::Scan(a, b) => {
                 let (lo, hi) = (key(a).min(key(b)), key(a).max(key(b)));
@@ -153,6 +166,18 @@ fn run(strategy_ix: u8, monotone: bool, gc_grace_ms: u64, ops: Vec<(Op, u16)>) {
                 got.as_ref().and_then(|g| g.live_value(now_ms)),
                 c.live_value(now_ms),
                 "final get {k:?} round {round}"
+            );
+        }
+        // The same through one batch read of every key ever written, and some never written.
+        let mut all: Vec<CellKey> = model.keys().cloned().collect();
+        all.extend((0..=255u8).step_by(17).map(key));
+        let many = e.get_many("default", &all).unwrap();
+        for (k, r) in all.iter().zip(many) {
+            let got = r.unwrap();
+            assert_eq!(
+                got.as_ref().and_then(|g| g.live_value(now_ms)),
+                model.get(k).and_then(|c| c.live_value(now_ms)),
+                "final get_many {k:?} round {round}"
             );
         }
         assert!(e.stats().poisoned.is_none());

@@ -188,6 +188,20 @@ impl ReadStats {
         counter.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// Adds a batch's bloom outcomes at once (one atomic add per counter, not per probe:
+    /// each is a locked instruction that waits for every load before it, misses included).
+    pub(crate) fn record_blooms(&self, negatives: u64, true_positives: u64, false_positives: u64) {
+        for (c, n) in [
+            (&self.bloom_negatives, negatives),
+            (&self.bloom_true_positives, true_positives),
+            (&self.bloom_false_positives, false_positives),
+        ] {
+            if n > 0 {
+                c.fetch_add(n, Ordering::Relaxed);
+            }
+        }
+    }
+
     pub(crate) fn record_block_read(&self, bytes: u64) {
         self.blocks_read.fetch_add(1, Ordering::Relaxed);
         self.bytes_read.fetch_add(bytes, Ordering::Relaxed);

@@ -588,6 +588,35 @@ impl Sstable {
         Ok(found)
     }
 
+    /// Point reads of `keys` (each with its [`bloom::hash_key`]) in this table, for a batch:
+    /// every key's filter lines are prefetched before any is tested, so their misses overlap,
+    /// and the outcomes are counted once for the batch. Calls `found(i, result)` for the
+    /// keys the filter admits (`i` indexes `keys`); the others are absent.
+    pub fn get_batch(
+        &self,
+        keys: &[(&CellKey, u64)],
+        mut found: impl FnMut(usize, Result<Option<Cell>>),
+    ) {
+        for &(_, h) in keys {
+            self.bloom.prefetch(h);
+        }
+        let (mut neg, mut tp, mut fp) = (0u64, 0u64, 0u64);
+        for (i, &(key, h)) in keys.iter().enumerate() {
+            if !self.bloom.may_contain(h) {
+                neg += 1;
+                continue;
+            }
+            let r = self.get_unfiltered(key);
+            match &r {
+                Ok(Some(_)) => tp += 1,
+                Ok(None) => fp += 1,
+                Err(_) => {}
+            }
+            found(i, r);
+        }
+        self.stats.record_blooms(neg, tp, fp);
+    }
+
     fn get_unfiltered(&self, key: &CellKey) -> Result<Option<Cell>> {
         let token = encode_token(key.token);
         let idx = self.find_block(&token, &key.key);
