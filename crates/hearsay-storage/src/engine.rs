@@ -736,8 +736,6 @@ impl Engine {
             .iter()
             .map(|k| crate::bloom::hash_key(k.token, &k.key))
             .collect();
-        // Keys that no table further down the list can change (see `get`), or that failed.
-        let mut settled = vec![false; keys.len()];
         let mut wanted: Vec<(&CellKey, u64)> = Vec::with_capacity(keys.len());
         let mut which: Vec<usize> = Vec::with_capacity(keys.len());
         for t in &v.tables {
@@ -745,18 +743,10 @@ impl Engine {
             wanted.clear();
             which.clear();
             for (i, key) in keys.iter().enumerate() {
-                if settled[i] {
-                    continue;
-                }
                 match &out[i] {
-                    Err(_) => {
-                        settled[i] = true;
-                        continue;
-                    }
-                    Ok(Some(b)) if m.max_timestamp < b.timestamp => {
-                        settled[i] = true;
-                        continue;
-                    }
+                    Err(_) => continue,
+                    // As in `get`: tables are newest-first, so none from here on can win.
+                    Ok(Some(b)) if m.max_timestamp < b.timestamp => continue,
                     Ok(_) => {}
                 }
                 if *key < m.min_key || m.max_key < *key {

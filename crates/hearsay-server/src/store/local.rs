@@ -234,14 +234,17 @@ fn read_one(
     }
     let ck = CellKey::new(token_of(key), key.clone());
     let cell = engine.get(keyspace, &ck).map_err(storage_err)?;
-    Ok(cell.and_then(|c| {
-        let now = match c.expires_at_ms {
-            Some(_) => *now_ms.get_or_insert_with(|| clock.wall_millis()),
-            // No TTL: `live_entry` does not look at the time.
-            None => 0,
-        };
-        live_entry(c.value.as_ref(), c.expires_at_ms, now)
-    }))
+    Ok(cell.and_then(|c| live_cell(&c, clock, now_ms)))
+}
+
+/// The entry a stored cell reads as now, if it is live.
+fn live_cell(c: &Cell, clock: &dyn Clock, now_ms: &mut Option<u64>) -> Option<Entry> {
+    let now = match c.expires_at_ms {
+        Some(_) => *now_ms.get_or_insert_with(|| clock.wall_millis()),
+        // No TTL: `live_entry` does not look at the time.
+        None => 0,
+    };
+    live_entry(c.value.as_ref(), c.expires_at_ms, now)
 }
 
 /// As [`read_one`] for each key, in order, through one engine batch read
@@ -272,13 +275,7 @@ fn read_many(
                 return Ok(None);
             }
             let cell = cells.next().unwrap_or(Ok(None)).map_err(storage_err)?;
-            Ok(cell.and_then(|c| {
-                let now = match c.expires_at_ms {
-                    Some(_) => *now_ms.get_or_insert_with(|| clock.wall_millis()),
-                    None => 0,
-                };
-                live_entry(c.value.as_ref(), c.expires_at_ms, now)
-            }))
+            Ok(cell.and_then(|c| live_cell(&c, clock, &mut now_ms)))
         })
         .collect()
 }

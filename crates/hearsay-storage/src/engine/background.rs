@@ -324,9 +324,7 @@ impl RateLimiter {
             next_check: 0,
         }
     }
-}
 
-impl RateLimiter {
     fn wrote(&mut self, n: u64, inner: &Inner) {
         self.pace(n, || stopping(inner));
     }
