@@ -141,7 +141,7 @@ impl Default for StorageConfig {
             sync_mode: SyncModeName::Periodic,
             sync_interval_ms: 1_000,
             memtable_size_bytes: 64 << 20,
-            block_cache_bytes: 64 << 20,
+            block_cache_bytes: hearsay_storage::config::DEFAULT_BLOCK_CACHE_BYTES,
             write_batch_max: 1_024,
             write_queue_max: 8_192,
         }

@@ -15,8 +15,13 @@ pub const DEFAULT_SYNC_INTERVAL_MS: u64 = 1_000;
 pub const DEFAULT_MEMTABLE_SIZE_BYTES: u64 = 64 << 20;
 /// Default cap on all memtables (active and awaiting flush); writers stall above it.
 pub const DEFAULT_MEMTABLE_TOTAL_BYTES_MAX: u64 = 256 << 20;
-/// Default block cache size.
-pub const DEFAULT_BLOCK_CACHE_BYTES: u64 = 64 << 20;
+/// Default block cache size: 256 MiB. It fills only as blocks are read, so a small data set
+/// costs no more. At 64 MiB the 1M-key working set of `redis-benchmark -r 1000000 -d 100`
+/// (about 3 KiB blocks of 20 cells each, 90+ MiB decoded after three flushes) evicted blocks
+/// it read again a round later: 256 MiB cut server CPU per 200K pipelined GETs by 6-8 % and
+/// raised their rate 2-5 % (`docs/benchmarks.md`). Cassandra's chunk cache defaults to
+/// 512 MiB (`file_cache_size`).
+pub const DEFAULT_BLOCK_CACHE_BYTES: u64 = 256 << 20;
 /// Default commit-log segment size (Cassandra uses 32 MiB too).
 pub const DEFAULT_COMMITLOG_SEGMENT_BYTES: u64 = 32 << 20;
 /// Default compaction rate limit: Cassandra's `compaction_throughput` default, 64 MiB/s.
@@ -156,7 +161,7 @@ pub struct EngineConfig {
     pub memtable_size_bytes: u64,
     /// Writers stall while all memtables together exceed this. Default 256 MiB.
     pub memtable_total_bytes_max: u64,
-    /// Block cache capacity, shared by all keyspaces. Default 64 MiB.
+    /// Block cache capacity, shared by all keyspaces. Default [`DEFAULT_BLOCK_CACHE_BYTES`].
     pub block_cache_bytes: u64,
     /// Commit-log segment size. Default 32 MiB.
     pub commitlog_segment_bytes: u64,

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Side-by-side RESP benchmark: Hearsay (periodic sync) vs redis-server with AOF everysec vs
-# redis-server without persistence, alternating targets each round (see BENCHMARKING.md).
+# redis-server without persistence, each target in turn, the order reversed every other round
+# (see BENCHMARKING.md).
 # Usage: bench_resp.sh path/to/release/hearsay [rounds] [path/to/other/hearsay]
 #   -> CSV lines on stdout. With a second binary (an A/B of old vs new), it runs as target
 #   "hearsay-b" in the same rounds, on its own port and data directory.
@@ -41,9 +42,14 @@ done
 # Ratios are only comparable within one run on a shared box: record how busy it was.
 echo "# start $(date -u +%H:%M:%S) UTC, load average: $(cut -d' ' -f1-3 /proc/loadavg)" >&2
 echo "round,target,pipeline,test,rps,avg_ms,min_ms,p50_ms,p95_ms,p99_ms,max_ms"
+REVERSED=$(echo $TARGETS | tr ' ' '\n' | tac | tr '\n' ' ')
 for r in $(seq 1 "$ROUNDS"); do
+  # Even rounds run the targets in reverse order, so that no target always follows the same
+  # one (whose background work, a flush or a compaction, may still be running).
+  order=$TARGETS
+  if [ $((r % 2)) -eq 0 ]; then order=$REVERSED; fi
   for P in 1 16; do
-    for t in $TARGETS; do
+    for t in $order; do
       name=${t%%:*}; port=${t##*:}
       redis-benchmark -p "$port" -t set,get -c 50 -n 200000 -r 1000000 -d 100 -P "$P" --csv 2>/dev/null \
         | grep -v '^"test"' | tr -d '"' | sed "s/^/$r,$name,$P,/"
