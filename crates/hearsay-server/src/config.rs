@@ -140,7 +140,7 @@ impl Default for StorageConfig {
             data_dir: PathBuf::from("data"),
             sync_mode: SyncModeName::Periodic,
             sync_interval_ms: 1_000,
-            memtable_size_bytes: 64 << 20,
+            memtable_size_bytes: hearsay_storage::config::DEFAULT_MEMTABLE_SIZE_BYTES,
             block_cache_bytes: hearsay_storage::config::DEFAULT_BLOCK_CACHE_BYTES,
             write_batch_max: 1_024,
             write_queue_max: 8_192,
