@@ -128,6 +128,9 @@ pub struct StorageConfig {
     pub sync_interval_ms: u64,
     pub memtable_size_bytes: u64,
     pub block_cache_bytes: u64,
+    /// Run compactions nothing waits for at the OS's idle scheduling priority, promoting them
+    /// when work queues behind them (see `docs/storage-engine.md`).
+    pub compaction_background_priority: bool,
     /// Most write requests the writer thread groups into one engine batch.
     pub write_batch_max: usize,
     /// Write requests queued for the writer before clients wait (backpressure).
@@ -142,6 +145,7 @@ impl Default for StorageConfig {
             sync_interval_ms: 1_000,
             memtable_size_bytes: hearsay_storage::config::DEFAULT_MEMTABLE_SIZE_BYTES,
             block_cache_bytes: hearsay_storage::config::DEFAULT_BLOCK_CACHE_BYTES,
+            compaction_background_priority: true,
             write_batch_max: 1_024,
             write_queue_max: 8_192,
         }

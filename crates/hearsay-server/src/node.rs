@@ -50,6 +50,7 @@ pub fn engine_config(cfg: &NodeConfig, clock: Arc<dyn Clock>) -> EngineConfig {
     // Room for the active memtable plus a few being flushed before writers stall.
     e.memtable_total_bytes_max = e.memtable_total_bytes_max.max(st.memtable_size_bytes * 4);
     e.block_cache_bytes = st.block_cache_bytes;
+    e.compaction_background_priority = st.compaction_background_priority;
     e.clock = clock;
     e
 }

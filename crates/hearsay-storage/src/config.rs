@@ -167,6 +167,12 @@ pub struct EngineConfig {
     pub commitlog_segment_bytes: u64,
     /// Compaction write rate limit in bytes per second; 0 = unlimited. Default 64 MiB/s.
     pub compaction_bytes_per_sec: u64,
+    /// Run compactions nothing waits for at the OS's idle scheduling priority (Linux
+    /// `SCHED_IDLE`), on CPU time requests leave over; one is promoted to normal priority when
+    /// more compaction work queues behind it, a major compaction is asked for, or it has
+    /// waited 10 s. Major compactions (`Engine::compact`) always run at normal priority.
+    /// Default true.
+    pub compaction_background_priority: bool,
     /// SSTable data block size. Default 3 KiB: a point read that misses the block cache reads,
     /// checks and decompresses a whole block for one cell, so its cost grows with the block,
     /// while the cache's hit rate (bytes cached over bytes read) does not depend on it. With
@@ -196,6 +202,7 @@ impl EngineConfig {
             block_cache_bytes: DEFAULT_BLOCK_CACHE_BYTES,
             commitlog_segment_bytes: DEFAULT_COMMITLOG_SEGMENT_BYTES,
             compaction_bytes_per_sec: DEFAULT_COMPACTION_BYTES_PER_SEC,
+            compaction_background_priority: true,
             sstable_block_size_bytes: 3072,
             bloom_bits_per_key: 10,
             default_keyspace: KeyspaceOptions::default(),

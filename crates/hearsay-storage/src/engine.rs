@@ -161,6 +161,11 @@ pub(crate) struct Counters {
     pub flush_errors: AtomicU64,
     pub compactions: AtomicU64,
     pub compaction_errors: AtomicU64,
+    /// Compactions handed to `hearsay-compaction-idle`, and those of them promoted back.
+    pub compactions_background: AtomicU64,
+    pub compactions_promoted: AtomicU64,
+    /// 1 while a compaction runs at idle priority.
+    pub compaction_background_running: AtomicU64,
     pub compaction_bytes_read: AtomicU64,
     pub compaction_bytes_written: AtomicU64,
     pub tombstones_purged: AtomicU64,
@@ -267,6 +272,13 @@ pub struct EngineStats {
     pub flush_errors: u64,
     pub compactions: u64,
     pub compaction_errors: u64,
+    /// Compactions started at idle priority (`compaction_background_priority`).
+    pub compactions_background: u64,
+    /// Of those, the ones promoted to normal priority (work queued behind them, or they
+    /// waited too long for idle CPU).
+    pub compactions_promoted: u64,
+    /// Whether a compaction is running at idle priority now.
+    pub compaction_background_running: bool,
     pub compaction_bytes_read: u64,
     pub compaction_bytes_written: u64,
     pub tombstones_purged: u64,
@@ -910,6 +922,9 @@ impl Engine {
             flush_errors: ld(&c.flush_errors),
             compactions: ld(&c.compactions),
             compaction_errors: ld(&c.compaction_errors),
+            compactions_background: ld(&c.compactions_background),
+            compactions_promoted: ld(&c.compactions_promoted),
+            compaction_background_running: ld(&c.compaction_background_running) != 0,
             compaction_bytes_read: ld(&c.compaction_bytes_read),
             compaction_bytes_written: ld(&c.compaction_bytes_written),
             tombstones_purged: ld(&c.tombstones_purged),

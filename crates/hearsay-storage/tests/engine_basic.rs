@@ -485,3 +485,139 @@ fn dropping_a_keyspace_while_it_flushes_and_compacts_is_harmless() {
         .count();
     assert_eq!(dirs, 1, "dropped keyspaces leave no directories");
 }
+
+/// Four flushed tables of ~256 KiB each under a compaction rate of 512 KiB/s: the size-tiered
+/// compaction they trigger takes about two seconds, long enough to act while it runs.
+fn engine_with_slow_background_compaction(dir: &std::path::Path) -> Engine {
+    let mut c = config(dir);
+    c.compaction_bytes_per_sec = 512 << 10;
+    c.default_keyspace.compression = hearsay_storage::Compression::None;
+    c.default_keyspace.compaction = CompactionStrategy::SizeTiered {
+        min_threshold: 4,
+        max_threshold: 32,
+    };
+    assert!(c.compaction_background_priority, "on by default");
+    let e = Engine::open(c).unwrap();
+    write_rounds(&e, 0..4);
+    wait_for(&e, "a compaction at idle priority", |s| {
+        s.compaction_background_running
+    });
+    e
+}
+
+/// Each round overwrites keys 0..2000 with the round's number and flushes one table.
+fn write_rounds(e: &Engine, rounds: std::ops::Range<u64>) {
+    for round in rounds {
+        for i in 0..2000 {
+            let mut v = vec![b'z'; 128];
+            v[..8].copy_from_slice(&round.to_be_bytes());
+            e.apply("default", &[(key(i), Cell::value(v, Timestamp(round + 1)))])
+                .unwrap();
+        }
+        e.flush(None).unwrap();
+    }
+}
+
+fn wait_for(e: &Engine, what: &str, done: impl Fn(&hearsay_storage::EngineStats) -> bool) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let s = e.stats();
+        if done(&s) {
+            return;
+        }
+        assert!(std::time::Instant::now() < deadline, "no {what}: {s:?}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+fn round_of(e: &Engine, i: i64) -> u64 {
+    let v = val(e, "default", i).unwrap();
+    u64::from_be_bytes(v[..8].try_into().unwrap())
+}
+
+/// Scheduling policy of every live thread of this process whose name starts `prefix`
+/// (field 41 of /proc/self/task/*/stat; 5 = SCHED_IDLE).
+#[cfg(target_os = "linux")]
+fn thread_policies(prefix: &str) -> Vec<u32> {
+    let mut out = Vec::new();
+    for t in std::fs::read_dir("/proc/self/task").unwrap().flatten() {
+        let Ok(comm) = std::fs::read_to_string(t.path().join("comm")) else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(t.path().join("stat")) else {
+            continue;
+        };
+        if comm.trim_end().starts_with(prefix) {
+            // Fields after the parenthesised name start at field 3.
+            let rest = &stat[stat.rfind(')').unwrap() + 2..];
+            out.push(rest.split(' ').nth(41 - 3).unwrap().parse().unwrap());
+        }
+    }
+    out
+}
+
+#[test]
+fn automatic_compaction_runs_at_idle_priority_and_is_promoted_when_work_queues_behind_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let e = engine_with_slow_background_compaction(dir.path());
+    #[cfg(target_os = "linux")]
+    {
+        // Every engine's idle worker (tests run in parallel) is SCHED_IDLE, its normal
+        // compaction thread is not.
+        let idle = thread_policies("hearsay-idle-co");
+        assert!(!idle.is_empty() && idle.iter().all(|&p| p == 5), "{idle:?}");
+        let normal = thread_policies("hearsay-compact");
+        assert!(
+            !normal.is_empty() && normal.iter().all(|&p| p == 0),
+            "{normal:?}"
+        );
+    }
+    assert_eq!(e.stats().compactions_promoted, 0);
+    // Four more tables while it runs: a second bucket is ready behind it.
+    write_rounds(&e, 4..8);
+    wait_for(&e, "promotion", |s| s.compactions_promoted >= 1);
+    // The promoted run finishes on the normal thread, then the rest merges too.
+    wait_for(&e, "merge of everything", |s| {
+        s.compactions >= 2
+            && s.keyspaces["default"].sstable_count == 1
+            && !s.compaction_background_running
+    });
+    let s = e.stats();
+    assert!(s.compactions_background >= 2, "{s:?}");
+    assert_eq!(s.keyspaces["default"].sstable_entries, 2000);
+    for i in [0, 7, 1999] {
+        assert_eq!(round_of(&e, i), 7);
+    }
+}
+
+#[test]
+fn a_major_compaction_request_promotes_the_idle_one_and_both_complete() {
+    let dir = tempfile::tempdir().unwrap();
+    let e = engine_with_slow_background_compaction(dir.path());
+    write_rounds(&e, 4..5);
+    e.compact("default").unwrap();
+    let s = e.stats();
+    assert!(s.compactions_promoted >= 1, "{s:?}");
+    assert_eq!(s.keyspaces["default"].sstable_count, 1, "{s:?}");
+    assert_eq!(round_of(&e, 42), 4);
+    assert!(!s.compaction_background_running);
+}
+
+#[test]
+fn with_background_priority_off_compactions_run_on_the_normal_thread() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = config(dir.path());
+    c.compaction_background_priority = false;
+    let e = Engine::open(c).unwrap();
+    write_rounds(&e, 0..4);
+    wait_for(&e, "compaction", |s| {
+        s.compactions >= 1 && s.keyspaces["default"].sstable_count == 1
+    });
+    assert_eq!(e.stats().compactions_background, 0);
+    assert_eq!(round_of(&e, 3), 3);
+    #[cfg(target_os = "linux")]
+    {
+        let normal = thread_policies("hearsay-compact");
+        assert!(normal.iter().all(|&p| p == 0), "{normal:?}");
+    }
+}

@@ -39,6 +39,10 @@ pub struct ServerArgs {
     /// Block cache size ([storage] block_cache_bytes).
     #[arg(long)]
     pub block_cache_bytes: Option<u64>,
+    /// Run compactions nothing waits for at idle CPU priority
+    /// ([storage] compaction_background_priority).
+    #[arg(long)]
+    pub compaction_background_priority: Option<bool>,
     /// Require AUTH with this password ([server] password).
     #[arg(long, env = "HEARSAY_PASSWORD")]
     pub password: Option<String>,
@@ -113,6 +117,7 @@ impl ServerArgs {
         set!(sync_interval_ms => storage.sync_interval_ms);
         set!(memtable_size_bytes => storage.memtable_size_bytes);
         set!(block_cache_bytes => storage.block_cache_bytes);
+        set!(compaction_background_priority => storage.compaction_background_priority);
         set!(maxclients => server.maxclients);
         set!(idle_timeout_ms => server.idle_timeout_ms);
         set!(io_threads => server.io_threads);

@@ -280,6 +280,10 @@ async fn every_command_through_the_redis_crate() {
     assert_eq!(save, vec!["save".to_string(), String::new()]);
     let aof: Vec<String> = q(&mut c, &["CONFIG", "GET", "appendonly"]).await.unwrap();
     assert_eq!(aof, vec!["appendonly".to_string(), "yes".to_string()]);
+    let prio: Vec<String> = q(&mut c, &["CONFIG", "GET", "compaction-background-priority"])
+        .await
+        .unwrap();
+    assert_eq!(prio, vec!["compaction-background-priority", "yes"]);
     let n: i64 = q(&mut c, &["COMMAND", "COUNT"]).await.unwrap();
     assert!(n >= 30);
     let _: redis::Value = q(&mut c, &["COMMAND", "INFO", "get", "set"]).await.unwrap();

@@ -328,7 +328,12 @@ fn storage(s: &mut Scrape, state: &AdminState) {
         "1 when the last flush or compaction failed",
         i64::from(e.last_background_error.is_some()),
     );
-    let counters: [(&str, &str, u64); 18] = [
+    s.gauge(
+        "hearsay_storage_compaction_background_running",
+        "1 while a compaction runs at idle CPU priority",
+        i64::from(e.compaction_background_running),
+    );
+    let counters: [(&str, &str, u64); 20] = [
         (
             "hearsay_storage_user_bytes_written",
             "Key and value bytes written by clients",
@@ -384,6 +389,16 @@ fn storage(s: &mut Scrape, state: &AdminState) {
             "hearsay_storage_compaction_errors",
             "Failed compactions",
             e.compaction_errors,
+        ),
+        (
+            "hearsay_storage_compactions_background",
+            "Compactions started at idle CPU priority",
+            e.compactions_background,
+        ),
+        (
+            "hearsay_storage_compactions_promoted",
+            "Idle-priority compactions promoted to normal priority (work queued behind them, or they waited 10 s)",
+            e.compactions_promoted,
         ),
         (
             "hearsay_storage_compaction_bytes_read",

@@ -262,6 +262,8 @@ async fn metrics_are_openmetrics_text_with_server_and_engine_figures() {
         "hearsay_storage_block_cache_hits_total",
         "hearsay_storage_bloom_checks_total{outcome=\"negative\"}",
         "hearsay_storage_write_stalls_total 0",
+        "hearsay_storage_compactions_promoted_total 0",
+        "hearsay_storage_compaction_background_running 0",
         "hearsay_store_info{section=\"stats\",field=\"write_requests\"}",
         "hearsay_cluster_mode 0",
     ] {

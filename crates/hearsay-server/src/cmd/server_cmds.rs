@@ -239,6 +239,15 @@ fn config_params(state: &ServerState) -> BTreeMap<&'static str, String> {
         c.storage.memtable_size_bytes.to_string(),
     );
     m.insert("block-cache-bytes", c.storage.block_cache_bytes.to_string());
+    m.insert(
+        "compaction-background-priority",
+        if c.storage.compaction_background_priority {
+            "yes"
+        } else {
+            "no"
+        }
+        .into(),
+    );
     m.insert("write-batch-max", c.storage.write_batch_max.to_string());
     m.insert("write-queue-max", c.storage.write_queue_max.to_string());
     m.insert("max-bulk-bytes", c.limits.max_bulk_bytes.to_string());
