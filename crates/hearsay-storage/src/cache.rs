@@ -27,6 +27,14 @@ const MIN_SHARD_CAPACITY_BYTES: u64 = 1 << 20;
 /// Bytes charged per entry on top of the block itself: map entry, slot and `Bytes` header.
 pub const ENTRY_OVERHEAD_BYTES: u64 = 96;
 
+/// Data blocks a compaction read, and how many of them were in the cache: how the writer
+/// tells hot input ranges from cold ones (see `SstableWriter::warm_cache`).
+#[derive(Debug, Default)]
+pub struct CacheTally {
+    pub cached: std::sync::atomic::AtomicU64,
+    pub read: std::sync::atomic::AtomicU64,
+}
+
 /// Where a block lives: the cache-unique uid of its table and its offset in the file.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct BlockKey {

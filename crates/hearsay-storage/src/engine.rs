@@ -167,6 +167,8 @@ pub(crate) struct Counters {
     /// 1 while a compaction runs at idle priority.
     pub compaction_background_running: AtomicU64,
     pub compaction_bytes_read: AtomicU64,
+    /// Output blocks compactions put into the block cache because their input was cached.
+    pub compaction_blocks_warmed: AtomicU64,
     pub compaction_bytes_written: AtomicU64,
     pub tombstones_purged: AtomicU64,
     pub expired_converted: AtomicU64,
@@ -280,6 +282,9 @@ pub struct EngineStats {
     /// Whether a compaction is running at idle priority now.
     pub compaction_background_running: bool,
     pub compaction_bytes_read: u64,
+    /// Output blocks compactions put into the block cache because most input blocks they
+    /// came from were cached (hot data stays hot across a compaction).
+    pub compaction_blocks_warmed: u64,
     pub compaction_bytes_written: u64,
     pub tombstones_purged: u64,
     pub expired_converted: u64,
@@ -926,6 +931,7 @@ impl Engine {
             compactions_promoted: ld(&c.compactions_promoted),
             compaction_background_running: ld(&c.compaction_background_running) != 0,
             compaction_bytes_read: ld(&c.compaction_bytes_read),
+            compaction_blocks_warmed: ld(&c.compaction_blocks_warmed),
             compaction_bytes_written: ld(&c.compaction_bytes_written),
             tombstones_purged: ld(&c.tombstones_purged),
             expired_converted: ld(&c.expired_converted),

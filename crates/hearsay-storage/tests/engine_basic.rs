@@ -621,3 +621,61 @@ fn with_background_priority_off_compactions_run_on_the_normal_thread() {
         assert!(normal.iter().all(|&p| p == 0), "{normal:?}");
     }
 }
+
+/// Four tables of keys 0..2000 that nothing compacts on its own.
+fn engine_with_four_tables(dir: &std::path::Path) -> Engine {
+    let mut c = config(dir);
+    c.default_keyspace.compaction = CompactionStrategy::SizeTiered {
+        min_threshold: 32,
+        max_threshold: 32,
+    };
+    let e = Engine::open(c).unwrap();
+    write_rounds(&e, 0..4);
+    assert_eq!(e.stats().keyspaces["default"].sstable_count, 4);
+    e
+}
+
+#[test]
+fn compaction_keeps_hot_blocks_cached_and_leaves_cold_ones_out() {
+    // Hot: every key was read, so every input block is cached.
+    let dir = tempfile::tempdir().unwrap();
+    let e = engine_with_four_tables(dir.path());
+    for i in 0..2000 {
+        assert_eq!(round_of(&e, i), 3);
+    }
+    e.compact("default").unwrap();
+    let s = e.stats();
+    assert_eq!(s.keyspaces["default"].sstable_count, 1);
+    assert!(s.compaction_blocks_warmed > 0, "{s:?}");
+    // Every block of the output, as the next check shows.
+    let all = s.compaction_blocks_warmed;
+    // Reading everything again finds every block of the new table in the cache, with the
+    // same contents a read from the file gives.
+    let misses = s.block_cache.misses;
+    for i in 0..2000 {
+        assert_eq!(round_of(&e, i), 3);
+    }
+    assert_eq!(e.stats().block_cache.misses, misses, "{:?}", e.stats());
+    drop(e);
+
+    // Cold: nothing was read, so the compaction adds nothing to the cache.
+    let dir = tempfile::tempdir().unwrap();
+    let e = engine_with_four_tables(dir.path());
+    e.compact("default").unwrap();
+    let s = e.stats();
+    assert_eq!(s.compaction_blocks_warmed, 0);
+    assert_eq!(s.block_cache.inserts, 0, "{s:?}");
+    // Partly hot: the first quarter of the token range read, the rest cold; the new table's
+    // warmed blocks cover about that quarter.
+    let dir = tempfile::tempdir().unwrap();
+    let e = engine_with_four_tables(dir.path());
+    for i in 0..500 {
+        round_of(&e, i);
+    }
+    e.compact("default").unwrap();
+    let warmed = e.stats().compaction_blocks_warmed;
+    assert!(
+        warmed >= all / 8 && warmed * 2 < all,
+        "{warmed} warmed of {all} blocks"
+    );
+}

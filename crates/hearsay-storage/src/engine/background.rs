@@ -4,6 +4,7 @@
 //! sync mode, `hearsay-commitlog-sync`. Each checks the shutdown flag at least every second.
 
 use super::{Inner, Keyspace, TableHandle, Version, table_records};
+use crate::cache::CacheTally;
 use crate::cell::{Cell, CellKey};
 use crate::compaction::{self, CompactionTask};
 use crate::config::SyncMode;
@@ -559,9 +560,14 @@ struct CompactionRun {
     others: Vec<TableHandle>,
     mems: Vec<Arc<Memtable>>,
     merged: MergeIter,
+    /// The inputs' block reads and cache hits, which decide what the writer warms.
+    tally: Arc<CacheTally>,
     limiter: RateLimiter,
-    writer: Option<SstableWriter>,
-    outputs: Vec<SstableMeta>,
+    /// The open output and the cache uid it will be opened under.
+    writer: Option<(SstableWriter, u64)>,
+    /// Finished outputs, each with its cache uid.
+    outputs: Vec<(SstableMeta, u64)>,
+    blocks_warmed: u64,
     purged: u64,
     converted: u64,
 }
@@ -593,14 +599,10 @@ impl CompactionRun {
         if inputs.len() != task.inputs.len() || inputs.is_empty() {
             return Ok(None); // The table set changed under us; the next pick re-plans.
         }
+        let tally = Arc::new(CacheTally::default());
         let sources: Vec<Source> = inputs
             .iter()
-            .map(|t| {
-                Box::new(
-                    t.table
-                        .iter_for_compaction(Bound::Unbounded, Bound::Unbounded),
-                ) as Source
-            })
+            .map(|t| Box::new(t.table.iter_for_compaction_tallied(tally.clone())) as Source)
             .collect();
         Ok(Some(CompactionRun {
             ks: ks.clone(),
@@ -618,9 +620,11 @@ impl CompactionRun {
                 .collect(),
             mems: v.memtables().cloned().collect(),
             merged: MergeIter::new(sources),
+            tally,
             limiter: RateLimiter::new(inner.config.compaction_bytes_per_sec),
             writer: None,
             outputs: Vec::new(),
+            blocks_warmed: 0,
             purged: 0,
             converted: 0,
         }))
@@ -637,9 +641,7 @@ impl CompactionRun {
                 return Ok(Step::Yielded);
             }
             let Some(item) = self.merged.next() else {
-                if let Some(w) = self.writer.take() {
-                    self.outputs.push(w.finish()?);
-                }
+                self.finish_output()?;
                 return Ok(Step::Done);
             };
             let (key, mut cell) = item?;
@@ -658,34 +660,44 @@ impl CompactionRun {
             }
             if self.writer.is_none() {
                 let id = inner.next_table_id();
-                self.writer = Some(SstableWriter::create(
+                let mut w = SstableWriter::create(
                     &self.ks.dir,
                     id,
                     &self.opts,
                     inner.config.fs.clone(),
                     self.expected as usize,
-                )?);
+                )?;
+                let uid = inner.cache.next_table_uid();
+                w.warm_cache(inner.cache.clone(), uid, self.tally.clone());
+                self.writer = Some((w, uid));
             }
-            if let Some(w) = self.writer.as_mut() {
+            if let Some((w, _)) = self.writer.as_mut() {
                 let before = w.bytes_written();
                 w.add(&key, &cell)?;
                 let after = w.bytes_written();
                 self.limiter.wrote(after.saturating_sub(before), inner);
-                if self.task.max_output_bytes.is_some_and(|max| after >= max)
-                    && let Some(w) = self.writer.take()
-                {
-                    self.outputs.push(w.finish()?);
+                if self.task.max_output_bytes.is_some_and(|max| after >= max) {
+                    self.finish_output()?;
                 }
             }
         }
     }
 
+    fn finish_output(&mut self) -> Result<()> {
+        if let Some((w, uid)) = self.writer.take() {
+            self.blocks_warmed += w.blocks_warmed();
+            self.outputs.push((w.finish()?, uid));
+        }
+        Ok(())
+    }
+
     /// Deletes what a failed or stopped run wrote.
     fn abandon(mut self) {
-        if let Some(w) = self.writer.take() {
+        // Blocks it warmed stay in the cache under uids no table will use, until evicted.
+        if let Some((w, _)) = self.writer.take() {
             w.abandon();
         }
-        for m in &self.outputs {
+        for (m, _) in &self.outputs {
             let _ = std::fs::remove_file(crate::sstable::sstable_path(&self.ks.dir, m.id));
         }
     }
@@ -697,10 +709,15 @@ impl CompactionRun {
         let ks = &self.ks;
         let mut added = Vec::with_capacity(self.outputs.len());
         let mut bytes_out = 0;
-        for m in &self.outputs {
+        for (m, uid) in &self.outputs {
             bytes_out += m.size_bytes;
-            let table =
-                Sstable::open(&ks.dir, m.id, inner.cache.clone(), inner.read_stats.clone())?;
+            let table = Sstable::open_as(
+                &ks.dir,
+                m.id,
+                inner.cache.clone(),
+                inner.read_stats.clone(),
+                *uid,
+            )?;
             added.push(TableHandle {
                 table,
                 level: self.task.output_level,
@@ -725,6 +742,8 @@ impl CompactionRun {
             .fetch_add(self.purged, Ordering::Relaxed);
         c.expired_converted
             .fetch_add(self.converted, Ordering::Relaxed);
+        c.compaction_blocks_warmed
+            .fetch_add(self.blocks_warmed, Ordering::Relaxed);
         tracing::debug!(keyspace = %ks.name, reason = self.task.reason, inputs = self.task.inputs.len(), outputs = self.outputs.len(), purged = self.purged, "compaction done");
         Ok(())
     }

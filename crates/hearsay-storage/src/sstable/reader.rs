@@ -5,7 +5,7 @@ use super::block::{Block, Cursor, EntryMeta};
 use super::format::*;
 use super::{ReadStats, SstableMeta, sstable_path};
 use crate::bloom::{self, BloomFilter};
-use crate::cache::{BlockCache, BlockKey};
+use crate::cache::{BlockCache, BlockKey, CacheTally};
 use crate::cell::{Cell, CellKey};
 use crate::error::{Error, Result};
 use bytes::{Bytes, BytesMut};
@@ -247,6 +247,19 @@ impl Sstable {
         cache: Arc<BlockCache>,
         stats: Arc<ReadStats>,
     ) -> Result<Arc<Sstable>> {
+        let uid = cache.next_table_uid();
+        Sstable::open_as(dir, id, cache, stats, uid)
+    }
+
+    /// As [`Self::open`], under a cache uid taken from `cache.next_table_uid()` before the
+    /// file was written, so the writer could already put its blocks in the cache.
+    pub fn open_as(
+        dir: &Path,
+        id: u64,
+        cache: Arc<BlockCache>,
+        stats: Arc<ReadStats>,
+        uid: u64,
+    ) -> Result<Arc<Sstable>> {
         let path = sstable_path(dir, id);
         let file = File::open(&path).map_err(|e| Error::io(&path, e))?;
         let file_len = file.metadata().map_err(|e| Error::io(&path, e))?.len();
@@ -443,7 +456,7 @@ impl Sstable {
         Ok(Arc::new(Sstable {
             path,
             file,
-            uid: cache.next_table_uid(),
+            uid,
             meta,
             index,
             index_tokens,
@@ -506,6 +519,16 @@ impl Sstable {
     /// compaction) still uses a cached copy but does not insert, so one pass over cold data
     /// does not evict the hot set.
     fn block(&self, idx: usize, fill_cache: bool) -> Result<Block> {
+        self.block_noting(idx, fill_cache, None)
+    }
+
+    /// As [`Self::block`], counting the read (and whether the cache had it) into `tally`.
+    fn block_noting(
+        &self,
+        idx: usize,
+        fill_cache: bool,
+        tally: Option<&CacheTally>,
+    ) -> Result<Block> {
         let entry = self.index.get(idx).ok_or_else(|| {
             Error::corruption(&self.path, self.data_end, "block index out of range")
         })?;
@@ -514,7 +537,14 @@ impl Sstable {
             table_uid: self.uid,
             offset: h.offset,
         };
-        let data = match self.cache.get(&key) {
+        let cached = self.cache.get(&key);
+        if let Some(t) = tally {
+            t.read.fetch_add(1, AtomicOrdering::Relaxed);
+            if cached.is_some() {
+                t.cached.fetch_add(1, AtomicOrdering::Relaxed);
+            }
+        }
+        let data = match cached {
             Some(data) => data,
             None => {
                 let data = self.read_data_block(h)?;
@@ -660,6 +690,14 @@ impl Sstable {
         self.iter_uncached(lower, upper)
     }
 
+    /// As [`Self::iter_for_compaction`], counting into `tally` the data blocks it reads and
+    /// how many of them came from the cache.
+    pub fn iter_for_compaction_tallied(self: &Arc<Self>, tally: Arc<CacheTally>) -> SstableIter {
+        let mut it = self.iter_uncached(Bound::Unbounded, Bound::Unbounded);
+        it.tally = Some(tally);
+        it
+    }
+
     /// As [`Self::iter`], but blocks read from disk are not inserted into the cache (cached
     /// blocks are still used). For reads that pass over each block once: compactions and
     /// engine scans.
@@ -720,6 +758,8 @@ pub struct SstableIter {
     /// Upper bound in encoded form, compared against each entry's key.
     upper: Bound<Vec<u8>>,
     fill_cache: bool,
+    /// Counts block reads for a compaction (`iter_for_compaction_tallied`).
+    tally: Option<Arc<CacheTally>>,
     state: IterState,
     cursor: Cursor,
     entries: Vec<DecodedEntry>,
@@ -758,6 +798,7 @@ impl SstableIter {
             lower,
             upper,
             fill_cache,
+            tally: None,
             state: IterState::Unstarted,
             cursor: Cursor::default(),
             entries: Vec::new(),
@@ -783,7 +824,9 @@ impl SstableIter {
         if idx >= self.table.index.len() {
             return Ok(IterState::Done);
         }
-        let block = self.table.block(idx, self.fill_cache)?;
+        let block = self
+            .table
+            .block_noting(idx, self.fill_cache, self.tally.as_deref())?;
         let offset = self.table.index[idx].handle.offset;
         let corrupt = |r| Error::corruption(&self.table.path, offset, r);
         self.cursor.reset();
@@ -805,7 +848,9 @@ impl SstableIter {
             return Ok(IterState::Done);
         };
         let offset = entry.handle.offset;
-        let block = self.table.block(idx, self.fill_cache)?;
+        let block = self
+            .table
+            .block_noting(idx, self.fill_cache, self.tally.as_deref())?;
         self.cursor.reset();
         self.fill(&block, offset)?;
         Ok(IterState::InBlock { idx, block })

@@ -5,6 +5,7 @@ use super::block::BlockBuilder;
 use super::format::*;
 use super::{Compression, SstableMeta, SstableOptions, sstable_path, tmp_path};
 use crate::bloom::{self, BloomFilter};
+use crate::cache::{BlockCache, BlockKey, CacheTally};
 use crate::cell::{Cell, CellKey};
 use crate::error::{Error, Result};
 use crate::fs::Fs;
@@ -14,6 +15,7 @@ use std::fs::{File, OpenOptions};
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
 /// Consecutive blocks that failed to compress before the writer stops trying every block.
 const COMPRESSION_GIVE_UP_BLOCKS: u32 = 8;
@@ -58,6 +60,20 @@ pub struct SstableWriter {
     expiring_count: u64,
     min_deletion_time_ms: u64,
     max_expiry_ms: Option<u64>,
+    warm: Option<Warm>,
+}
+
+/// Where a compaction's writer puts the blocks it writes from hot input (see
+/// [`SstableWriter::warm_cache`]).
+struct Warm {
+    cache: Arc<BlockCache>,
+    uid: u64,
+    tally: Arc<CacheTally>,
+    /// The tally when the previous data block was written, and the decision then.
+    cached_before: u64,
+    read_before: u64,
+    hot: bool,
+    blocks: u64,
 }
 
 impl fmt::Debug for SstableWriter {
@@ -114,7 +130,36 @@ impl SstableWriter {
             expiring_count: 0,
             min_deletion_time_ms: u64::MAX,
             max_expiry_ms: None,
+            warm: None,
         })
+    }
+
+    /// Makes this writer (a compaction's) put each data block into `cache`, under the table
+    /// uid `uid` that the table will be opened with ([`super::Sstable::open_as`]), when any
+    /// input block read since the previous block (counted in `tally`) was cached. Any, not
+    /// most: a read stops at the newest version of a key, so of the inputs overlapping a hot
+    /// range usually only the one holding the newest versions has cached blocks.
+    ///
+    /// Why: a compaction replaces its inputs by tables whose blocks are all new to the cache,
+    /// so every hot key misses once more right after it, and on a read-heavy node the misses
+    /// (a read, a checksum and a decompression each) arrive together. Following the inputs'
+    /// hit rate keeps what was hot hot and leaves cold ranges out, so a compaction over cold
+    /// data does not evict the hot set.
+    pub fn warm_cache(&mut self, cache: Arc<BlockCache>, uid: u64, tally: Arc<CacheTally>) {
+        self.warm = Some(Warm {
+            cache,
+            uid,
+            cached_before: tally.cached.load(Ordering::Relaxed),
+            read_before: tally.read.load(Ordering::Relaxed),
+            tally,
+            hot: false,
+            blocks: 0,
+        });
+    }
+
+    /// Data blocks put into the cache by [`Self::warm_cache`].
+    pub fn blocks_warmed(&self) -> u64 {
+        self.warm.as_ref().map_or(0, |w| w.blocks)
     }
 
     /// Appends a cell. Errors: `InvalidArgument` when the key is not strictly greater than
@@ -194,7 +239,26 @@ impl SstableWriter {
         let mut block = std::mem::replace(&mut self.block, BlockBuilder::new(1, 0));
         let result = (|| {
             let last_key = block.last_key().to_vec();
-            let handle = self.write_block(block.finish(), self.opts.compression, true)?;
+            let raw = block.finish();
+            let handle = self.write_block(raw, self.opts.compression, true)?;
+            if let Some(w) = self.warm.as_mut() {
+                let cached = w.tally.cached.load(Ordering::Relaxed);
+                let read = w.tally.read.load(Ordering::Relaxed);
+                let (dc, dr) = (cached - w.cached_before, read - w.read_before);
+                // No input block read since the last output block: same inputs, same call.
+                if dr > 0 {
+                    w.hot = dc > 0;
+                }
+                (w.cached_before, w.read_before) = (cached, read);
+                if w.hot {
+                    let key = BlockKey {
+                        table_uid: w.uid,
+                        offset: handle.offset,
+                    };
+                    w.cache.insert(key, bytes::Bytes::copy_from_slice(raw));
+                    w.blocks += 1;
+                }
+            }
             put_varint(&mut self.index, last_key.len() as u64);
             self.index.extend_from_slice(&last_key);
             put_varint(&mut self.index, handle.offset);
