@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Per-phase CPU of the bench_resp.sh sequence against one server at a time: for each round,
 # SET P1, GET P1, SET P16, GET P16 (one redis-benchmark run each), the ops/s, the server's CPU
-# (all threads, and its client event loop alone), the wall time and the client's CPU. Server
+# (all threads; its client event loop; its flush thread; its compaction threads, normal and
+# idle priority), the wall time, the client's CPU and the p99 latency. Server
 # CPU per phase separates two builds or settings where throughput alone is client-bound noise.
 # Usage: bench_phases.sh path/to/hearsay|redis [rounds] [extra server flags...]
 #   e.g. bench_phases.sh target/release/hearsay 3 --block-cache-bytes 268435456
@@ -28,27 +29,33 @@ cleanup() { kill "$PID" 2>/dev/null || true; sleep 0.3; rm -rf "$TMP"; }
 trap cleanup EXIT
 for _ in $(seq 1 100); do redis-cli -p $PORT ping 2>/dev/null | grep -q PONG && break; sleep 0.1; done
 TICK_MS=$((1000 / $(getconf CLK_TCK)))
-# CPU ticks (user + system) of the whole server and of its event-loop thread.
+# CPU ticks (user + system) of the whole server, its event-loop thread, its flush thread and
+# its compaction threads (thread names are cut to 15 characters).
 ticks() {
-  local all=0 loop=0 v
+  local all=0 loop=0 flush=0 compact=0 v c
   for t in /proc/"$PID"/task/*; do
     v=$(awk '{print $14+$15}' "$t/stat" 2>/dev/null || echo 0)
+    c=$(cat "$t/comm" 2>/dev/null || true)
     all=$((all + v))
-    [ "$(cat "$t/comm" 2>/dev/null)" = "$LOOP" ] && loop=$((loop + v))
+    case "$c" in
+      "$LOOP") loop=$((loop + v)) ;;
+      hearsay-flush) flush=$((flush + v)) ;;
+      hearsay-compact | hearsay-idle-co) compact=$((compact + v)) ;;
+    esac
   done
-  echo "$all $loop"
+  echo "$all $loop $flush $compact"
 }
-echo "round,test,pipeline,rps,server_cpu_ms,loop_cpu_ms,wall_ms,client_cpu_ms"
+echo "round,test,pipeline,rps,p99_ms,server_cpu_ms,loop_cpu_ms,flush_cpu_ms,compaction_cpu_ms,wall_ms,client_cpu_ms"
 phase() { # test pipeline round
-  local a la b lb t0 t1 rps
-  read -r a la < <(ticks)
+  local a la fa ca b lb fb cb t0 t1 line
+  read -r a la fa ca < <(ticks)
   t0=$(date +%s%N)
-  rps=$(/usr/bin/time -f "%U %S" -o "$TMP/ctime" redis-benchmark -p $PORT -t "$1" -c 50 \
+  line=$(/usr/bin/time -f "%U %S" -o "$TMP/ctime" redis-benchmark -p $PORT -t "$1" -c 50 \
     -n 200000 -r 1000000 -d 100 -P "$2" --csv 2>/dev/null | grep -v '^"test"' | tr -d '"' \
-    | cut -d, -f2 | head -1)
+    | head -1)
   t1=$(date +%s%N)
-  read -r b lb < <(ticks)
-  echo "$3,$1,$2,$rps,$(( (b - a) * TICK_MS )),$(( (lb - la) * TICK_MS )),$(( (t1 - t0) / 1000000 )),$(awk '{printf "%d", ($1 + $2) * 1000}' "$TMP/ctime")"
+  read -r b lb fb cb < <(ticks)
+  echo "$3,$1,$2,$(echo "$line" | cut -d, -f2),$(echo "$line" | cut -d, -f7),$(( (b - a) * TICK_MS )),$(( (lb - la) * TICK_MS )),$(( (fb - fa) * TICK_MS )),$(( (cb - ca) * TICK_MS )),$(( (t1 - t0) / 1000000 )),$(awk '{printf "%d", ($1 + $2) * 1000}' "$TMP/ctime")"
 }
 for r in $(seq 1 "$ROUNDS"); do
   phase set 1 "$r"; phase get 1 "$r"; phase set 16 "$r"; phase get 16 "$r"
