@@ -679,3 +679,39 @@ fn compaction_keeps_hot_blocks_cached_and_leaves_cold_ones_out() {
         "{warmed} warmed of {all} blocks"
     );
 }
+
+#[test]
+fn closing_during_an_idle_priority_compaction_stops_it_and_loses_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let e = engine_with_slow_background_compaction(dir.path());
+    // close() joins both compaction threads: the idle worker hands its run back between
+    // two cells and the normal thread deletes the partial output.
+    e.close().unwrap();
+    assert_eq!(e.stats().compactions, 0, "it was stopped, not finished");
+    drop(e);
+    // Its partial output is gone; the four inputs are intact.
+    let e = Engine::open(config(dir.path())).unwrap();
+    let ks = &e.stats().keyspaces["default"];
+    assert_eq!(ks.sstable_count, 4, "{ks:?}");
+    for i in [0, 999, 1999] {
+        assert_eq!(round_of(&e, i), 3);
+    }
+    let leftovers: Vec<_> = walk(dir.path())
+        .into_iter()
+        .filter(|p| p.extension().is_some_and(|x| x == "tmp"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+}
+
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}
