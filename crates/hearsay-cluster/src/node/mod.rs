@@ -664,8 +664,17 @@ impl Inner {
 
     pub(crate) fn refresh_view(&self) {
         let membership = self.membership_now();
-        let schema = self.schema.lock().clone();
-        let view = RingView::build(self.id, membership, &schema);
+        // Built and installed under the schema lock: a rebuild that read the schema before
+        // `apply_defs` merged a keyspace must not install its view after the one that routes
+        // the keyspace.
+        let schema = self.schema.lock();
+        self.install_view(membership, &schema);
+    }
+
+    /// Installs the view of `schema` (whose lock the caller holds, so whoever sees a keyspace
+    /// in the schema finds it in the view too).
+    fn install_view(&self, membership: Membership, schema: &Schema) {
+        let view = RingView::build(self.id, membership, schema);
         *self.view.write() = Arc::new(view);
         self.counters.view_rebuilds.fetch_add(1, Relaxed);
     }
@@ -724,10 +733,14 @@ impl Inner {
                 tracing::error!(error = %e, "cannot persist keyspace definitions");
             }
             this.sync_engine_keyspaces(&next);
+            let membership = this.membership_now();
             let mut schema = this.schema.lock();
             for d in winners {
                 schema.merge(d);
             }
+            // Route by it before anyone can see it: a client that saw the new keyspace (or
+            // schema version) and wrote to it got NoSuchKeyspace until the next rebuild.
+            this.install_view(membership, &schema);
             true
         })
         .await
@@ -737,7 +750,6 @@ impl Inner {
             if let Some(g) = self.gossip() {
                 let _ = g.set_local_state(StateKey::SchemaVersion, version.into_bytes());
             }
-            self.refresh_view();
         }
         changed
     }
