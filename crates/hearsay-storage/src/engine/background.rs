@@ -772,19 +772,24 @@ mod rate_limiter_tests {
     use super::*;
 
     /// Fed a byte at a time, the limiter keeps the average rate (the time taken is at least
-    /// what the rate allows, less one quantum) and sleeps in quanta, not per call: each sleep
-    /// lasts at least `RATE_LIMIT_MIN_SLEEP`, so there are at most elapsed ÷ quantum of them.
+    /// what the rate allows, less one quantum and one check interval: it looks at the clock
+    /// every `RATE_LIMIT_CHECK_BYTES_MIN` bytes here and sleeps only when a quantum ahead, so
+    /// after its last look it may be ahead by both) and sleeps in quanta, not per call: each
+    /// sleep lasts at least `RATE_LIMIT_MIN_SLEEP`, so there are at most elapsed ÷ quantum.
     #[test]
     fn keeps_the_rate_in_quanta_not_per_call() {
-        let mut l = RateLimiter::new(1_000_000);
+        const RATE: u64 = 1_000_000;
+        let mut l = RateLimiter::new(RATE);
         let total: u64 = 200_000; // 200 ms at the rate
         let mut sleeps = 0u32;
         for _ in 0..total {
             sleeps += u32::from(l.pace(1, || false));
         }
         let elapsed = l.start.elapsed();
+        let check_interval =
+            Duration::from_secs_f64(RATE_LIMIT_CHECK_BYTES_MIN as f64 / RATE as f64);
         assert!(
-            elapsed + RATE_LIMIT_MIN_SLEEP >= Duration::from_millis(200),
+            elapsed + RATE_LIMIT_MIN_SLEEP + check_interval >= Duration::from_millis(200),
             "{elapsed:?}"
         );
         assert!(sleeps >= 1);
