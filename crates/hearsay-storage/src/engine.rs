@@ -161,11 +161,11 @@ pub(crate) struct Counters {
     pub flush_errors: AtomicU64,
     pub compactions: AtomicU64,
     pub compaction_errors: AtomicU64,
-    /// Compactions handed to `hearsay-compaction-idle`, and those of them promoted back.
+    /// Compactions handed to `hearsay-idle-compaction`, and those of them promoted back.
     pub compactions_background: AtomicU64,
     pub compactions_promoted: AtomicU64,
-    /// 1 while a compaction runs at idle priority.
-    pub compaction_background_running: AtomicU64,
+    /// While a compaction runs at idle priority.
+    pub compaction_background_running: AtomicBool,
     pub compaction_bytes_read: AtomicU64,
     /// Output blocks compactions put into the block cache because their input was cached.
     pub compaction_blocks_warmed: AtomicU64,
@@ -282,8 +282,8 @@ pub struct EngineStats {
     /// Whether a compaction is running at idle priority now.
     pub compaction_background_running: bool,
     pub compaction_bytes_read: u64,
-    /// Output blocks compactions put into the block cache because most input blocks they
-    /// came from were cached (hot data stays hot across a compaction).
+    /// Output blocks compactions put into the block cache because an input block they came
+    /// from was cached (hot data stays hot across a compaction).
     pub compaction_blocks_warmed: u64,
     pub compaction_bytes_written: u64,
     pub tombstones_purged: u64,
@@ -929,7 +929,7 @@ impl Engine {
             compaction_errors: ld(&c.compaction_errors),
             compactions_background: ld(&c.compactions_background),
             compactions_promoted: ld(&c.compactions_promoted),
-            compaction_background_running: ld(&c.compaction_background_running) != 0,
+            compaction_background_running: c.compaction_background_running.load(Ordering::Relaxed),
             compaction_bytes_read: ld(&c.compaction_bytes_read),
             compaction_blocks_warmed: ld(&c.compaction_blocks_warmed),
             compaction_bytes_written: ld(&c.compaction_bytes_written),

@@ -29,25 +29,23 @@ pub(crate) struct MajorRequest {
 
 pub(crate) fn start(inner: &Arc<Inner>) -> Result<Vec<JoinHandle<()>>> {
     let mut handles = Vec::new();
-    let spawn = |name: &str, f: fn(Arc<Inner>), inner: Arc<Inner>| {
+    let spawn = |name: &str, f: Box<dyn FnOnce() + Send>| {
         std::thread::Builder::new()
             .name(name.into())
-            .spawn(move || f(inner))
+            .spawn(f)
             .map_err(|e| Error::io(name.to_string(), e))
     };
-    handles.push(spawn("hearsay-flush", flush_loop, inner.clone())?);
+    let i = inner.clone();
+    handles.push(spawn("hearsay-flush", Box::new(move || flush_loop(i)))?);
     let handoff = if inner.config.compaction_background_priority {
         let (to_idle, idle_rx) = std::sync::mpsc::sync_channel(1);
         let (idle_tx, from_idle) = std::sync::mpsc::sync_channel(1);
         let promote = Arc::new(AtomicBool::new(false));
         let (i, p) = (inner.clone(), promote.clone());
-        let name = "hearsay-idle-compaction";
-        handles.push(
-            std::thread::Builder::new()
-                .name(name.into())
-                .spawn(move || idle_compaction_loop(i, idle_rx, idle_tx, p))
-                .map_err(|e| Error::io(name.to_string(), e))?,
-        );
+        handles.push(spawn(
+            "hearsay-idle-compaction",
+            Box::new(move || idle_compaction_loop(i, idle_rx, idle_tx, p)),
+        )?);
         Some(Handoff {
             to_idle,
             from_idle,
@@ -57,15 +55,16 @@ pub(crate) fn start(inner: &Arc<Inner>) -> Result<Vec<JoinHandle<()>>> {
         None
     };
     let i = inner.clone();
-    let name = "hearsay-compaction";
-    handles.push(
-        std::thread::Builder::new()
-            .name(name.into())
-            .spawn(move || compaction_loop(i, handoff))
-            .map_err(|e| Error::io(name.to_string(), e))?,
-    );
+    handles.push(spawn(
+        "hearsay-compaction",
+        Box::new(move || compaction_loop(i, handoff)),
+    )?);
     if let SyncMode::Periodic { .. } = inner.config.sync_mode {
-        handles.push(spawn("hearsay-commitlog-sync", sync_loop, inner.clone())?);
+        let i = inner.clone();
+        handles.push(spawn(
+            "hearsay-commitlog-sync",
+            Box::new(move || sync_loop(i)),
+        )?);
     }
     Ok(handles)
 }
@@ -420,7 +419,7 @@ fn run_in_background(
     inner
         .counters
         .compaction_background_running
-        .store(1, Ordering::Relaxed);
+        .store(true, Ordering::Relaxed);
     let returned = loop {
         match h.from_idle.recv_timeout(PROMOTE_CHECK) {
             Ok(r) => break Some(r),
@@ -442,7 +441,7 @@ fn run_in_background(
     inner
         .counters
         .compaction_background_running
-        .store(0, Ordering::Relaxed);
+        .store(false, Ordering::Relaxed);
     let Some((run, step)) = returned else {
         return Err(Error::Closed);
     };
@@ -602,7 +601,13 @@ impl CompactionRun {
         let tally = Arc::new(CacheTally::default());
         let sources: Vec<Source> = inputs
             .iter()
-            .map(|t| Box::new(t.table.iter_for_compaction_tallied(tally.clone())) as Source)
+            .map(|t| {
+                let it = t
+                    .table
+                    .iter_for_compaction(Bound::Unbounded, Bound::Unbounded)
+                    .tallying(tally.clone());
+                Box::new(it) as Source
+            })
             .collect();
         Ok(Some(CompactionRun {
             ks: ks.clone(),

@@ -690,14 +690,6 @@ impl Sstable {
         self.iter_uncached(lower, upper)
     }
 
-    /// As [`Self::iter_for_compaction`], counting into `tally` the data blocks it reads and
-    /// how many of them came from the cache.
-    pub fn iter_for_compaction_tallied(self: &Arc<Self>, tally: Arc<CacheTally>) -> SstableIter {
-        let mut it = self.iter_uncached(Bound::Unbounded, Bound::Unbounded);
-        it.tally = Some(tally);
-        it
-    }
-
     /// As [`Self::iter`], but blocks read from disk are not inserted into the cache (cached
     /// blocks are still used). For reads that pass over each block once: compactions and
     /// engine scans.
@@ -758,7 +750,7 @@ pub struct SstableIter {
     /// Upper bound in encoded form, compared against each entry's key.
     upper: Bound<Vec<u8>>,
     fill_cache: bool,
-    /// Counts block reads for a compaction (`iter_for_compaction_tallied`).
+    /// Counts block reads for a compaction ([`SstableIter::tallying`]).
     tally: Option<Arc<CacheTally>>,
     state: IterState,
     cursor: Cursor,
@@ -777,6 +769,13 @@ impl fmt::Debug for SstableIter {
 }
 
 impl SstableIter {
+    /// Counts into `tally` the data blocks this iterator reads and how many of them came
+    /// from the cache (a compaction's writer warms the output blocks of hot input ranges).
+    pub fn tallying(mut self, tally: Arc<CacheTally>) -> SstableIter {
+        self.tally = Some(tally);
+        self
+    }
+
     fn new(
         table: Arc<Sstable>,
         lower: Bound<CellKey>,
