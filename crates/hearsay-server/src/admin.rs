@@ -490,6 +490,7 @@ fn engine_stats_json(s: &EngineStats) -> Value {
         "compaction_background_running": s.compaction_background_running,
         "compaction_bytes_read": s.compaction_bytes_read,
         "compaction_blocks_warmed": s.compaction_blocks_warmed,
+        "flush_blocks_warmed": s.flush_blocks_warmed,
         "compaction_bytes_written": s.compaction_bytes_written,
         "tombstones_purged": s.tombstones_purged,
         "expired_converted": s.expired_converted,

@@ -131,6 +131,9 @@ pub struct StorageConfig {
     /// Run compactions nothing waits for at the OS's idle scheduling priority, promoting them
     /// when work queues behind them (see `docs/storage-engine.md`).
     pub compaction_background_priority: bool,
+    /// A flush puts the blocks it writes into the block cache (when its memtable is at most
+    /// a third of the cache), so reads of the keys just written do not all miss after it.
+    pub flush_warm_cache: bool,
     /// Most write requests the writer thread groups into one engine batch.
     pub write_batch_max: usize,
     /// Write requests queued for the writer before clients wait (backpressure).
@@ -146,6 +149,7 @@ impl Default for StorageConfig {
             memtable_size_bytes: hearsay_storage::config::DEFAULT_MEMTABLE_SIZE_BYTES,
             block_cache_bytes: hearsay_storage::config::DEFAULT_BLOCK_CACHE_BYTES,
             compaction_background_priority: true,
+            flush_warm_cache: true,
             write_batch_max: 1_024,
             write_queue_max: 8_192,
         }

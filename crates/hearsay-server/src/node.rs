@@ -51,6 +51,7 @@ pub fn engine_config(cfg: &NodeConfig, clock: Arc<dyn Clock>) -> EngineConfig {
     e.memtable_total_bytes_max = e.memtable_total_bytes_max.max(st.memtable_size_bytes * 4);
     e.block_cache_bytes = st.block_cache_bytes;
     e.compaction_background_priority = st.compaction_background_priority;
+    e.flush_warm_cache = st.flush_warm_cache;
     e.clock = clock;
     e
 }

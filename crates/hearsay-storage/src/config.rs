@@ -173,6 +173,11 @@ pub struct EngineConfig {
     /// waited 10 s. Major compactions (`Engine::compact`) always run at normal priority.
     /// Default true.
     pub compaction_background_priority: bool,
+    /// A flush puts the data blocks it writes into the block cache (as RocksDB's
+    /// `prepopulate_block_cache = kFlushOnly`), when its memtable is at most a third of the
+    /// cache: the keys just written are the ones likely to be read next, and otherwise each
+    /// of them misses the cache once right after the flush. Default true.
+    pub flush_warm_cache: bool,
     /// SSTable data block size. Default 3 KiB: a point read that misses the block cache reads,
     /// checks and decompresses a whole block for one cell, so its cost grows with the block,
     /// while the cache's hit rate (bytes cached over bytes read) does not depend on it. With
@@ -203,6 +208,7 @@ impl EngineConfig {
             commitlog_segment_bytes: DEFAULT_COMMITLOG_SEGMENT_BYTES,
             compaction_bytes_per_sec: DEFAULT_COMPACTION_BYTES_PER_SEC,
             compaction_background_priority: true,
+            flush_warm_cache: true,
             sstable_block_size_bytes: 3072,
             bloom_bits_per_key: 10,
             default_keyspace: KeyspaceOptions::default(),

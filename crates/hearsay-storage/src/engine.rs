@@ -169,6 +169,8 @@ pub(crate) struct Counters {
     pub compaction_bytes_read: AtomicU64,
     /// Output blocks compactions put into the block cache because their input was cached.
     pub compaction_blocks_warmed: AtomicU64,
+    /// Data blocks flushes put into the block cache (`flush_warm_cache`).
+    pub flush_blocks_warmed: AtomicU64,
     pub compaction_bytes_written: AtomicU64,
     pub tombstones_purged: AtomicU64,
     pub expired_converted: AtomicU64,
@@ -285,6 +287,8 @@ pub struct EngineStats {
     /// Output blocks compactions put into the block cache because an input block they came
     /// from was cached (hot data stays hot across a compaction).
     pub compaction_blocks_warmed: u64,
+    /// Data blocks flushes put into the block cache (`flush_warm_cache`).
+    pub flush_blocks_warmed: u64,
     pub compaction_bytes_written: u64,
     pub tombstones_purged: u64,
     pub expired_converted: u64,
@@ -932,6 +936,7 @@ impl Engine {
             compaction_background_running: c.compaction_background_running.load(Ordering::Relaxed),
             compaction_bytes_read: ld(&c.compaction_bytes_read),
             compaction_blocks_warmed: ld(&c.compaction_blocks_warmed),
+            flush_blocks_warmed: ld(&c.flush_blocks_warmed),
             compaction_bytes_written: ld(&c.compaction_bytes_written),
             tombstones_purged: ld(&c.tombstones_purged),
             expired_converted: ld(&c.expired_converted),

@@ -630,9 +630,11 @@ fn with_background_priority_off_compactions_run_on_the_normal_thread() {
     }
 }
 
-/// Four tables of keys 0..2000 that nothing compacts on its own.
+/// Four tables of keys 0..2000 that nothing compacts on its own. Flushes do not warm the
+/// cache, so what is cached is what reads and the compaction put there.
 fn engine_with_four_tables(dir: &std::path::Path) -> Engine {
     let mut c = config(dir);
+    c.flush_warm_cache = false;
     c.default_keyspace.compaction = CompactionStrategy::SizeTiered {
         min_threshold: 32,
         max_threshold: 32,
@@ -722,4 +724,52 @@ fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
         }
     }
     out
+}
+
+#[test]
+fn a_flush_puts_what_it_wrote_into_the_cache() {
+    // On (the default): reading every key just flushed misses the cache nowhere, and what
+    // the cache holds reads the same as the file.
+    let dir = tempfile::tempdir().unwrap();
+    let e = Engine::open(config(dir.path())).unwrap();
+    write_rounds(&e, 0..1);
+    let s = e.stats();
+    assert!(s.flush_blocks_warmed > 0, "{s:?}");
+    assert_eq!(s.block_cache.inserts, s.flush_blocks_warmed);
+    for i in 0..2000 {
+        assert_eq!(round_of(&e, i), 0);
+    }
+    assert_eq!(e.stats().block_cache.misses, s.block_cache.misses);
+    drop(e);
+    // After a restart the table is read from the file: same answers.
+    let e = Engine::open(config(dir.path())).unwrap();
+    for i in 0..2000 {
+        assert_eq!(round_of(&e, i), 0);
+    }
+    assert!(e.stats().block_cache.misses > 0);
+    drop(e);
+
+    // Off: the same reads miss.
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = config(dir.path());
+    c.flush_warm_cache = false;
+    let e = Engine::open(c).unwrap();
+    write_rounds(&e, 0..1);
+    assert_eq!(e.stats().flush_blocks_warmed, 0);
+    let misses = e.stats().block_cache.misses;
+    for i in 0..2000 {
+        assert_eq!(round_of(&e, i), 0);
+    }
+    assert!(e.stats().block_cache.misses > misses);
+    drop(e);
+
+    // A memtable larger than a third of the cache is not warmed: one flush must not push
+    // out most of the hot set.
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = config(dir.path());
+    c.block_cache_bytes = 512 << 10;
+    let e = Engine::open(c).unwrap();
+    write_rounds(&e, 0..1);
+    let s = e.stats();
+    assert_eq!(s.flush_blocks_warmed, 0, "{s:?}");
 }

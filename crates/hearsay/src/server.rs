@@ -43,6 +43,9 @@ pub struct ServerArgs {
     /// ([storage] compaction_background_priority).
     #[arg(long)]
     pub compaction_background_priority: Option<bool>,
+    /// Put the blocks a flush writes into the block cache ([storage] flush_warm_cache).
+    #[arg(long)]
+    pub flush_warm_cache: Option<bool>,
     /// Require AUTH with this password ([server] password).
     #[arg(long, env = "HEARSAY_PASSWORD")]
     pub password: Option<String>,
@@ -118,6 +121,7 @@ impl ServerArgs {
         set!(memtable_size_bytes => storage.memtable_size_bytes);
         set!(block_cache_bytes => storage.block_cache_bytes);
         set!(compaction_background_priority => storage.compaction_background_priority);
+        set!(flush_warm_cache => storage.flush_warm_cache);
         set!(maxclients => server.maxclients);
         set!(idle_timeout_ms => server.idle_timeout_ms);
         set!(io_threads => server.io_threads);

@@ -284,6 +284,10 @@ async fn every_command_through_the_redis_crate() {
         .await
         .unwrap();
     assert_eq!(prio, vec!["compaction-background-priority", "yes"]);
+    let warm: Vec<String> = q(&mut c, &["CONFIG", "GET", "flush-warm-cache"])
+        .await
+        .unwrap();
+    assert_eq!(warm, vec!["flush-warm-cache", "yes"]);
     let n: i64 = q(&mut c, &["COMMAND", "COUNT"]).await.unwrap();
     assert!(n >= 30);
     let _: redis::Value = q(&mut c, &["COMMAND", "INFO", "get", "set"]).await.unwrap();

@@ -333,7 +333,7 @@ fn storage(s: &mut Scrape, state: &AdminState) {
         "1 while a compaction runs at idle CPU priority",
         i64::from(e.compaction_background_running),
     );
-    let counters: [(&str, &str, u64); 21] = [
+    let counters: [(&str, &str, u64); 22] = [
         (
             "hearsay_storage_user_bytes_written",
             "Key and value bytes written by clients",
@@ -409,6 +409,11 @@ fn storage(s: &mut Scrape, state: &AdminState) {
             "hearsay_storage_compaction_blocks_warmed",
             "Compaction output blocks put into the block cache because their input was cached",
             e.compaction_blocks_warmed,
+        ),
+        (
+            "hearsay_storage_flush_blocks_warmed",
+            "Blocks flushes put into the block cache as they wrote them",
+            e.flush_blocks_warmed,
         ),
         (
             "hearsay_storage_compaction_bytes_written",

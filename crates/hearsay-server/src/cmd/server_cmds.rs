@@ -248,6 +248,15 @@ fn config_params(state: &ServerState) -> BTreeMap<&'static str, String> {
         }
         .into(),
     );
+    m.insert(
+        "flush-warm-cache",
+        if c.storage.flush_warm_cache {
+            "yes"
+        } else {
+            "no"
+        }
+        .into(),
+    );
     m.insert("write-batch-max", c.storage.write_batch_max.to_string());
     m.insert("write-queue-max", c.storage.write_queue_max.to_string());
     m.insert("max-bulk-bytes", c.limits.max_bulk_bytes.to_string());

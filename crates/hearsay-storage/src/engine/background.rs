@@ -213,6 +213,12 @@ impl Inner {
     }
 }
 
+/// A flush warms the block cache ([`SstableWriter::warm_cache_all`]) only when its memtable
+/// is at most this share of the cache, so that one flush of cold data can never push out
+/// most of the hot set. A third: the default memtable, flushed at a little over 64 MiB,
+/// qualifies in the default 256 MiB cache.
+const FLUSH_WARM_CACHE_SHARE: u64 = 3;
+
 fn flush_memtable(inner: &Arc<Inner>, ks: &Arc<Keyspace>, mem: &Arc<Memtable>) -> Result<()> {
     let mut added = Vec::new();
     if !mem.is_empty() {
@@ -225,18 +231,34 @@ fn flush_memtable(inner: &Arc<Inner>, ks: &Arc<Keyspace>, mem: &Arc<Memtable>) -
             inner.config.fs.clone(),
             mem.entry_count() as usize,
         )?;
+        let uid = inner.cache.next_table_uid();
+        if inner.config.flush_warm_cache
+            && mem.size_bytes() <= inner.cache.capacity_bytes() / FLUSH_WARM_CACHE_SHARE
+        {
+            w.warm_cache_all(inner.cache.clone(), uid);
+        }
         for (k, c) in MemtableIter::new(mem.clone(), Bound::Unbounded, Bound::Unbounded) {
             if let Err(e) = w.add(&k, &c) {
                 w.abandon();
                 return Err(e);
             }
         }
-        let meta = w.finish()?;
+        let (meta, warmed) = w.finish_counting_warmed()?;
         inner
             .counters
             .sstable_bytes_written
             .fetch_add(meta.size_bytes, Ordering::Relaxed);
-        let table = Sstable::open(&ks.dir, id, inner.cache.clone(), inner.read_stats.clone())?;
+        inner
+            .counters
+            .flush_blocks_warmed
+            .fetch_add(warmed, Ordering::Relaxed);
+        let table = Sstable::open_as(
+            &ks.dir,
+            id,
+            inner.cache.clone(),
+            inner.read_stats.clone(),
+            uid,
+        )?;
         added.push(TableHandle { table, level: 0 });
     }
     let installed = inner.install(ks, &[], Some(mem.id), added.clone())?;
@@ -690,8 +712,9 @@ impl CompactionRun {
 
     fn finish_output(&mut self) -> Result<()> {
         if let Some((w, uid)) = self.writer.take() {
-            self.blocks_warmed += w.blocks_warmed();
-            self.outputs.push((w.finish()?, uid));
+            let (meta, warmed) = w.finish_counting_warmed()?;
+            self.blocks_warmed += warmed;
+            self.outputs.push((meta, uid));
         }
         Ok(())
     }

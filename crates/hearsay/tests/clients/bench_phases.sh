@@ -2,7 +2,8 @@
 # Per-phase CPU of the bench_resp.sh sequence against one server at a time: for each round,
 # SET P1, GET P1, SET P16, GET P16 (one redis-benchmark run each), the ops/s, the server's CPU
 # (all threads; its client event loop; its flush thread; its compaction threads, normal and
-# idle priority), the wall time, the client's CPU and the p99 latency. Server
+# idle priority), the wall time, the client's CPU, the p99 latency and (Hearsay) the block
+# cache misses, read from the admin API's /v1/stats. Server
 # CPU per phase separates two builds or settings where throughput alone is client-bound noise.
 # Usage: bench_phases.sh path/to/hearsay|redis [rounds] [extra server flags...]
 #   e.g. bench_phases.sh target/release/hearsay 3 --block-cache-bytes 268435456
@@ -12,6 +13,7 @@ ROUNDS=${2:-3}
 shift $(( $# >= 2 ? 2 : 1 ))
 TMP=$(mktemp -d)
 PORT=17601
+ADMIN_PORT=17602
 if [ "$BIN" = redis ]; then
   mkdir -p "$TMP/aof"
   redis-server --port $PORT --save '' --appendonly yes --appendfsync everysec --dir "$TMP/aof" \
@@ -20,7 +22,7 @@ if [ "$BIN" = redis ]; then
   PID=$(cat "$TMP/pid")
   LOOP=redis-server
 else
-  "$BIN" server --data-dir "$TMP/data" --listen 127.0.0.1:$PORT --admin-listen 127.0.0.1:0 \
+  "$BIN" server --data-dir "$TMP/data" --listen 127.0.0.1:$PORT --admin-listen 127.0.0.1:$ADMIN_PORT \
     --cluster-listen 127.0.0.1:0 --sync-mode periodic "$@" >"$TMP/log" 2>&1 &
   PID=$!
   LOOP=hearsay-io-0
@@ -45,9 +47,25 @@ ticks() {
   done
   echo "$all $loop $flush $compact"
 }
-echo "round,test,pipeline,rps,p99_ms,server_cpu_ms,loop_cpu_ms,flush_cpu_ms,compaction_cpu_ms,wall_ms,client_cpu_ms"
+# Block cache misses so far (Hearsay only; empty for Redis).
+misses() {
+  [ "$BIN" = redis ] && return 0
+  curl -s "127.0.0.1:$ADMIN_PORT/v1/stats" | python3 -c '
+import json, sys
+def find(o):
+    if isinstance(o, dict):
+        if "misses" in o and "inserts" in o:
+            return o["misses"]
+        for v in o.values():
+            r = find(v)
+            if r is not None:
+                return r
+print(find(json.load(sys.stdin)))'
+}
+echo "round,test,pipeline,rps,p99_ms,server_cpu_ms,loop_cpu_ms,flush_cpu_ms,compaction_cpu_ms,wall_ms,client_cpu_ms,cache_misses"
 phase() { # test pipeline round
-  local a la fa ca b lb fb cb t0 t1 line
+  local a la fa ca b lb fb cb t0 t1 line ma mb
+  ma=$(misses)
   read -r a la fa ca < <(ticks)
   t0=$(date +%s%N)
   line=$(/usr/bin/time -f "%U %S" -o "$TMP/ctime" redis-benchmark -p $PORT -t "$1" -c 50 \
@@ -55,7 +73,8 @@ phase() { # test pipeline round
     | head -1)
   t1=$(date +%s%N)
   read -r b lb fb cb < <(ticks)
-  echo "$3,$1,$2,$(echo "$line" | cut -d, -f2),$(echo "$line" | cut -d, -f7),$(( (b - a) * TICK_MS )),$(( (lb - la) * TICK_MS )),$(( (fb - fa) * TICK_MS )),$(( (cb - ca) * TICK_MS )),$(( (t1 - t0) / 1000000 )),$(awk '{printf "%d", ($1 + $2) * 1000}' "$TMP/ctime")"
+  mb=$(misses)
+  echo "$3,$1,$2,$(echo "$line" | cut -d, -f2),$(echo "$line" | cut -d, -f7),$(( (b - a) * TICK_MS )),$(( (lb - la) * TICK_MS )),$(( (fb - fa) * TICK_MS )),$(( (cb - ca) * TICK_MS )),$(( (t1 - t0) / 1000000 )),$(awk '{printf "%d", ($1 + $2) * 1000}' "$TMP/ctime"),${mb:+$((mb - ma))}"
 }
 for r in $(seq 1 "$ROUNDS"); do
   phase set 1 "$r"; phase get 1 "$r"; phase set 16 "$r"; phase get 16 "$r"
