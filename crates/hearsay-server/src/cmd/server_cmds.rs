@@ -192,6 +192,11 @@ pub async fn info(state: &ServerState, s: &mut Session, args: Vec<Bytes>, out: &
 
 /// Every parameter CONFIG GET knows, with its current value. Redis names come first
 /// (clients such as redis-benchmark ask for `save` and `appendonly`), then ours.
+/// A boolean setting as Redis's CONFIG GET shows one.
+fn yes_no(on: bool) -> String {
+    if on { "yes" } else { "no" }.into()
+}
+
 fn config_params(state: &ServerState) -> BTreeMap<&'static str, String> {
     let c = &state.config;
     let mut m = BTreeMap::new();
@@ -203,12 +208,7 @@ fn config_params(state: &ServerState) -> BTreeMap<&'static str, String> {
     m.insert("save", String::new());
     m.insert(
         "appendonly",
-        if c.storage.sync_mode == SyncModeName::None {
-            "no"
-        } else {
-            "yes"
-        }
-        .into(),
+        yes_no(c.storage.sync_mode != SyncModeName::None),
     );
     m.insert("appendfsync", appendfsync.into());
     m.insert("databases", "1".into());
@@ -241,22 +241,9 @@ fn config_params(state: &ServerState) -> BTreeMap<&'static str, String> {
     m.insert("block-cache-bytes", c.storage.block_cache_bytes.to_string());
     m.insert(
         "compaction-background-priority",
-        if c.storage.compaction_background_priority {
-            "yes"
-        } else {
-            "no"
-        }
-        .into(),
+        yes_no(c.storage.compaction_background_priority),
     );
-    m.insert(
-        "flush-warm-cache",
-        if c.storage.flush_warm_cache {
-            "yes"
-        } else {
-            "no"
-        }
-        .into(),
-    );
+    m.insert("flush-warm-cache", yes_no(c.storage.flush_warm_cache));
     m.insert("write-batch-max", c.storage.write_batch_max.to_string());
     m.insert("write-queue-max", c.storage.write_queue_max.to_string());
     m.insert("max-bulk-bytes", c.limits.max_bulk_bytes.to_string());

@@ -70,12 +70,17 @@ struct Warm {
     uid: u64,
     /// What decides which blocks go in: the inputs' cache hits (a compaction), or nothing
     /// (every block does: a flush, [`SstableWriter::warm_cache_all`]).
-    tally: Option<Arc<CacheTally>>,
-    /// The tally when the previous data block was written, and the decision then.
-    cached_before: u64,
-    read_before: u64,
+    tally: Option<TallyMark>,
+    /// The decision for the previous data block.
     hot: bool,
     blocks: u64,
+}
+
+/// A compaction's input tally and its counts when the previous data block was written.
+struct TallyMark {
+    tally: Arc<CacheTally>,
+    cached_before: u64,
+    read_before: u64,
 }
 
 impl fmt::Debug for SstableWriter {
@@ -151,9 +156,11 @@ impl SstableWriter {
         self.warm = Some(Warm {
             cache,
             uid,
-            cached_before: tally.cached.load(Ordering::Relaxed),
-            read_before: tally.read.load(Ordering::Relaxed),
-            tally: Some(tally),
+            tally: Some(TallyMark {
+                cached_before: tally.cached.load(Ordering::Relaxed),
+                read_before: tally.read.load(Ordering::Relaxed),
+                tally,
+            }),
             hot: false,
             blocks: 0,
         });
@@ -172,8 +179,6 @@ impl SstableWriter {
             cache,
             uid,
             tally: None,
-            cached_before: 0,
-            read_before: 0,
             hot: true,
             blocks: 0,
         });
@@ -270,15 +275,15 @@ impl SstableWriter {
             let raw = block.finish();
             let handle = self.write_block(raw, self.opts.compression, true)?;
             if let Some(w) = self.warm.as_mut() {
-                if let Some(tally) = &w.tally {
-                    let cached = tally.cached.load(Ordering::Relaxed);
-                    let read = tally.read.load(Ordering::Relaxed);
-                    let (dc, dr) = (cached - w.cached_before, read - w.read_before);
+                if let Some(m) = w.tally.as_mut() {
+                    let cached = m.tally.cached.load(Ordering::Relaxed);
+                    let read = m.tally.read.load(Ordering::Relaxed);
+                    let (dc, dr) = (cached - m.cached_before, read - m.read_before);
                     // No input block read since the last output block: same inputs, same call.
                     if dr > 0 {
                         w.hot = dc > 0;
                     }
-                    (w.cached_before, w.read_before) = (cached, read);
+                    (m.cached_before, m.read_before) = (cached, read);
                 }
                 if w.hot {
                     let key = BlockKey {
