@@ -425,6 +425,21 @@ fn server_stats_json(server: &ServerState) -> Value {
         "slow_request_disconnects": g(&s.slow_request_disconnects),
         "output_limit_disconnects": g(&s.output_limit_disconnects),
         "request_limit_disconnects": g(&s.request_limit_disconnects),
+        "busy_poll": busy_poll_json(),
+    })
+}
+
+/// The event loops' busy-polling (see `server/busy_poll.rs`).
+fn busy_poll_json() -> Value {
+    let bp = &crate::server::busy_poll::STATS;
+    let ld = |c: &std::sync::atomic::AtomicU64| c.load(std::sync::atomic::Ordering::Relaxed);
+    json!({
+        "max_us": ld(&bp.max_us),
+        "windows": ld(&bp.windows),
+        "caught_reads": ld(&bp.caught),
+        "timeouts": ld(&bp.timeouts),
+        "yielded": ld(&bp.yielded),
+        "polled_us": ld(&bp.polled_us),
     })
 }
 

@@ -66,6 +66,10 @@ pub struct ServerConfig {
     /// least one). The pool is per process: in a process that runs several servers the first
     /// one sizes it.
     pub io_threads: usize,
+    /// Longest an idle event loop polls its sockets before it sleeps, in microseconds; the
+    /// window adapts below it to how closely requests follow each other (0 = never poll).
+    /// See `server/busy_poll.rs`. Per process, like `io_threads`.
+    pub busy_poll_us: u64,
 }
 
 impl Default for ServerConfig {
@@ -78,6 +82,7 @@ impl Default for ServerConfig {
             idle_timeout_ms: 0,
             shutdown_timeout_ms: 10_000,
             io_threads: 0,
+            busy_poll_us: DEFAULT_BUSY_POLL_US,
         }
     }
 }
@@ -336,6 +341,10 @@ impl NodeConfig {
 /// LSM handles well (Cassandra caps a mutation at half a 32 MiB commit-log segment).
 pub const MAX_BULK_BYTES_CEILING: usize = 512 << 20;
 /// Longest sync interval accepted (the engine's own bound; longer is surely a unit mistake).
+/// Default longest busy-poll of an idle event loop: a wake-up of a sleeping thread on these
+/// VMs costs tens of microseconds of the waker's and the woken's CPU, and the adaptive window
+/// falls to zero when requests are further apart than this (see `server/busy_poll.rs`).
+pub const DEFAULT_BUSY_POLL_US: u64 = 50;
 pub const MAX_SYNC_INTERVAL_MS: u64 = 10 * 60 * 1_000;
 
 impl NodeConfig {
@@ -365,6 +374,15 @@ impl NodeConfig {
                 format!(
                     "must be at most {} (0 = half the cores)",
                     crate::server::io_threads::MAX_IO_THREADS
+                ),
+            ));
+        }
+        if s.busy_poll_us > crate::server::busy_poll::MAX_BUSY_POLL_US {
+            return Err(invalid(
+                "server.busy_poll_us",
+                format!(
+                    "must be at most {} (0 = never poll)",
+                    crate::server::busy_poll::MAX_BUSY_POLL_US
                 ),
             ));
         }
@@ -577,6 +595,16 @@ mod tests {
                 .to_string()
                 .contains("limits.max_bulk_bytes")
         );
+        let mut c = NodeConfig::default();
+        c.server.busy_poll_us = crate::server::busy_poll::MAX_BUSY_POLL_US + 1;
+        assert!(
+            c.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("server.busy_poll_us")
+        );
+        c.server.busy_poll_us = crate::server::busy_poll::MAX_BUSY_POLL_US;
+        assert!(c.validate().is_ok());
         let mut c = NodeConfig::default();
         c.server.io_threads = crate::server::io_threads::MAX_IO_THREADS + 1;
         assert!(

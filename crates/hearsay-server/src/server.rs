@@ -68,7 +68,10 @@ impl RespServer {
         let maxclients = state.config.server.maxclients;
         let slots = Arc::new(Semaphore::new(maxclients));
         let (stop_tx, stop_rx) = watch::channel(false);
-        let io = IoThreads::get(state.config.server.io_threads)?;
+        let io = IoThreads::get(
+            state.config.server.io_threads,
+            state.config.server.busy_poll_us,
+        )?;
         tokio::pin!(shutdown);
         loop {
             tokio::select! {
@@ -526,6 +529,7 @@ async fn serve_connection(
                     // Once per read rather than per command: CLIENT LIST's idle time is
                     // whole seconds, and a clock read per command showed in profiles.
                     session.info.touch();
+                    busy_poll::note_read();
                     state.stats.net_input_bytes.fetch_add(n as u64, Ordering::Relaxed);
                 }
                 Some(Err(e)) => return Err(e),
@@ -563,6 +567,7 @@ fn plain_command(
     }
 }
 
+pub mod busy_poll;
 pub mod io_threads;
 #[cfg(test)]
 mod tests;

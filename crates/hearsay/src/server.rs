@@ -55,6 +55,9 @@ pub struct ServerArgs {
     /// Event-loop threads for client connections; 0 = half the cores ([server] io_threads).
     #[arg(long)]
     pub io_threads: Option<usize>,
+    /// Longest busy-poll of an idle event loop, microseconds; 0 = never ([server] busy_poll_us).
+    #[arg(long)]
+    pub busy_poll_us: Option<u64>,
     /// Close idle clients after this long; 0 = never ([server] idle_timeout_ms).
     #[arg(long)]
     pub idle_timeout_ms: Option<u64>,
@@ -125,6 +128,7 @@ impl ServerArgs {
         set!(maxclients => server.maxclients);
         set!(idle_timeout_ms => server.idle_timeout_ms);
         set!(io_threads => server.io_threads);
+        set!(busy_poll_us => server.busy_poll_us);
         set!(max_bulk_bytes => limits.max_bulk_bytes);
         set!(request_timeout_ms => limits.request_timeout_ms);
         set!(cluster_name => cluster.name);

@@ -470,3 +470,39 @@ async fn connections_spread_over_io_threads_and_info_shows_them() {
         "{stats}"
     );
 }
+
+/// Between requests that follow each other closely, an idle event loop busy-polls instead of
+/// sleeping (`--busy-poll-us`, see `server/busy_poll.rs`), and INFO counts the reads it
+/// caught that way; with `--busy-poll-us 0` it always sleeps.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_event_loops_busy_poll_between_close_requests_and_info_counts_it() {
+    for (max, polls) in [(1000u64, true), (0, false)] {
+        let dir = tempfile::tempdir().unwrap();
+        let node = Node::start(dir.path(), &["--busy-poll-us", &max.to_string()]);
+        let mut c = conn(&node.url()).await;
+        // Sequential round trips: each next request arrives a client round trip (well under
+        // a millisecond) after the loop went idle.
+        for _ in 0..500 {
+            assert_eq!(q::<String>(&mut c, &["PING"]).await.unwrap(), "PONG");
+        }
+        let info: String = q(&mut c, &["INFO", "server", "stats"]).await.unwrap();
+        let field = |name: &str| -> u64 {
+            info.lines()
+                .find_map(|l| l.strip_prefix(name)?.strip_prefix(':'))
+                .unwrap_or_else(|| panic!("{name} in {info}"))
+                .parse()
+                .unwrap()
+        };
+        assert_eq!(field("busy_poll_max_us"), max, "{info}");
+        let config: Vec<String> = q(&mut c, &["CONFIG", "GET", "busy-poll-us"]).await.unwrap();
+        assert_eq!(config, ["busy-poll-us".to_string(), max.to_string()]);
+        if polls {
+            assert!(field("busy_poll_windows") > 0, "{info}");
+            assert!(field("busy_poll_caught_reads") > 0, "{info}");
+        } else {
+            assert_eq!(field("busy_poll_windows"), 0, "{info}");
+            assert_eq!(field("busy_poll_caught_reads"), 0, "{info}");
+            assert_eq!(field("busy_poll_us"), 0, "{info}");
+        }
+    }
+}

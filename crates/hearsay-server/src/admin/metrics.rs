@@ -130,6 +130,40 @@ fn server(s: &mut Scrape, state: &AdminState) {
             per,
         );
     }
+    if crate::server::io_threads::IoThreads::running().is_some() {
+        let bp = &crate::server::busy_poll::STATS;
+        let ld = |c: &AtomicU64| c.load(std::sync::atomic::Ordering::Relaxed);
+        s.gauge_u(
+            "hearsay_server_busy_poll_max_us",
+            "Longest busy-poll window of an idle event loop (0: loops never poll)",
+            ld(&bp.max_us),
+        );
+        s.counter(
+            "hearsay_server_busy_poll_windows",
+            "Busy-poll windows started by idle event loops",
+            ld(&bp.windows),
+        );
+        s.counter(
+            "hearsay_server_busy_poll_caught_reads",
+            "Client reads that arrived while their event loop polled (wake-ups saved)",
+            ld(&bp.caught),
+        );
+        s.counter(
+            "hearsay_server_busy_poll_timeouts",
+            "Busy-poll windows that ran out, after which the event loop slept",
+            ld(&bp.timeouts),
+        );
+        s.counter(
+            "hearsay_server_busy_poll_yielded",
+            "Busy-poll windows cut short because a connection waited on another thread",
+            ld(&bp.yielded),
+        );
+        s.counter(
+            "hearsay_server_busy_poll_microseconds",
+            "Time event loops spent busy-polling, in all",
+            ld(&bp.polled_us),
+        );
+    }
     if let Some(rp) = crate::store::read_pool::ReadPool::running() {
         s.gauge_u(
             "hearsay_read_pool_threads",

@@ -6,11 +6,13 @@ use super::{
 };
 use crate::config::SyncModeName;
 use crate::resp::Reply;
+use crate::server::busy_poll;
 use crate::server::io_threads::IoThreads;
 use crate::store::read_pool::ReadPool;
 use bytes::Bytes;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
+use std::sync::atomic::Ordering::Relaxed;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 const INFO_SECTIONS: &[&str] = &[
@@ -91,6 +93,8 @@ pub async fn info(state: &ServerState, s: &mut Session, args: Vec<Bytes>, out: &
                 line("uptime_in_days", &(up / 86_400));
                 if let Some(io) = IoThreads::running() {
                     line("io_threads", &io.len());
+                    let bp = &busy_poll::STATS;
+                    line("busy_poll_max_us", &bp.max_us.load(Relaxed));
                 }
             }
             "clients" => {
@@ -124,6 +128,14 @@ pub async fn info(state: &ServerState, s: &mut Session, args: Vec<Bytes>, out: &
                 line("sync_mode", &cfg.storage.sync_mode.as_str());
             }
             "stats" => {
+                if IoThreads::running().is_some() {
+                    let bp = &busy_poll::STATS;
+                    line("busy_poll_windows", &bp.windows.load(Relaxed));
+                    line("busy_poll_caught_reads", &bp.caught.load(Relaxed));
+                    line("busy_poll_timeouts", &bp.timeouts.load(Relaxed));
+                    line("busy_poll_yielded", &bp.yielded.load(Relaxed));
+                    line("busy_poll_us", &bp.polled_us.load(Relaxed));
+                }
                 if let Some(rp) = ReadPool::running() {
                     line("read_pool_threads", &rp.threads());
                     line("read_pool_queued", &rp.queued());
@@ -227,6 +239,7 @@ fn config_params(state: &ServerState) -> BTreeMap<&'static str, String> {
     m.insert("admin-listen", c.server.admin_listen.to_string());
     m.insert("cluster-listen", c.cluster.listen.to_string());
     m.insert("idle-timeout-ms", c.server.idle_timeout_ms.to_string());
+    m.insert("busy-poll-us", c.server.busy_poll_us.to_string());
     m.insert(
         "shutdown-timeout-ms",
         c.server.shutdown_timeout_ms.to_string(),

@@ -15,6 +15,7 @@
 use std::future::Future;
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::Duration;
 use tokio::runtime::Handle;
 
 /// Most event-loop threads (`server.io_threads`): far more than cores only adds switching.
@@ -52,11 +53,12 @@ pub fn resolve_count(configured: usize) -> usize {
 impl IoThreads {
     /// The process's pool, started on first use with `resolve_count(configured)` threads;
     /// later callers share it whatever they ask for.
-    pub fn get(configured: usize) -> std::io::Result<&'static IoThreads> {
+    /// `busy_poll_us` is the longest busy-poll window of each loop (0 = never poll).
+    pub fn get(configured: usize, busy_poll_us: u64) -> std::io::Result<&'static IoThreads> {
         if let Some(p) = POOL.get() {
             return Ok(p);
         }
-        let pool = IoThreads::start(resolve_count(configured))?;
+        let pool = IoThreads::start(resolve_count(configured), busy_poll_us)?;
         // A racing caller may have won; its pool is as good (ours only leaks idle threads,
         // and only in that race).
         Ok(POOL.get_or_init(|| pool))
@@ -67,13 +69,20 @@ impl IoThreads {
         POOL.get()
     }
 
-    fn start(n: usize) -> std::io::Result<IoThreads> {
+    fn start(n: usize, busy_poll_us: u64) -> std::io::Result<IoThreads> {
         let mut threads = Vec::with_capacity(n);
         for i in 0..n {
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()?;
             let handle = rt.handle().clone();
+            if busy_poll_us > 0 {
+                handle.spawn(super::busy_poll::spinner(
+                    super::busy_poll::MIN_WINDOW,
+                    Duration::from_micros(busy_poll_us),
+                    &super::busy_poll::STATS,
+                ));
+            }
             std::thread::Builder::new()
                 .name(format!("hearsay-io-{i}"))
                 .spawn(move || rt.block_on(std::future::pending::<()>()))?;
@@ -82,6 +91,9 @@ impl IoThreads {
                 connections: AtomicU64::new(0),
             });
         }
+        super::busy_poll::STATS
+            .max_us
+            .store(busy_poll_us, Ordering::Relaxed);
         Ok(IoThreads {
             threads,
             next: AtomicUsize::new(0),

@@ -18,6 +18,7 @@ use super::{
     Action, BoxFuture, Condition, Entry, Expiry, KeyspaceInfo, KeyspaceSpec, Mutation, Outcome,
     RequestContext, ScanPage, Store, StoreError, evaluate, live_entry,
 };
+use crate::server::busy_poll::Handoff;
 use bytes::Bytes;
 use hearsay_cluster::coordinator::ConsistencyError;
 use hearsay_cluster::node::{Node, NodeError, SYSTEM_KEYSPACE};
@@ -297,6 +298,8 @@ impl Store for ClusterStore {
         key: Bytes,
     ) -> BoxFuture<'a, Result<Option<Entry>, StoreError>> {
         Box::pin(async move {
+            // Replica reads and writes complete on other threads (see `Handoff`).
+            let _waiting = Handoff::start();
             let r = self.read_entry(&ctx.keyspace, &key, ctx.consistency).await;
             self.count_error(r)
         })
@@ -308,6 +311,7 @@ impl Store for ClusterStore {
         keys: &'a [Bytes],
     ) -> BoxFuture<'a, Vec<Result<Option<Entry>, StoreError>>> {
         Box::pin(async move {
+            let _waiting = Handoff::start();
             let Some(runtime) = self
                 .runtime
                 .as_ref()
@@ -361,6 +365,7 @@ impl Store for ClusterStore {
         keys: Vec<Bytes>,
     ) -> BoxFuture<'a, Result<Vec<Option<Entry>>, StoreError>> {
         Box::pin(async move {
+            let _waiting = Handoff::start();
             let mut out = Vec::with_capacity(keys.len());
             for wave in keys.chunks(MGET_PARALLEL_MAX) {
                 let mut set = tokio::task::JoinSet::new();
@@ -402,6 +407,7 @@ impl Store for ClusterStore {
         mutations: Vec<Mutation>,
     ) -> BoxFuture<'a, Result<Vec<Outcome>, StoreError>> {
         Box::pin(async move {
+            let _waiting = Handoff::start();
             let r = self.write_mutations(ctx, mutations).await;
             self.count_error(r)
         })

@@ -14,6 +14,7 @@ use super::{
     Action, BoxFuture, Condition, Entry, Expiry, Mutation, Outcome, RequestContext, ScanPage,
     Store, StoreError, evaluate, live_entry,
 };
+use crate::server::busy_poll::Handoff;
 use bytes::Bytes;
 use hearsay_ring::token_of;
 use hearsay_storage::commitlog::{MAX_KEY_BYTES, MAX_RECORD_BYTES};
@@ -211,6 +212,7 @@ impl LocalStore {
         ReadPool::get().run(move || {
             let _ = tx.send(read_many(&engine, &*clock, &keyspace, &keys));
         });
+        let _waiting = Handoff::start();
         rx.await.unwrap_or_else(|_| {
             // Only a reader that panicked drops the sender.
             (0..n)
@@ -560,6 +562,7 @@ impl Store for LocalStore {
                     Err(StoreError::Storage("write produced no result".into()))
                 });
             }
+            let _waiting = Handoff::start();
             let (reply, rx) = oneshot::channel();
             let req = WriteRequest {
                 keyspace: ctx.keyspace.clone(),
