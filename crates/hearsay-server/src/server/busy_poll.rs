@@ -21,7 +21,8 @@
 
 use std::cell::{Cell, RefCell};
 use std::future::poll_fn;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::task::{Poll, Waker};
 use std::time::{Duration, Instant};
 
@@ -35,8 +36,9 @@ pub const MIN_WINDOW: Duration = Duration::from_micros(8);
 thread_local! {
     /// Reads completed on this thread's connections (wraps; only compared for change).
     static READS: Cell<u64> = const { Cell::new(0) };
-    /// Connections of this thread now waiting on another thread.
-    static HANDOFFS: Cell<u32> = const { Cell::new(0) };
+    /// Connections of this thread now waiting on another thread. Shared with each
+    /// [`Handoff`], which may be dropped on another thread than the one it started on.
+    static HANDOFFS: Arc<AtomicU32> = Arc::new(AtomicU32::new(0));
     /// The spinner, while it waits for the next read.
     static SPINNER: RefCell<Option<Waker>> = const { RefCell::new(None) };
 }
@@ -80,19 +82,25 @@ pub fn note_read() {
 
 /// Held while a connection waits for another thread's work (see the module docs).
 #[derive(Debug)]
-pub struct Handoff(());
+pub struct Handoff(Arc<AtomicU32>);
 
 impl Handoff {
     pub fn start() -> Handoff {
-        HANDOFFS.with(|h| h.set(h.get() + 1));
-        Handoff(())
+        let count = HANDOFFS.with(Arc::clone);
+        count.fetch_add(1, Ordering::Relaxed);
+        Handoff(count)
     }
 }
 
 impl Drop for Handoff {
     fn drop(&mut self) {
-        HANDOFFS.with(|h| h.set(h.get().saturating_sub(1)));
+        self.0.fetch_sub(1, Ordering::Relaxed);
     }
+}
+
+/// Whether a connection of this thread waits on another thread now.
+fn handing_off() -> bool {
+    HANDOFFS.with(|h| h.load(Ordering::Relaxed) > 0)
 }
 
 /// The next window after the loop slept for `slept`: doubled (at least `min`, at most `max`)
@@ -131,7 +139,7 @@ pub async fn spinner(min: Duration, max: Duration, stats: &'static BusyPollStats
         let slept_at = Instant::now();
         next_read(READS.with(Cell::get)).await;
         window = next_window(window, slept_at.elapsed(), min, max);
-        if window.is_zero() || HANDOFFS.with(Cell::get) > 0 {
+        if window.is_zero() || handing_off() {
             continue;
         }
         stats.windows.fetch_add(1, Ordering::Relaxed);
@@ -144,7 +152,7 @@ pub async fn spinner(min: Duration, max: Duration, stats: &'static BusyPollStats
             tokio::task::yield_now().await;
             let now = Instant::now();
             let reads = READS.with(Cell::get);
-            if HANDOFFS.with(Cell::get) > 0 {
+            if handing_off() {
                 break &stats.yielded;
             }
             if reads != seen {
@@ -200,6 +208,22 @@ mod tests {
             next_window(Duration::ZERO, Duration::ZERO, MIN_WINDOW, tiny),
             tiny
         );
+    }
+
+    #[test]
+    fn a_handoff_dropped_on_another_thread_releases_the_thread_it_started_on() {
+        let h = Handoff::start();
+        let h2 = Handoff::start();
+        assert!(handing_off());
+        std::thread::spawn(move || {
+            assert!(!handing_off());
+            drop(h);
+        })
+        .join()
+        .unwrap();
+        assert!(handing_off());
+        drop(h2);
+        assert!(!handing_off());
     }
 
     fn leak_stats() -> &'static BusyPollStats {
