@@ -18,6 +18,11 @@
 //! not spin at all. The loop never polls while a connection waits on another thread (a read
 //! handed to the reader pool, a write queued for the writer, a cluster read or write waiting
 //! for replicas): those threads need the CPU.
+//!
+//! The sleep the window adapts to is measured from the end of the last window to the next
+//! read, so it includes time the loop spent on other connections: a loop busy with long
+//! pipelined batches (more than the maximum between two reads) does not poll, which is what
+//! it should do, since it is not idle.
 
 use std::cell::{Cell, RefCell};
 use std::future::poll_fn;
