@@ -138,31 +138,36 @@ fn server(s: &mut Scrape, state: &AdminState) {
             "Longest busy-poll window of an idle event loop (0: loops never poll)",
             ld(&bp.max_us),
         );
-        s.counter(
-            "hearsay_server_busy_poll_windows",
-            "Busy-poll windows started by idle event loops",
-            ld(&bp.windows),
-        );
-        s.counter(
-            "hearsay_server_busy_poll_caught_reads",
-            "Client reads that arrived while their event loop polled (wake-ups saved)",
-            ld(&bp.caught),
-        );
-        s.counter(
-            "hearsay_server_busy_poll_timeouts",
-            "Busy-poll windows that ran out, after which the event loop slept",
-            ld(&bp.timeouts),
-        );
-        s.counter(
-            "hearsay_server_busy_poll_yielded",
-            "Busy-poll windows cut short because a connection waited on another thread",
-            ld(&bp.yielded),
-        );
-        s.counter(
-            "hearsay_server_busy_poll_microseconds",
-            "Time event loops spent busy-polling, in all",
-            ld(&bp.polled_us),
-        );
+        let counters: [(&str, &str, &AtomicU64); 5] = [
+            (
+                "hearsay_server_busy_poll_windows",
+                "Busy-poll windows started by idle event loops",
+                &bp.windows,
+            ),
+            (
+                "hearsay_server_busy_poll_caught_reads",
+                "Client reads that arrived while their event loop polled (wake-ups saved)",
+                &bp.caught,
+            ),
+            (
+                "hearsay_server_busy_poll_timeouts",
+                "Busy-poll windows that ran out, after which the event loop slept",
+                &bp.timeouts,
+            ),
+            (
+                "hearsay_server_busy_poll_yielded",
+                "Busy-poll windows cut short because a connection waited on another thread",
+                &bp.yielded,
+            ),
+            (
+                "hearsay_server_busy_poll_microseconds",
+                "Time event loops spent busy-polling, in all",
+                &bp.polled_us,
+            ),
+        ];
+        for (name, help, c) in counters {
+            s.counter(name, help, ld(c));
+        }
     }
     if let Some(rp) = crate::store::read_pool::ReadPool::running() {
         s.gauge_u(

@@ -207,6 +207,16 @@ async fn stats_show_server_store_and_engine_counters() {
     assert_eq!(code, 200, "{v}");
     assert_eq!(v["mode"], "single");
     assert_eq!(v["server"]["connected_clients"], 0);
+    for field in [
+        "max_us",
+        "windows",
+        "caught_reads",
+        "timeouts",
+        "yielded",
+        "polled_us",
+    ] {
+        assert!(v["server"]["busy_poll"][field].is_u64(), "{field}: {v}");
+    }
     assert!(
         v["storage"]["user_bytes_written"].as_u64().unwrap() >= 2,
         "{v}"
