@@ -340,11 +340,11 @@ impl NodeConfig {
 /// SSTable blocks, and a replica has to stream them; Redis's 512 MiB is far beyond what an
 /// LSM handles well (Cassandra caps a mutation at half a 32 MiB commit-log segment).
 pub const MAX_BULK_BYTES_CEILING: usize = 512 << 20;
-/// Longest sync interval accepted (the engine's own bound; longer is surely a unit mistake).
 /// Default longest busy-poll of an idle event loop: a wake-up of a sleeping thread on these
 /// VMs costs tens of microseconds of the waker's and the woken's CPU, and the adaptive window
 /// falls to zero when requests are further apart than this (see `server/busy_poll.rs`).
 pub const DEFAULT_BUSY_POLL_US: u64 = 50;
+/// Longest sync interval accepted (the engine's own bound; longer is surely a unit mistake).
 pub const MAX_SYNC_INTERVAL_MS: u64 = 10 * 60 * 1_000;
 
 impl NodeConfig {
