@@ -146,7 +146,7 @@ fn server(s: &mut Scrape, state: &AdminState) {
             ),
             (
                 "hearsay_server_busy_poll_caught_reads",
-                "Client reads that arrived while their event loop polled (wake-ups saved)",
+                "Client reads that completed during a busy-poll window (at most the wake-ups saved)",
                 &bp.caught,
             ),
             (

@@ -55,7 +55,8 @@ pub struct BusyPollStats {
     pub max_us: AtomicU64,
     /// Poll windows started.
     pub windows: AtomicU64,
-    /// Reads that completed while a loop polled: each a wake-up of a sleeping loop saved.
+    /// Reads that completed during a poll window (the loop may also have been busy with
+    /// other connections then, so this bounds the wake-ups saved from above).
     pub caught: AtomicU64,
     /// Windows that ran out with no read (the loop then slept).
     pub timeouts: AtomicU64,
