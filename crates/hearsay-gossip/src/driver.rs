@@ -89,11 +89,30 @@ impl GossipHandle {
         generation: u64,
         clock: Arc<dyn Clock>,
     ) -> Result<GossipHandle, GossipError> {
+        Self::spawn_with_states(cfg, id, generation, clock, Vec::new()).await
+    }
+
+    /// As [`GossipHandle::spawn`], with `initial` states set before the first packet goes
+    /// out: a restarting node's first gossip must already carry its tokens and status, or
+    /// peers, which replace a restarted member's state wholesale, would see it without a
+    /// place in the ring until a later round.
+    pub async fn spawn_with_states(
+        cfg: GossipConfig,
+        id: NodeId,
+        generation: u64,
+        clock: Arc<dyn Clock>,
+        initial: Vec<(StateKey, Vec<u8>)>,
+    ) -> Result<GossipHandle, GossipError> {
         let socket = UdpSocket::bind(cfg.cluster_addr).await?;
         let local_addr = socket.local_addr()?;
         let interval = Duration::from_millis(cfg.interval_ms);
         let start = clock.monotonic();
-        let g = Gossiper::new(cfg, id, generation, 0)?;
+        let mut g = Gossiper::new(cfg, id, generation, 0)?;
+        for (k, v) in initial {
+            g.set_local_state(k, v)?;
+        }
+        // Events of the initial states describe no change anyone waits for.
+        g.drain_events();
         let (events, _) = broadcast::channel(EVENT_CHANNEL_CAPACITY);
         let shared = Arc::new(Shared {
             gossiper: Mutex::new(g),
