@@ -5,6 +5,7 @@ use hearsay_cluster::coordinator::{
     ConsistencyError, FailureReason, ReadPlan, ReadResolver, ReadStatus, VersionedCell,
     cell_digest, resolve_full, visible_value,
 };
+use hearsay_ring::ReplicationStrategy;
 use hearsay_types::{ConsistencyLevel, NodeId, Timestamp};
 use proptest::prelude::*;
 use std::cmp::Ordering;
@@ -63,6 +64,11 @@ fn tomb(ts: u64) -> TestCell {
     }
 }
 
+/// A keyspace replicated to exactly the replicas listed.
+fn rf(n: &[NodeId]) -> ReplicationStrategy {
+    ReplicationStrategy::simple(n.len())
+}
+
 fn ids(n: u128) -> Vec<NodeId> {
     (1..=n).map(NodeId).collect()
 }
@@ -75,18 +81,18 @@ fn all_alive(n: &[NodeId]) -> BTreeSet<NodeId> {
 fn plan_takes_the_closest_live_replicas() {
     let n = ids(3);
     let alive: BTreeSet<_> = [n[1], n[2]].into();
-    let plan = ReadPlan::new(ConsistencyLevel::Quorum, &n, None, &alive).unwrap();
+    let plan = ReadPlan::new(ConsistencyLevel::Quorum, &n, &rf(&n), None, &alive).unwrap();
     assert_eq!(plan.contacted, vec![n[1], n[2]]);
     assert_eq!(plan.data_replica(), Some(n[1]));
     assert_eq!(plan.digest_replicas(), &[n[2]]);
-    let plan = ReadPlan::new(ConsistencyLevel::One, &n, None, &all_alive(&n)).unwrap();
+    let plan = ReadPlan::new(ConsistencyLevel::One, &n, &rf(&n), None, &all_alive(&n)).unwrap();
     assert_eq!(plan.contacted, vec![n[0]]);
-    let err = ReadPlan::new(ConsistencyLevel::All, &n, None, &alive).unwrap_err();
+    let err = ReadPlan::new(ConsistencyLevel::All, &n, &rf(&n), None, &alive).unwrap_err();
     assert_eq!(
         err.to_string(),
         "Cannot achieve consistency level ALL: 2 of 3 replicas alive"
     );
-    let err = ReadPlan::new(ConsistencyLevel::Any, &n, None, &alive).unwrap_err();
+    let err = ReadPlan::new(ConsistencyLevel::Any, &n, &rf(&n), None, &alive).unwrap_err();
     assert_eq!(
         err.to_string(),
         "ANY ConsistencyLevel is only supported for writes"
@@ -111,7 +117,7 @@ fn exhaustive_plan_matches_model() {
                     .filter(|(i, _)| mask & (1 << i) != 0)
                     .map(|(_, x)| *x)
                     .collect();
-                match ReadPlan::new(level, &n, None, &alive) {
+                match ReadPlan::new(level, &n, &ReplicationStrategy::simple(rf), None, &alive) {
                     Ok(plan) => {
                         assert!(alive.len() >= r);
                         let want: Vec<NodeId> = n
@@ -138,7 +144,7 @@ fn exhaustive_plan_matches_model() {
 #[test]
 fn matching_digests_answer_with_the_data_cell() {
     let n = ids(3);
-    let plan = ReadPlan::new(ConsistencyLevel::Quorum, &n, None, &all_alive(&n)).unwrap();
+    let plan = ReadPlan::new(ConsistencyLevel::Quorum, &n, &rf(&n), None, &all_alive(&n)).unwrap();
     let mut r = ReadResolver::<TestCell>::new(plan);
     let c = val("v", 10);
     assert!(r.on_digest(n[1], cell_digest(Some(&c))));
@@ -150,7 +156,7 @@ fn matching_digests_answer_with_the_data_cell() {
 #[test]
 fn a_disagreeing_digest_leads_to_full_reads_and_repair_of_the_stale() {
     let n = ids(3);
-    let plan = ReadPlan::new(ConsistencyLevel::All, &n, None, &all_alive(&n)).unwrap();
+    let plan = ReadPlan::new(ConsistencyLevel::All, &n, &rf(&n), None, &all_alive(&n)).unwrap();
     let mut r = ReadResolver::<TestCell>::new(plan);
     let old = val("old", 10);
     let new = val("new", 20);
@@ -185,7 +191,7 @@ fn a_disagreeing_digest_leads_to_full_reads_and_repair_of_the_stale() {
 #[test]
 fn losing_the_data_replica_falls_back_to_full_reads() {
     let n = ids(3);
-    let plan = ReadPlan::new(ConsistencyLevel::One, &n, None, &all_alive(&n)).unwrap();
+    let plan = ReadPlan::new(ConsistencyLevel::One, &n, &rf(&n), None, &all_alive(&n)).unwrap();
     let mut r = ReadResolver::<TestCell>::new(plan);
     r.on_failure(n[0], FailureReason::Error("io".into()));
     assert!(matches!(
@@ -193,7 +199,7 @@ fn losing_the_data_replica_falls_back_to_full_reads() {
         ReadStatus::Failed(ConsistencyError::Failed { .. })
     ));
 
-    let plan = ReadPlan::new(ConsistencyLevel::Quorum, &n, None, &all_alive(&n)).unwrap();
+    let plan = ReadPlan::new(ConsistencyLevel::Quorum, &n, &rf(&n), None, &all_alive(&n)).unwrap();
     let mut r = ReadResolver::<TestCell>::new(plan);
     r.on_digest(n[1], 7);
     r.on_timeout();
@@ -363,7 +369,7 @@ proptest! {
     #[test]
     fn resolver_outcome_matches_model(cells in proptest::collection::vec(arb_cell(), 1..5), order_seed in 0u64..1000) {
         let n = ids(cells.len() as u128);
-        let plan = ReadPlan::new(ConsistencyLevel::All, &n, None, &all_alive(&n)).unwrap();
+        let plan = ReadPlan::new(ConsistencyLevel::All, &n, &rf(&n), None, &all_alive(&n)).unwrap();
         let mut r = ReadResolver::<TestCell>::new(plan);
         let mut idx: Vec<usize> = (0..cells.len()).collect();
         idx.rotate_left(order_seed as usize % cells.len());
@@ -433,7 +439,7 @@ fn storage_cell_resolves_like_the_stand_in() {
 fn blocking_read_repair_waits_until_the_level_holds_the_newest_cell() {
     use hearsay_cluster::coordinator::RepairStatus;
     let n = ids(3);
-    let plan = ReadPlan::new(ConsistencyLevel::Quorum, &n, None, &all_alive(&n)).unwrap();
+    let plan = ReadPlan::new(ConsistencyLevel::Quorum, &n, &rf(&n), None, &all_alive(&n)).unwrap();
     let mut r = ReadResolver::<TestCell>::new(plan);
     r.on_data(n[0], Some(val("old", 1)));
     r.on_digest(n[1], cell_digest(Some(&val("new", 2))));
@@ -474,7 +480,7 @@ fn blocking_read_repair_waits_until_the_level_holds_the_newest_cell() {
 fn read_repair_with_nothing_stale_is_satisfied_at_once() {
     use hearsay_cluster::coordinator::RepairStatus;
     let n = ids(3);
-    let plan = ReadPlan::new(ConsistencyLevel::All, &n, None, &all_alive(&n)).unwrap();
+    let plan = ReadPlan::new(ConsistencyLevel::All, &n, &rf(&n), None, &all_alive(&n)).unwrap();
     let mut r = ReadResolver::<TestCell>::new(plan);
     r.on_data(n[0], None);
     r.on_digest(n[1], 1);
@@ -504,17 +510,37 @@ fn dc_levels_plan_local_or_per_dc_replicas() {
         local_dc: "local".into(),
     };
     let alive = all_alive(&n);
-    let plan = ReadPlan::new(ConsistencyLevel::LocalQuorum, &n, Some(&dcs), &alive).unwrap();
+    let plan = ReadPlan::new(
+        ConsistencyLevel::LocalQuorum,
+        &n,
+        &ReplicationStrategy::network_topology([("remote", 3), ("local", 3)]),
+        Some(&dcs),
+        &alive,
+    )
+    .unwrap();
     assert_eq!(
         plan.contacted,
         vec![n[3], n[4]],
         "only local replicas count"
     );
-    let plan = ReadPlan::new(ConsistencyLevel::EachQuorum, &n, Some(&dcs), &alive).unwrap();
+    let plan = ReadPlan::new(
+        ConsistencyLevel::EachQuorum,
+        &n,
+        &ReplicationStrategy::network_topology([("remote", 3), ("local", 3)]),
+        Some(&dcs),
+        &alive,
+    )
+    .unwrap();
     assert_eq!(plan.contacted, vec![n[0], n[1], n[3], n[4]]);
     let local_down: BTreeSet<NodeId> = n[..4].iter().copied().collect();
-    let err =
-        ReadPlan::new(ConsistencyLevel::LocalQuorum, &n, Some(&dcs), &local_down).unwrap_err();
+    let err = ReadPlan::new(
+        ConsistencyLevel::LocalQuorum,
+        &n,
+        &ReplicationStrategy::network_topology([("remote", 3), ("local", 3)]),
+        Some(&dcs),
+        &local_down,
+    )
+    .unwrap_err();
     assert_eq!(
         err.to_string(),
         "Cannot achieve consistency level LOCAL_QUORUM in DC local: 1 of 2 replicas alive"
@@ -527,7 +553,14 @@ fn a_fast_failure_is_replaced_by_a_spare_replica() {
     let n = ids(3);
     let (a, b, c) = (n[0], n[2], n[1]);
     let order = vec![a, c, b];
-    let plan = ReadPlan::new(ConsistencyLevel::Quorum, &order, None, &all_alive(&n)).unwrap();
+    let plan = ReadPlan::new(
+        ConsistencyLevel::Quorum,
+        &order,
+        &rf(&order),
+        None,
+        &all_alive(&n),
+    )
+    .unwrap();
     assert_eq!(plan.contacted, vec![a, c]);
     assert_eq!(plan.spares, vec![b]);
     let mut r: ReadResolver<TestCell> = ReadResolver::new(plan);
@@ -547,7 +580,7 @@ fn a_fast_failure_is_replaced_by_a_spare_replica() {
 #[test]
 fn without_a_spare_the_failure_fails_the_read() {
     let n = ids(2);
-    let plan = ReadPlan::new(ConsistencyLevel::All, &n, None, &all_alive(&n)).unwrap();
+    let plan = ReadPlan::new(ConsistencyLevel::All, &n, &rf(&n), None, &all_alive(&n)).unwrap();
     assert!(plan.spares.is_empty());
     let mut r: ReadResolver<TestCell> = ReadResolver::new(plan);
     r.on_data(n[0], Some(val("x", 5)));
@@ -562,7 +595,7 @@ fn without_a_spare_the_failure_fails_the_read() {
 #[test]
 fn a_spare_is_not_taken_after_the_deadline() {
     let n = ids(3);
-    let plan = ReadPlan::new(ConsistencyLevel::One, &n, None, &all_alive(&n)).unwrap();
+    let plan = ReadPlan::new(ConsistencyLevel::One, &n, &rf(&n), None, &all_alive(&n)).unwrap();
     assert_eq!(plan.spares.len(), 2);
     let mut r: ReadResolver<TestCell> = ReadResolver::new(plan);
     r.on_timeout();

@@ -4,8 +4,20 @@
 use hearsay_cluster::coordinator::{
     ConsistencyError, DcInfo, FailureReason, WriteStatus, WriteTracker,
 };
+use hearsay_ring::ReplicationStrategy;
 use hearsay_types::{ConsistencyLevel, NodeId};
 use std::collections::{BTreeMap, BTreeSet};
+
+/// A keyspace replicated to exactly the replicas listed (these tests count over full
+/// replica lists; `too_few_replicas_*` covers a ring smaller than the RF).
+fn rf(n: &[NodeId]) -> ReplicationStrategy {
+    ReplicationStrategy::simple(n.len())
+}
+
+/// dc1 = 3, dc2 = 3: the keyspace of [`two_dcs`].
+fn nts33() -> ReplicationStrategy {
+    ReplicationStrategy::network_topology([("dc1", 3), ("dc2", 3)])
+}
 
 fn ids(range: std::ops::Range<u128>) -> Vec<NodeId> {
     range.map(|i| NodeId(i << 96 | i)).collect()
@@ -37,7 +49,7 @@ fn model_required(level: ConsistencyLevel, rf: usize, p: usize) -> usize {
 fn unavailable_message_matches_cassandra_wording() {
     let n = ids(1..4);
     let alive: BTreeSet<_> = n[..2].iter().copied().collect();
-    let t = WriteTracker::new(ConsistencyLevel::All, &n, &[], None, &alive);
+    let t = WriteTracker::new(ConsistencyLevel::All, &n, &[], &rf(&n), None, &alive);
     let err = t.check_availability().unwrap_err();
     assert_eq!(
         err,
@@ -68,7 +80,14 @@ fn exhaustive_counting_matches_model() {
                 let required = model_required(level, rf, p);
                 for alive_mask in 0u32..(1 << all.len()) {
                     let alive = subset(&all, alive_mask);
-                    let mut t = WriteTracker::new(level, natural, pending, None, &alive);
+                    let mut t = WriteTracker::new(
+                        level,
+                        natural,
+                        pending,
+                        &ReplicationStrategy::simple(rf),
+                        None,
+                        &alive,
+                    );
                     let available = level == ConsistencyLevel::Any || alive.len() >= required;
                     assert_eq!(
                         t.check_availability().is_ok(),
@@ -140,7 +159,7 @@ fn exhaustive_counting_matches_model() {
 fn any_is_satisfied_by_a_hint_alone_and_hints_never_count_for_one() {
     let n = ids(1..4);
     let none = BTreeSet::new();
-    let mut any = WriteTracker::new(ConsistencyLevel::Any, &n, &[], None, &none);
+    let mut any = WriteTracker::new(ConsistencyLevel::Any, &n, &[], &rf(&n), None, &none);
     assert!(any.check_availability().is_ok(), "ANY is always available");
     assert!(any.send_to().is_empty());
     assert_eq!(any.status(), WriteStatus::Pending);
@@ -150,7 +169,7 @@ fn any_is_satisfied_by_a_hint_alone_and_hints_never_count_for_one() {
     assert_eq!(any.needs_hint(), vec![n[0], n[2]]);
 
     let alive: BTreeSet<_> = [n[0]].into();
-    let mut one = WriteTracker::new(ConsistencyLevel::One, &n, &[], None, &alive);
+    let mut one = WriteTracker::new(ConsistencyLevel::One, &n, &[], &rf(&n), None, &alive);
     one.on_hint_stored(n[1]);
     one.on_hint_stored(n[2]);
     assert_eq!(
@@ -165,7 +184,14 @@ fn any_is_satisfied_by_a_hint_alone_and_hints_never_count_for_one() {
 #[test]
 fn any_fails_when_every_replica_failed_and_every_hint_was_dropped() {
     let n = ids(1..3);
-    let mut t = WriteTracker::new(ConsistencyLevel::Any, &n, &[], None, &BTreeSet::new());
+    let mut t = WriteTracker::new(
+        ConsistencyLevel::Any,
+        &n,
+        &[],
+        &rf(&n),
+        None,
+        &BTreeSet::new(),
+    );
     t.on_hint_dropped(n[0]);
     assert_eq!(t.status(), WriteStatus::Pending);
     t.on_hint_dropped(n[1]);
@@ -182,7 +208,14 @@ fn pending_replicas_raise_block_for_as_cassandra_does() {
     let n = ids(1..5);
     let (natural, pending) = n.split_at(3);
     let alive: BTreeSet<_> = n.iter().copied().collect();
-    let mut t = WriteTracker::new(ConsistencyLevel::Quorum, natural, pending, None, &alive);
+    let mut t = WriteTracker::new(
+        ConsistencyLevel::Quorum,
+        natural,
+        pending,
+        &rf(natural),
+        None,
+        &alive,
+    );
     t.on_ack(natural[0]);
     t.on_ack(pending[0]);
     assert_eq!(
@@ -193,14 +226,28 @@ fn pending_replicas_raise_block_for_as_cassandra_does() {
     t.on_ack(natural[1]);
     assert_eq!(t.status(), WriteStatus::Satisfied);
     // Three natural acks also satisfy it (the pending ack is not mandatory).
-    let mut t = WriteTracker::new(ConsistencyLevel::Quorum, natural, pending, None, &alive);
+    let mut t = WriteTracker::new(
+        ConsistencyLevel::Quorum,
+        natural,
+        pending,
+        &rf(natural),
+        None,
+        &alive,
+    );
     for a in natural {
         t.on_ack(*a);
     }
     assert_eq!(t.status(), WriteStatus::Satisfied);
     // Unavailable counts pending replicas in both numbers.
     let alive2: BTreeSet<_> = natural[..2].iter().copied().collect();
-    let t = WriteTracker::new(ConsistencyLevel::Quorum, natural, pending, None, &alive2);
+    let t = WriteTracker::new(
+        ConsistencyLevel::Quorum,
+        natural,
+        pending,
+        &rf(natural),
+        None,
+        &alive2,
+    );
     assert_eq!(
         t.check_availability().unwrap_err().to_string(),
         "Cannot achieve consistency level QUORUM: 2 of 3 replicas alive"
@@ -211,7 +258,14 @@ fn pending_replicas_raise_block_for_as_cassandra_does() {
 fn timeout_error_says_how_many_answered_and_why_the_others_failed() {
     let n = ids(1..4);
     let alive: BTreeSet<_> = n.iter().copied().collect();
-    let mut t = WriteTracker::new(ConsistencyLevel::All, &n[..2], &[], None, &alive);
+    let mut t = WriteTracker::new(
+        ConsistencyLevel::All,
+        &n[..2],
+        &[],
+        &rf(&n[..2]),
+        None,
+        &alive,
+    );
     t.on_ack(n[0]);
     t.on_timeout();
     let WriteStatus::Failed(err) = t.status() else {
@@ -225,7 +279,7 @@ fn timeout_error_says_how_many_answered_and_why_the_others_failed() {
         )
     );
     // Errors (not timeouts) fail the write early, as soon as W is out of reach.
-    let mut t = WriteTracker::new(ConsistencyLevel::Quorum, &n, &[], None, &alive);
+    let mut t = WriteTracker::new(ConsistencyLevel::Quorum, &n, &[], &rf(&n), None, &alive);
     t.on_failure(n[0], FailureReason::Overloaded);
     assert_eq!(t.status(), WriteStatus::Pending);
     t.on_failure(n[2], FailureReason::Error("disk full".into()));
@@ -266,7 +320,14 @@ fn two_dcs() -> (Vec<NodeId>, DcInfo) {
 fn local_quorum_counts_only_the_local_dc() {
     let (n, dcs) = two_dcs();
     let alive: BTreeSet<_> = n.iter().copied().collect();
-    let mut t = WriteTracker::new(ConsistencyLevel::LocalQuorum, &n, &[], Some(&dcs), &alive);
+    let mut t = WriteTracker::new(
+        ConsistencyLevel::LocalQuorum,
+        &n,
+        &[],
+        &nts33(),
+        Some(&dcs),
+        &alive,
+    );
     for remote in &n[3..] {
         t.on_ack(*remote);
     }
@@ -276,7 +337,14 @@ fn local_quorum_counts_only_the_local_dc() {
     assert_eq!(t.status(), WriteStatus::Satisfied);
     // Two local replicas down: unavailable, whatever the remote DC has.
     let alive: BTreeSet<_> = n.iter().skip(2).copied().collect();
-    let t = WriteTracker::new(ConsistencyLevel::LocalQuorum, &n, &[], Some(&dcs), &alive);
+    let t = WriteTracker::new(
+        ConsistencyLevel::LocalQuorum,
+        &n,
+        &[],
+        &nts33(),
+        Some(&dcs),
+        &alive,
+    );
     assert_eq!(
         t.check_availability().unwrap_err().to_string(),
         "Cannot achieve consistency level LOCAL_QUORUM in DC dc1: 1 of 2 replicas alive"
@@ -287,7 +355,14 @@ fn local_quorum_counts_only_the_local_dc() {
 fn each_quorum_needs_a_quorum_in_every_dc() {
     let (n, dcs) = two_dcs();
     let alive: BTreeSet<_> = n.iter().copied().collect();
-    let mut t = WriteTracker::new(ConsistencyLevel::EachQuorum, &n, &[], Some(&dcs), &alive);
+    let mut t = WriteTracker::new(
+        ConsistencyLevel::EachQuorum,
+        &n,
+        &[],
+        &nts33(),
+        Some(&dcs),
+        &alive,
+    );
     for a in [n[0], n[1], n[2], n[3]] {
         t.on_ack(a);
     }
@@ -295,7 +370,14 @@ fn each_quorum_needs_a_quorum_in_every_dc() {
     t.on_ack(n[5]);
     assert_eq!(t.status(), WriteStatus::Satisfied);
     let alive: BTreeSet<_> = n.iter().take(4).copied().collect();
-    let t = WriteTracker::new(ConsistencyLevel::EachQuorum, &n, &[], Some(&dcs), &alive);
+    let t = WriteTracker::new(
+        ConsistencyLevel::EachQuorum,
+        &n,
+        &[],
+        &nts33(),
+        Some(&dcs),
+        &alive,
+    );
     assert_eq!(
         t.check_availability().unwrap_err().to_string(),
         "Cannot achieve consistency level EACH_QUORUM in DC dc2: 1 of 2 replicas alive"
@@ -305,7 +387,7 @@ fn each_quorum_needs_a_quorum_in_every_dc() {
 #[test]
 fn no_level_is_satisfied_by_zero_replicas() {
     for level in ConsistencyLevel::ALL_LEVELS {
-        let t = WriteTracker::new(level, &[], &[], None, &BTreeSet::new());
+        let t = WriteTracker::new(level, &[], &[], &rf(&[]), None, &BTreeSet::new());
         assert_ne!(t.status(), WriteStatus::Satisfied, "{level}");
     }
 }
@@ -314,7 +396,14 @@ fn no_level_is_satisfied_by_zero_replicas() {
 #[should_panic(expected = "listed twice")]
 fn a_duplicated_replica_is_a_corrupt_ring() {
     let n = ids(1..3);
-    let _ = WriteTracker::new(ConsistencyLevel::One, &n, &n[..1], None, &BTreeSet::new());
+    let _ = WriteTracker::new(
+        ConsistencyLevel::One,
+        &n,
+        &n[..1],
+        &rf(&n),
+        None,
+        &BTreeSet::new(),
+    );
 }
 
 /// LOCAL_QUORUM and EACH_QUORUM over two DCs (dc1 = 3 natural, dc2 = 2 natural, plus one
@@ -343,7 +432,14 @@ fn exhaustive_dc_levels_match_model() {
         };
         for alive_mask in 0u32..64 {
             let alive = subset(&all, alive_mask);
-            let t = WriteTracker::new(level, natural, pending, Some(&dcs), &alive);
+            let t = WriteTracker::new(
+                level,
+                natural,
+                pending,
+                &ReplicationStrategy::network_topology([("dc1", 3), ("dc2", 2)]),
+                Some(&dcs),
+                &alive,
+            );
             let available = dcs_checked.iter().all(|dc| in_dc(&alive, dc) >= need(dc));
             assert_eq!(
                 t.check_availability().is_ok(),
@@ -386,7 +482,7 @@ fn exhaustive_dc_levels_match_model() {
 fn superseded_answers_count_toward_w_and_are_reported() {
     let n = ids(1..4);
     let alive: BTreeSet<_> = n.iter().copied().collect();
-    let mut t = WriteTracker::new(ConsistencyLevel::Quorum, &n, &[], None, &alive);
+    let mut t = WriteTracker::new(ConsistencyLevel::Quorum, &n, &[], &rf(&n), None, &alive);
     assert!(t.on_superseded(n[0]));
     assert!(!t.on_ack(n[0]), "first answer wins");
     assert_eq!(t.status(), WriteStatus::Pending);

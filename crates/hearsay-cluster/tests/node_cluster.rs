@@ -725,3 +725,204 @@ fn a_write_through_a_replica_is_acknowledged_only_after_its_local_apply() {
         nodes[2].node.shutdown().await;
     });
 }
+
+/// Restarts `old` on its data directory, engine and internode address, with `edit` applied
+/// to its configuration.
+async fn restart(old: &TestNode, edit: impl FnOnce(&mut NodeConfig)) -> TestNode {
+    let mut config = NodeConfig {
+        cluster_addr: old.node.cluster_addr(),
+        ..old.config.clone()
+    };
+    edit(&mut config);
+    let node = Node::start(config.clone(), old.engine.clone(), Arc::new(SystemClock))
+        .await
+        .expect("node restarts");
+    TestNode {
+        node: Arc::new(node),
+        engine: old.engine.clone(),
+        data: old.data.clone(),
+        config,
+    }
+}
+
+/// Issue 16's reproduction, in process: a node restarts while it cannot reach anyone (here
+/// every other node is stopped). It must route by the ring it had, not by a ring of itself,
+/// and refuse to coordinate until it has heard from a peer — before the fix it acknowledged
+/// QUORUM writes stored only on itself. Once a peer is back, QUORUM of RF 3 needs two real
+/// replicas.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_restarted_node_that_hears_nobody_keeps_its_ring_and_refuses_to_coordinate() {
+    let dir = tempfile::tempdir().unwrap();
+    let nodes = cluster(dir.path()).await;
+    let ids: Vec<NodeId> = nodes.iter().map(|n| n.node.id()).collect();
+    for i in 0..20 {
+        nodes[0]
+            .node
+            .write("default", vec![cell(&format!("before-{i}"), "v")], ALL)
+            .await
+            .unwrap();
+    }
+    for n in &nodes {
+        n.node.shutdown().await;
+    }
+    // B comes back alone; its seed (A) is stopped.
+    let b = restart(&nodes[1], |c| c.join_wait_ms = 500).await;
+    assert!(!b.node.is_ready(), "B heard nobody");
+    let view = b.node.view();
+    assert_eq!(view.ring.len(), 3, "B routes by the saved ring of three");
+    assert_eq!(view.alive.len(), 1, "only B itself is known alive");
+    for level in [ONE, QUORUM, ALL] {
+        let err = b
+            .node
+            .write("default", vec![cell("during", "x")], level)
+            .await
+            .unwrap_err();
+        assert!(matches!(err, NodeError::NotReady(_)), "{level}: {err}");
+        assert!(
+            err.to_string().contains("has not heard from any peer"),
+            "{err}"
+        );
+        let err = b
+            .node
+            .read("default", b"before-1", level)
+            .await
+            .unwrap_err();
+        assert!(matches!(err, NodeError::NotReady(_)), "{level}: {err}");
+    }
+    assert_eq!(stored(&b.engine, "during"), None, "nothing was applied");
+
+    // A returns: B hears it, and then coordinates by RF, not by what it sees.
+    let a = restart(&nodes[0], |_| {}).await;
+    wait_for("B to hear from A", CONVERGE, || b.node.is_ready()).await;
+    wait_for("B to see A alive", CONVERGE, || {
+        b.node.view().alive.contains(&ids[0])
+    })
+    .await;
+    b.node
+        .write("default", vec![cell("after", "y")], QUORUM)
+        .await
+        .expect("A and B are a quorum of three");
+    let err = b
+        .node
+        .write("default", vec![cell("after", "z")], ALL)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, NodeError::Consistency(_)), "{err}");
+    for i in 0..20 {
+        let k = format!("before-{i}");
+        assert_eq!(
+            live(b.node.read("default", k.as_bytes(), QUORUM).await.unwrap()),
+            Some("v".into()),
+            "{k}"
+        );
+    }
+    a.node.shutdown().await;
+    b.node.shutdown().await;
+}
+
+/// A node restarting never leaves its peers' rings: its tokens stay placed from the kill
+/// until it is up again (sampled every 10 ms on both peers).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_restarting_node_never_leaves_its_peers_rings() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut nodes = cluster(dir.path()).await;
+    let c = nodes.pop().unwrap();
+    let c_id = c.node.id();
+    let peers: Vec<Arc<Node>> = nodes.iter().map(|n| n.node.clone()).collect();
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let sampler = {
+        let peers = peers.clone();
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            let mut samples = 0usize;
+            let mut bad = Vec::new();
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                for p in &peers {
+                    p.refresh_view();
+                    let v = p.view();
+                    if v.ring.len() != 3 || v.ring.member(c_id).is_none() {
+                        bad.push(format!("{} saw a ring of {} members", p.id(), v.ring.len()));
+                    }
+                }
+                samples += 1;
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            (samples, bad)
+        })
+    };
+    c.node.shutdown().await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let c = restart(&c, |_| {}).await;
+    wait_for("both peers to see C up again", CONVERGE, || {
+        peers.iter().all(|p| p.view().up.contains(&c_id))
+    })
+    .await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (samples, bad) = sampler.await.unwrap();
+    assert!(samples >= 20, "only {samples} samples");
+    assert!(
+        bad.is_empty(),
+        "{} of {samples} samples: {:?}",
+        bad.len(),
+        &bad[..bad.len().min(5)]
+    );
+    for n in nodes.iter().chain([&c]) {
+        n.node.shutdown().await;
+    }
+}
+
+/// `KEYSPACE ALTER` changes only the fields it is given, each alone and both together
+/// (issue 16: `ALTER default CONSISTENCY QUORUM` reset the RF to 1), on every node.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn alter_keyspace_changes_only_what_it_is_given() {
+    let dir = tempfile::tempdir().unwrap();
+    let nodes = cluster(dir.path()).await;
+    let (a, c) = (&nodes[0].node, &nodes[2].node);
+    let def = |n: &Node, name: &str| n.keyspaces().into_iter().find(|d| d.name == name);
+    let expect_everywhere =
+        |name: &'static str, strategy: ReplicationStrategy, level: Option<ConsistencyLevel>| {
+            let nodes = &nodes;
+            async move {
+                wait_for(
+                    &format!("{name} = {strategy:?} {level:?} everywhere"),
+                    CONVERGE,
+                    || {
+                        nodes.iter().all(|n| {
+                            def(&n.node, name).is_some_and(|d| {
+                                d.strategy == strategy && d.default_consistency == level
+                            })
+                        })
+                    },
+                )
+                .await;
+            }
+        };
+    // The issue's case, on the default keyspace.
+    a.alter_keyspace("default", None, Some(QUORUM))
+        .await
+        .unwrap();
+    expect_everywhere("default", ReplicationStrategy::simple(3), Some(QUORUM)).await;
+
+    a.create_keyspace("ks", ReplicationStrategy::simple(2), Some(ONE))
+        .await
+        .unwrap();
+    expect_everywhere("ks", ReplicationStrategy::simple(2), Some(ONE)).await;
+    c.alter_keyspace("ks", None, Some(ALL)).await.unwrap();
+    expect_everywhere("ks", ReplicationStrategy::simple(2), Some(ALL)).await;
+    c.alter_keyspace("ks", Some(ReplicationStrategy::simple(3)), None)
+        .await
+        .unwrap();
+    expect_everywhere("ks", ReplicationStrategy::simple(3), Some(ALL)).await;
+    let nts = ReplicationStrategy::network_topology([("dc1", 2)]);
+    a.alter_keyspace("ks", Some(nts.clone()), Some(QUORUM))
+        .await
+        .unwrap();
+    expect_everywhere("ks", nts, Some(QUORUM)).await;
+    assert!(matches!(
+        a.alter_keyspace("nope", None, Some(ONE)).await,
+        Err(NodeError::NoSuchKeyspace(_))
+    ));
+    for n in &nodes {
+        n.node.shutdown().await;
+    }
+}

@@ -1,12 +1,15 @@
-//! Checked-in v1 examples of the node's own formats: the tokens file and a stored keyspace
-//! definition (system keyspace value). A format change must keep loading these (or bump the
+//! Checked-in v1 examples of the node's own formats: the tokens file, the saved ring
+//! (`peers`) and a stored keyspace definition (system keyspace value). A format change must keep loading these (or bump the
 //! version and add new fixtures). `HEARSAY_WRITE_FIXTURES=1` rewrites them.
 
+use hearsay_cluster::node::membership::{MemberInfo, Membership};
+use hearsay_cluster::node::peers::{PEERS_FILE, SavedRing};
 use hearsay_cluster::node::schema::{KeyspaceDef, def_from_cell, def_to_cell};
 use hearsay_cluster::node::tokens;
 use hearsay_ring::ReplicationStrategy;
 use hearsay_storage::Cell;
-use hearsay_types::{ConsistencyLevel, Timestamp, Token};
+use hearsay_types::{ConsistencyLevel, NodeId, Timestamp, Token};
+use std::net::SocketAddr;
 use std::path::PathBuf;
 
 fn dir() -> PathBuf {
@@ -48,4 +51,26 @@ fn keyspace_definition_v1_loads() {
     let mut bad = std::fs::read(&path).unwrap();
     bad[0] = 2;
     assert_eq!(def_from_cell(&Cell::value(bad, Timestamp(1))), None);
+}
+
+#[test]
+fn peers_file_v1_loads() {
+    let mut ms = Membership::default();
+    for (i, t) in [(1u128, -100i64), (2, 0), (3, 100)] {
+        let addr = SocketAddr::from(([127, 0, 0, i as u8], 7381));
+        ms.members.insert(
+            NodeId(i),
+            MemberInfo::normal(NodeId(i), addr, vec![Token(t), Token(t + 7)]),
+        );
+    }
+    let mut expect = SavedRing::default();
+    expect.remember(&ms);
+    if writing() {
+        expect.save(&dir()).unwrap();
+    }
+    let bytes = std::fs::read(dir().join(PEERS_FILE)).unwrap();
+    assert_eq!(SavedRing::decode(&bytes), Ok(expect));
+    let mut bad = bytes.clone();
+    bad[7] = 2;
+    assert!(SavedRing::decode(&bad).unwrap_err().contains("version"));
 }

@@ -156,8 +156,31 @@ async fn not_found(req: Request) -> Response {
     )
 }
 
-async fn health() -> Response {
-    json_ok(json!({ "status": "ok" }))
+/// 200 `{"status":"ok"}` when the node is ready and healthy; 503 with the reasons when it
+/// has not heard from a peer yet, its clock is off, or its storage cannot take writes
+/// (`node::health`), so a load balancer or orchestrator takes it out of rotation.
+async fn health(State(ctx): State<Ctx>) -> Response {
+    let h = match &ctx.state.cluster {
+        Some(node) => node.health(),
+        None => hearsay_cluster::node::NodeHealth {
+            ready: true,
+            storage_poisoned: ctx.state.engine.stats().poisoned,
+            ..Default::default()
+        },
+    };
+    if h.is_ok() {
+        return json_ok(json!({ "status": "ok" }));
+    }
+    let status = if h.ready { "sick" } else { "not_ready" };
+    (
+        StatusCode::SERVICE_UNAVAILABLE,
+        axum::Json(json!({
+            "status": status,
+            "codes": h.codes(),
+            "reasons": h.reasons(),
+        })),
+    )
+        .into_response()
 }
 
 async fn status(State(ctx): State<Ctx>) -> Response {
@@ -379,6 +402,7 @@ fn single_member(ctx: &Ctx, keyspaces: &[String]) -> MemberRow {
         phi: None,
         schema_version: None,
         clock_skew_us: None,
+        health: Vec::new(),
     }
 }
 
@@ -392,6 +416,11 @@ fn single_node_status(ctx: &Ctx) -> NodeStatus {
         cluster_name: String::new(),
         generation: 0,
         cluster_addr: String::new(),
+        ready: true,
+        health: hearsay_cluster::node::NodeHealth {
+            ready: true,
+            ..Default::default()
+        },
         schema_version: String::new(),
         keyspaces: keyspaces
             .iter()

@@ -240,6 +240,9 @@ pub struct ClusterConfig {
     pub read_timeout_ms: u64,
     /// At first start, how long to wait for the seeds' view of the ring before taking tokens.
     pub join_wait_ms: u64,
+    /// Largest offset of this node's clock from the majority's before it refuses to
+    /// coordinate writes, in ms. Default 500.
+    pub max_clock_offset_ms: u64,
     /// Replicas report writes that lost to a newer stored version (costs a point read per
     /// replicated cell).
     pub report_superseded: bool,
@@ -267,6 +270,7 @@ impl Default for ClusterConfig {
             write_timeout_ms: n.write_timeout_ms,
             read_timeout_ms: n.read_timeout_ms,
             join_wait_ms: n.join_wait_ms,
+            max_clock_offset_ms: n.max_clock_offset_ms,
             report_superseded: n.report_superseded,
             hints: n.hints,
             gossip: n.gossip,
@@ -328,6 +332,7 @@ impl NodeConfig {
             default_replication_factor: c.replication_factor,
             default_consistency: c.default_consistency,
             join_wait_ms: c.join_wait_ms,
+            max_clock_offset_ms: c.max_clock_offset_ms,
             report_superseded: c.report_superseded,
             hints: c.hints.clone(),
             gossip: c.gossip.clone(),

@@ -73,6 +73,23 @@ pub enum ConsistencyError {
         /// For LOCAL_QUORUM / EACH_QUORUM: the data centre that lacks replicas.
         dc: Option<String>,
     },
+    /// The ring places fewer distinct replicas than the keyspace's replication factor asks
+    /// for (too few nodes, or too few in a data centre), and too few to meet the level:
+    /// the bar is never lowered to what the ring can place.
+    #[error(
+        "Cannot achieve consistency level {level}{}: {alive} of {required} replicas alive; the ring places only {replicas} replicas where the replication factor is {rf} (add nodes or lower the replication factor)",
+        InDc(dc)
+    )]
+    TooFewReplicas {
+        level: ConsistencyLevel,
+        required: usize,
+        alive: usize,
+        /// Natural replicas the ring placed.
+        replicas: usize,
+        /// Replicas the keyspace asks for.
+        rf: usize,
+        dc: Option<String>,
+    },
     /// The deadline passed before enough replicas answered.
     #[error(
         "Operation timed out - received only {received} of {required} required responses{}{failures}",
@@ -104,6 +121,16 @@ pub enum ConsistencyError {
     /// The level makes no sense for this operation (ANY on a read).
     #[error("{level} ConsistencyLevel is only supported for writes")]
     WriteOnlyLevel { level: ConsistencyLevel },
+}
+
+impl ConsistencyError {
+    /// Nothing was sent: too few replicas alive, or too few placed (`UNAVAILABLE` to clients).
+    pub fn is_unavailable(&self) -> bool {
+        matches!(
+            self,
+            ConsistencyError::Unavailable { .. } | ConsistencyError::TooFewReplicas { .. }
+        )
+    }
 }
 
 /// Formats ` in DC name` for data-centre-scoped errors.

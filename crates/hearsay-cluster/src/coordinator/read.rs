@@ -4,6 +4,7 @@
 use super::cell::VersionedCell;
 use super::error::{ConsistencyError, FailureReason, Failures, OpKind};
 use super::requirement::{DcInfo, Group, check_alive, groups};
+use hearsay_ring::ReplicationStrategy;
 use hearsay_types::{ConsistencyLevel, NodeId};
 use std::cmp::Ordering;
 use std::collections::{BTreeMap, BTreeSet};
@@ -127,13 +128,14 @@ impl ReadPlan {
     pub fn new(
         level: ConsistencyLevel,
         replicas_by_proximity: &[NodeId],
+        strategy: &ReplicationStrategy,
         dcs: Option<&DcInfo>,
         alive: &BTreeSet<NodeId>,
     ) -> Result<ReadPlan, ConsistencyError> {
         if level == ConsistencyLevel::Any {
             return Err(ConsistencyError::WriteOnlyLevel { level });
         }
-        let groups = groups(level, replicas_by_proximity, &[], dcs);
+        let groups = groups(level, replicas_by_proximity, &[], dcs, strategy);
         check_alive(level, &groups, alive)?;
         let mut taken: Vec<usize> = vec![0; groups.len()];
         let mut contacted = Vec::new();

@@ -2,6 +2,7 @@
 
 use super::error::{ConsistencyError, FailureReason, Failures, OpKind};
 use super::requirement::{DcInfo, Group, check_alive, groups};
+use hearsay_ring::ReplicationStrategy;
 use hearsay_types::{ConsistencyLevel, NodeId};
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -57,10 +58,11 @@ impl WriteTracker {
         level: ConsistencyLevel,
         natural: &[NodeId],
         pending: &[NodeId],
+        strategy: &ReplicationStrategy,
         dcs: Option<&DcInfo>,
         alive: &BTreeSet<NodeId>,
     ) -> WriteTracker {
-        let groups = groups(level, natural, pending, dcs);
+        let groups = groups(level, natural, pending, dcs, strategy);
         let replicas = natural
             .iter()
             .chain(pending)

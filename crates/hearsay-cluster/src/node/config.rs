@@ -23,6 +23,9 @@ pub const DEFAULT_REPLICATION_FACTOR: usize = 3;
 /// rounds with the seeds at the default 1 s interval, short enough that a node whose seeds
 /// are all down still starts (alone) in seconds.
 pub const DEFAULT_JOIN_WAIT_MS: u64 = 5_000;
+/// Largest `max_clock_offset_ms`: beyond a minute the bound no longer protects anything a
+/// client would notice, and every node's HLC could be dragged that far ahead.
+pub const MAX_CLOCK_OFFSET_MS: u64 = 60_000;
 /// Longest a timeout may be set to, in ms: beyond a minute a client has long given up, and
 /// every in-flight request holds memory until its deadline.
 pub const MAX_TIMEOUT_MS: u64 = 60_000;
@@ -171,8 +174,14 @@ pub struct NodeConfig {
     /// Level used when a request names none. Default ONE.
     pub default_consistency: ConsistencyLevel,
     /// At first start, how long to wait for the seeds to tell us the ring before choosing
-    /// tokens. Default 5000 ms.
+    /// tokens; at every start, how long to wait to hear from a peer before serving (see
+    /// docs/cluster.md, restarts). Default 5000 ms.
     pub join_wait_ms: u64,
+    /// Largest offset of this node's wall clock from the majority of its peers' before it
+    /// refuses to coordinate writes, in ms; timestamps more than twice this ahead of a
+    /// replica's clock are refused. Default 500 (CockroachDB's `max-offset`; see
+    /// docs/cluster.md, "Clocks").
+    pub max_clock_offset_ms: u64,
     /// Replicas check every write against what they hold and report cells that lost to a
     /// newer stored version ("superseded"). Costs one point read per written cell on each
     /// replica. Default true.
@@ -202,6 +211,7 @@ impl Default for NodeConfig {
             default_replication_factor: DEFAULT_REPLICATION_FACTOR,
             default_consistency: ConsistencyLevel::One,
             join_wait_ms: DEFAULT_JOIN_WAIT_MS,
+            max_clock_offset_ms: super::clock::DEFAULT_MAX_CLOCK_OFFSET_MS,
             report_superseded: true,
             hints: HintSettings::default(),
             gossip: GossipSettings::default(),
@@ -259,6 +269,11 @@ impl NodeConfig {
         }
         if self.cluster_name.is_empty() || self.cluster_name.len() > 128 {
             return bad("cluster_name must be 1..=128 bytes".into());
+        }
+        if !(1..=MAX_CLOCK_OFFSET_MS).contains(&self.max_clock_offset_ms) {
+            return bad(format!(
+                "max_clock_offset_ms must be in 1..={MAX_CLOCK_OFFSET_MS}"
+            ));
         }
         if self.join_wait_ms > MAX_TIMEOUT_MS {
             return bad(format!("join_wait_ms must be at most {MAX_TIMEOUT_MS}"));
@@ -341,8 +356,17 @@ impl NodeConfig {
             backoff_max_ms: self.rpc.backoff_max_ms,
             keepalive_interval_ms: self.rpc.keepalive_interval_ms,
             peer_silence_timeout_ms: self.rpc.peer_silence_timeout_ms,
+            clock_skew_warn_us: self.max_clock_offset_ms * 1_000,
+            max_clock_ahead_us: self.max_timestamp_lead_us(),
             ..RpcConfig::default()
         }
+    }
+
+    /// How far ahead of this node's (corrected) clock a timestamp may be and still be
+    /// accepted or observed, in µs: twice the maximum offset, because two healthy nodes may
+    /// each be up to the maximum offset off, in opposite directions.
+    pub fn max_timestamp_lead_us(&self) -> u64 {
+        2 * self.max_clock_offset_ms * 1_000
     }
 }
 

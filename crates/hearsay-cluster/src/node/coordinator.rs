@@ -9,8 +9,8 @@
 //! from every contacted replica, newest wins, and stale replicas are repaired with a
 //! blocking write before the answer.
 
-use super::messages::{Mutate, Read, ReadReply, ScanRange, WireCell};
-use super::{Inner, NodeError, RingView};
+use super::messages::{Mutate, MutateV2, Read, ReadReply, ScanRange, WireCell};
+use super::{Inner, NodeError, RingView, Superseded};
 use crate::coordinator::{
     ConsistencyError, FailureReason, OpKind, ReadPlan, ReadResolver, ReadStatus, WriteStatus,
     WriteTracker,
@@ -55,6 +55,11 @@ fn failure_of(e: &RpcError) -> FailureReason {
 
 type Batch = Vec<(CellKey, Cell)>;
 
+/// Most times one write is re-sent above a newer version a replica holds: one retry settles
+/// a write that lost to an earlier one from a clock ahead; more mean writers racing on one
+/// key, where either order is correct and the write is reported superseded instead.
+const MAX_SUPERSEDED_RETRIES: u32 = 3;
+
 impl Inner {
     fn route(&self, view: &RingView, keyspace: &str) -> Result<(), NodeError> {
         if view.routes.contains_key(keyspace) {
@@ -70,8 +75,13 @@ impl Inner {
         mut cells: Batch,
         level: ConsistencyLevel,
     ) -> Result<WriteResult, NodeError> {
-        if self.shutdown.is_cancelled() {
-            return Err(NodeError::ShuttingDown);
+        if let Err(e) = self.check_write_coordinator() {
+            if matches!(e, NodeError::ClockSkew(_)) {
+                self.counters
+                    .writes_refused_clock_skew
+                    .fetch_add(1, Relaxed);
+            }
+            return Err(e);
         }
         let view = self.current_view();
         self.route(&view, keyspace)?;
@@ -97,8 +107,8 @@ impl Inner {
         }
         let mut waits = Vec::with_capacity(groups.len());
         for ((natural, pending), batch) in groups {
-            match self.start_write(&view, keyspace, &natural, &pending, batch, level) {
-                Ok(rx) => waits.push(rx),
+            match self.start_write(&view, keyspace, &natural, &pending, batch.clone(), level) {
+                Ok(rx) => waits.push((natural, pending, batch, rx)),
                 Err(e) => {
                     self.counters.write_unavailable.fetch_add(1, Relaxed);
                     return Err(e.into());
@@ -109,18 +119,54 @@ impl Inner {
             superseded: 0,
             timestamp: ts,
         };
-        for rx in waits {
-            match rx.await {
-                Ok(Ok(superseded)) => result.superseded += superseded,
-                Ok(Err(e)) => {
-                    match &e {
-                        ConsistencyError::Timeout { .. } => &self.counters.write_timeouts,
-                        _ => &self.counters.write_failures,
+        for (natural, pending, mut batch, mut rx) in waits {
+            let mut retries = 0;
+            loop {
+                let verdict = match rx.await {
+                    Ok(v) => v,
+                    Err(_) => return Err(NodeError::ShuttingDown),
+                };
+                match verdict {
+                    Ok(s) if s.cells > 0 && self.may_retry_above(level, s.newest, retries) => {
+                        // A replica among those counted holds a newer version: a write that
+                        // was acknowledged before this one started may have got a later
+                        // timestamp from a clock that runs ahead. Re-send this write above
+                        // it, so that a later write never loses to an earlier one.
+                        retries += 1;
+                        self.counters.superseded_retries.fetch_add(1, Relaxed);
+                        let bumped = self.timestamp_above(s.newest);
+                        for (_, c) in batch.iter_mut() {
+                            c.timestamp = bumped;
+                        }
+                        result.timestamp = result.timestamp.max(bumped);
+                        match self.start_write(
+                            &view,
+                            keyspace,
+                            &natural,
+                            &pending,
+                            batch.clone(),
+                            level,
+                        ) {
+                            Ok(next) => rx = next,
+                            Err(e) => {
+                                self.counters.write_unavailable.fetch_add(1, Relaxed);
+                                return Err(e.into());
+                            }
+                        }
                     }
-                    .fetch_add(1, Relaxed);
-                    return Err(e.into());
+                    Ok(s) => {
+                        result.superseded += s.cells;
+                        break;
+                    }
+                    Err(e) => {
+                        match &e {
+                            ConsistencyError::Timeout { .. } => &self.counters.write_timeouts,
+                            _ => &self.counters.write_failures,
+                        }
+                        .fetch_add(1, Relaxed);
+                        return Err(e.into());
+                    }
                 }
-                Err(_) => return Err(NodeError::ShuttingDown),
             }
         }
         if result.superseded > 0 {
@@ -129,6 +175,29 @@ impl Inner {
                 .fetch_add(u64::from(result.superseded), Relaxed);
         }
         Ok(result)
+    }
+
+    /// Whether a write some counted replica superseded is re-sent above `newest`: not for ANY
+    /// (a hint is not a replica), not after [`MAX_SUPERSEDED_RETRIES`], and not above a
+    /// timestamp too far ahead for replicas to accept (a version planted by a clock far
+    /// ahead: the write is reported superseded instead of failing on every replica).
+    fn may_retry_above(&self, level: ConsistencyLevel, newest: u64, retries: u32) -> bool {
+        let limit = self
+            .rpc
+            .context()
+            .cluster_now_us()
+            .saturating_add(self.config.max_timestamp_lead_us());
+        level != ConsistencyLevel::Any
+            && retries < MAX_SUPERSEDED_RETRIES
+            && newest > 0
+            && newest < limit
+    }
+
+    /// A timestamp newer than `newest` and than anything this clock minted, observed by the
+    /// clock so that later writes through this node start above it.
+    fn timestamp_above(&self, newest: u64) -> Timestamp {
+        self.hlc.observe(Timestamp(newest));
+        self.hlc.now()
     }
 
     /// Starts one replica-set write; the receiver gets the verdict as soon as the level is
@@ -141,13 +210,21 @@ impl Inner {
         pending: &[NodeId],
         batch: Batch,
         level: ConsistencyLevel,
-    ) -> Result<oneshot::Receiver<Result<u32, ConsistencyError>>, ConsistencyError> {
+    ) -> Result<oneshot::Receiver<Result<Superseded, ConsistencyError>>, ConsistencyError> {
         let dcs = view.dc_info();
-        let mut tracker = WriteTracker::new(level, natural, pending, Some(&dcs), &view.alive);
+        let strategy = &view.routes[keyspace].def.strategy;
+        // Replicas whose storage cannot take writes (poisoned, disk full) are left out and
+        // hinted while the others can meet the level; when they cannot, every live replica
+        // is tried (the sick one may have recovered since it last gossiped).
+        let fit = view.fit_alive();
+        let mut tracker = WriteTracker::new(level, natural, pending, strategy, Some(&dcs), &fit);
+        if fit.len() != view.alive.len() && tracker.check_availability().is_err() {
+            tracker = WriteTracker::new(level, natural, pending, strategy, Some(&dcs), &view.alive);
+        }
         tracker.check_availability()?;
         let timeout = Duration::from_millis(self.config.write_timeout_ms);
         let deadline = Instant::now() + timeout;
-        let (tx, mut rx) = mpsc::channel::<(NodeId, Result<u32, FailureReason>)>(
+        let (tx, mut rx) = mpsc::channel::<(NodeId, Result<Superseded, FailureReason>)>(
             natural.len() + pending.len() + 1,
         );
         let batch = Arc::new(batch);
@@ -176,7 +253,7 @@ impl Inner {
         let keyspace = keyspace.to_string();
         tokio::spawn(async move {
             let mut done_tx = Some(done_tx);
-            let mut superseded = 0u32;
+            let mut superseded = Superseded::default();
             let mut timed_out = false;
             loop {
                 this.hint_failed(&mut tracker, &keyspace, &batch).await;
@@ -198,8 +275,12 @@ impl Inner {
                     r = rx.recv() => match r {
                         Some((node, Ok(s))) => {
                             local_pending &= node != this.id;
-                            tracker.on_ack(node);
-                            superseded = superseded.max(s);
+                            // Only answers that count toward the verdict matter: the verdict
+                            // is sent as soon as the level is met.
+                            if tracker.on_ack(node) && done_tx.is_some() {
+                                superseded.cells = superseded.cells.max(s.cells);
+                                superseded.newest = superseded.newest.max(s.newest);
+                            }
                         }
                         Some((node, Err(reason))) => {
                             local_pending &= node != this.id;
@@ -272,7 +353,9 @@ impl Inner {
         }
     }
 
-    /// Sends `batch` to one replica (the local engine directly); `Ok(superseded count)`.
+    /// Sends `batch` to one replica (the local engine directly); reports what it superseded.
+    /// A coordinator's write (`report_superseded`) goes as `MutateV2`, which says how new
+    /// the version that beat it is; a peer that does not know that method gets `Mutate`.
     pub(crate) async fn send_mutation(
         self: &Arc<Self>,
         node: NodeId,
@@ -281,7 +364,7 @@ impl Inner {
         batch: &[(CellKey, Cell)],
         timeout: Duration,
         report_superseded: bool,
-    ) -> Result<u32, FailureReason> {
+    ) -> Result<Superseded, FailureReason> {
         let report = report_superseded && self.config.report_superseded;
         if node == self.id {
             return self
@@ -292,16 +375,37 @@ impl Inner {
         let Some(addr) = addr else {
             return Err(FailureReason::Error("no known address".into()));
         };
+        let cells: Vec<WireCell> = batch
+            .iter()
+            .map(|(k, c)| WireCell::from_cell(k, c))
+            .collect();
+        if report {
+            let m = MutateV2 {
+                keyspace: keyspace.clone(),
+                cells: cells.clone(),
+                report_superseded: true,
+            };
+            match self.rpc.call(addr, &m, timeout).await {
+                Ok(ack) => {
+                    return Ok(Superseded {
+                        cells: ack.superseded,
+                        newest: ack.newest_superseding,
+                    });
+                }
+                Err(RpcError::UnknownMethod { .. }) => {}
+                Err(e) => return Err(failure_of(&e)),
+            }
+        }
         let m = Mutate {
             keyspace,
-            cells: batch
-                .iter()
-                .map(|(k, c)| WireCell::from_cell(k, c))
-                .collect(),
+            cells,
             report_superseded: report,
         };
         match self.rpc.call(addr, &m, timeout).await {
-            Ok(ack) => Ok(ack.superseded),
+            Ok(ack) => Ok(Superseded {
+                cells: ack.superseded,
+                newest: 0,
+            }),
             Err(e) => Err(failure_of(&e)),
         }
     }
@@ -347,20 +451,20 @@ impl Inner {
         key: &[u8],
         level: ConsistencyLevel,
     ) -> Result<Option<Cell>, NodeError> {
-        if self.shutdown.is_cancelled() {
-            return Err(NodeError::ShuttingDown);
-        }
+        self.check_coordinator()?;
         let view = self.current_view();
         self.route(&view, keyspace)?;
         self.counters.reads.inc(level);
         let token = hearsay_ring::token_of(key);
         let cell_key = CellKey::new(token, bytes::Bytes::copy_from_slice(key));
-        let replicas = view.by_proximity(view.routes[keyspace].map.read_replicas(token));
+        let replicas =
+            view.by_fitness(view.by_proximity(view.routes[keyspace].map.read_replicas(token)));
         let dcs = view.dc_info();
-        let plan = match ReadPlan::new(level, &replicas, Some(&dcs), &view.alive) {
+        let strategy = &view.routes[keyspace].def.strategy;
+        let plan = match ReadPlan::new(level, &replicas, strategy, Some(&dcs), &view.alive) {
             Ok(p) => p,
             Err(e) => {
-                if matches!(e, ConsistencyError::Unavailable { .. }) {
+                if e.is_unavailable() {
                     self.counters.read_unavailable.fetch_add(1, Relaxed);
                 }
                 return Err(e.into());
@@ -505,11 +609,14 @@ impl Inner {
         self.counters
             .read_repair_failures
             .fetch_add(failures.len() as u64, Relaxed);
-        // The replica missed the repair; a hint gets it there eventually.
+        // The replica missed the repair; a hint gets it there eventually. (ANY over just the
+        // failed replicas: a tracker that only lists them for hints, never for a verdict.)
+        let failed: Vec<NodeId> = failures.iter().map(|(n, _)| *n).collect();
         let mut tracker = WriteTracker::new(
             ConsistencyLevel::Any,
-            &failures.iter().map(|(n, _)| *n).collect::<Vec<_>>(),
+            &failed,
             &[],
+            &hearsay_ring::ReplicationStrategy::simple(failed.len()),
             None,
             &view.alive,
         );
@@ -538,6 +645,7 @@ impl Inner {
         from: Token,
         count: usize,
     ) -> Result<ScanResult, NodeError> {
+        self.check_coordinator()?;
         let view = self.current_view();
         self.route(&view, keyspace)?;
         self.counters.scans.fetch_add(1, Relaxed);

@@ -63,7 +63,7 @@ pub fn decode_tokens(text: &str) -> Option<Vec<Token>> {
 }
 
 /// A member's ring status, from its gossip `Status` state.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, serde::Deserialize)]
 pub enum RingStatus {
     /// No status yet (still choosing tokens): not in the ring.
     Unknown,
@@ -128,6 +128,8 @@ pub struct MemberInfo {
     pub generation: u64,
     pub heartbeat: u64,
     pub phi: Option<f64>,
+    /// Health codes the member gossips (see `node::health`); empty when healthy.
+    pub health: Vec<String>,
 }
 
 impl MemberInfo {
@@ -149,6 +151,7 @@ impl MemberInfo {
             generation: 1,
             heartbeat: 0,
             phi: None,
+            health: Vec::new(),
         }
     }
 
@@ -206,6 +209,9 @@ impl Membership {
                     generation: m.generation,
                     heartbeat: m.heartbeat,
                     phi: m.phi,
+                    health: st("x-health")
+                        .map(super::health::parse_codes)
+                        .unwrap_or_default(),
                 },
             );
         }
@@ -277,6 +283,9 @@ pub struct RingView {
     pub alive: BTreeSet<NodeId>,
     /// Members gossip shows UP (hint replay waits for UP, not merely not-DOWN).
     pub up: BTreeSet<NodeId>,
+    /// Members whose storage cannot take writes (poisoned, disk full; see `node::health`):
+    /// left out of reads and writes while other replicas can serve.
+    pub unfit: BTreeSet<NodeId>,
 }
 
 impl RingView {
@@ -312,6 +321,12 @@ impl RingView {
             .filter(|m| m.live == Live::Up || m.id == local)
             .map(|m| m.id)
             .collect();
+        let unfit = membership
+            .members
+            .values()
+            .filter(|m| super::health::unfit_replica(&m.health))
+            .map(|m| m.id)
+            .collect();
         RingView {
             local,
             membership,
@@ -319,7 +334,22 @@ impl RingView {
             routes,
             alive,
             up,
+            unfit,
         }
+    }
+
+    /// Alive members whose storage can take writes.
+    pub fn fit_alive(&self) -> BTreeSet<NodeId> {
+        self.alive.difference(&self.unfit).copied().collect()
+    }
+
+    /// `replicas` with the unfit ones moved to the end (order otherwise kept), so that a read
+    /// plan takes them only when the others cannot meet the level.
+    pub fn by_fitness(&self, mut replicas: Vec<NodeId>) -> Vec<NodeId> {
+        if !self.unfit.is_empty() {
+            replicas.sort_by_key(|n| self.unfit.contains(n));
+        }
+        replicas
     }
 
     /// A member's internode address.

@@ -1,4 +1,4 @@
-//! Internode messages of the data path (method ids 16..=19, listed in docs/rpc.md and
+//! Internode messages of the data path (method ids 16..=20, listed in docs/rpc.md and
 //! docs/cluster.md). Each names its response type ([`Rpc`]); bodies are postcard inside the
 //! RPC layer's versioned, checksummed frames, which bound their size before decoding.
 
@@ -37,6 +37,34 @@ impl Rpc for Mutate {
     const METHOD: MethodId = 16;
     const NAME: &'static str = "Mutate";
     type Response = MutateAck;
+}
+
+/// A coordinator's write (method 20): a [`Mutate`] whose answer also says how new the
+/// newest stored version that beat it is, so that the coordinator can re-send the write
+/// above it (see `docs/cluster.md`, "Clocks"). `Mutate` (16) stays for hints and read
+/// repair, and for peers that do not know this method.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct MutateV2 {
+    pub keyspace: String,
+    pub cells: Vec<WireCell>,
+    /// Ask the replica to report cells that lost to a newer stored version.
+    pub report_superseded: bool,
+}
+
+/// Answer to [`MutateV2`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MutateAckV2 {
+    /// Cells that lost to a version already stored (only counted when asked).
+    pub superseded: u32,
+    /// The newest timestamp among the stored versions that beat a cell of this write (0
+    /// when none did).
+    pub newest_superseding: u64,
+}
+
+impl Rpc for MutateV2 {
+    const METHOD: MethodId = 20;
+    const NAME: &'static str = "MutateV2";
+    type Response = MutateAckV2;
 }
 
 /// Read one key: its full cell, or only the cell's digest.

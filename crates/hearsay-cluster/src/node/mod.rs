@@ -15,11 +15,14 @@
 //! counted alive unless gossip convicted it DOWN; hints never fail a client write. The design
 //! is written up in `docs/cluster.md`.
 
+pub mod clock;
 mod config;
 mod coordinator;
+pub mod health;
 mod hint_replay;
 pub mod membership;
 pub mod messages;
+pub mod peers;
 pub mod schema;
 mod stats;
 pub mod tokens;
@@ -30,6 +33,7 @@ pub use config::{
     MAX_TIMEOUT_MS, NodeConfig, NodeConfigError, RpcSettings,
 };
 pub use coordinator::{ScanResult, WriteResult};
+pub use health::NodeHealth;
 pub use membership::{Live, MemberInfo, Membership, RingStatus, RingView};
 pub use schema::{DEFAULT_KEYSPACE, KeyspaceDef, SYSTEM_KEYSPACE, Schema};
 pub use stats::{CoordinatorStats, HintsStats, MemberRow, NodeStats, NodeStatus};
@@ -45,8 +49,8 @@ use hearsay_ring::{Member, ReplicationStrategy, Ring};
 use hearsay_storage::{Engine, KeyspaceOptions};
 use hearsay_types::{Clock, ConsistencyLevel, Hlc, NodeId, Token};
 use messages::{
-    MAX_CELLS_PER_MUTATION, MAX_SCAN_CELLS, Mutate, MutateAck, Read, ReadReply, ScanRange,
-    ScanReply, SchemaPull, SchemaReply, WireCell,
+    MAX_CELLS_PER_MUTATION, MAX_SCAN_CELLS, Mutate, MutateAck, MutateAckV2, MutateV2, Read,
+    ReadReply, ScanRange, ScanReply, SchemaPull, SchemaReply, WireCell,
 };
 use parking_lot::{Mutex, RwLock};
 use std::collections::BTreeMap;
@@ -65,6 +69,9 @@ const SCHEMA_PULL_INTERVAL_MS: u64 = 1_000;
 /// How often the node announces its load in gossip, in ms (`hearsay status` shows it; it
 /// need not be fresh).
 const LOAD_ANNOUNCE_INTERVAL_MS: u64 = 10_000;
+/// How often the saved ring is written, at most, in ms: it changes only when members join,
+/// leave or restart, and it is a cache that gossip refills.
+const RING_SAVE_INTERVAL_MS: u64 = 1_000;
 /// Gossip rounds a new node stays JOINING (tokens announced) before NORMAL, so that every
 /// node has seen its tokens as pending (writes reach it) before it owns ranges; also the
 /// window in which two nodes that chose the same tokens find out.
@@ -72,6 +79,15 @@ const JOINING_ROUNDS: u64 = 3;
 /// Attempts at binding the gossip UDP socket on the port the RPC server got (a restarted
 /// node may find its old socket still closing), 50 ms apart.
 const GOSSIP_BIND_ATTEMPTS: u32 = 40;
+
+/// What a replica's apply reports about cells that lost to a newer stored version.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Superseded {
+    /// Cells not applied because a newer version is stored.
+    pub cells: u32,
+    /// The newest stored timestamp among those that beat a cell (0 when none did).
+    pub newest: u64,
+}
 
 /// A replica and its internode address (if gossip knows it).
 pub type Endpoint = (NodeId, Option<SocketAddr>);
@@ -96,6 +112,13 @@ pub enum NodeError {
     Config(#[from] NodeConfigError),
     #[error("node failed to start: {0}")]
     Startup(String),
+    /// The node has not yet heard from any peer since it started, so its view of the
+    /// cluster cannot be trusted to coordinate requests (see `docs/cluster.md`, restarts).
+    #[error("{0}")]
+    NotReady(String),
+    /// This node's clock is too far from the majority's to mint write timestamps.
+    #[error("clock skew: {0}; refusing to coordinate writes until it is back")]
+    ClockSkew(String),
 }
 
 /// Shared state of a running node (what handlers and workers hold).
@@ -120,6 +143,18 @@ pub(crate) struct Inner {
     pub(crate) shutdown: CancellationToken,
     pub(crate) last_schema_pull: Mutex<BTreeMap<NodeId, Instant>>,
     pub(crate) tokens: Mutex<Vec<Token>>,
+    /// The last known place of every member (see [`peers`]), saved when it changes.
+    pub(crate) saved_ring: Mutex<peers::SavedRing>,
+    pub(crate) saved_ring_dirty: std::sync::atomic::AtomicBool,
+    /// Whether this node coordinates requests: set once it has heard from a peer since it
+    /// started (or at once when it has no peer to hear from), and never cleared.
+    pub(crate) ready: std::sync::atomic::AtomicBool,
+    /// The last verdict on this node's clock ([`clock::judge`]) and its `skewed` flag, read
+    /// on every write.
+    pub(crate) clock_verdict: Mutex<clock::ClockVerdict>,
+    pub(crate) clock_skewed: std::sync::atomic::AtomicBool,
+    /// The `x-health` value last gossiped.
+    pub(crate) published_health: Mutex<String>,
 }
 
 /// A running node. Share it as `Arc<Node>`; every method takes `&self`.
@@ -185,6 +220,12 @@ impl Node {
 
         // Schema: the local copy in the system keyspace, plus the default keyspace.
         let schema = load_schema(&engine, config.default_replication_factor)?;
+        let saved_tokens = tokens::load(&config.data_dir).map_err(NodeError::Startup)?;
+        let saved_ring = peers::SavedRing::load(&config.data_dir);
+        // A node with somebody to hear from waits to hear from them before it coordinates;
+        // a node alone (no other seed, no known peer) has nobody to wait for.
+        let has_peers =
+            saved_ring.has_peers(id) || config.seeds.iter().any(|s| *s != config.cluster_addr);
         let hints = if config.hints.enabled {
             Some(Arc::new(
                 HintStore::open(
@@ -228,6 +269,12 @@ impl Node {
             shutdown: CancellationToken::new(),
             last_schema_pull: Mutex::new(BTreeMap::new()),
             tokens: Mutex::new(Vec::new()),
+            saved_ring: Mutex::new(saved_ring),
+            saved_ring_dirty: std::sync::atomic::AtomicBool::new(false),
+            ready: std::sync::atomic::AtomicBool::new(!has_peers),
+            clock_verdict: Mutex::new(clock::ClockVerdict::default()),
+            clock_skewed: std::sync::atomic::AtomicBool::new(false),
+            published_health: Mutex::new(String::new()),
         });
         inner.ensure_engine_keyspaces();
         let server = RpcServer::serve(rpc_ctx, Box::new(listener), registry(&inner))
@@ -237,28 +284,81 @@ impl Node {
             server: tokio::sync::Mutex::new(Some(server)),
             tasks: Mutex::new(Vec::new()),
         };
-        let gossip = node.start_gossip(cluster_addr).await?;
+        let gossip = node
+            .start_gossip(cluster_addr, saved_tokens.as_deref())
+            .await?;
         *inner.gossip.lock() = Some(gossip.clone());
         inner.refresh_view();
 
         // View refresher first, so that the token choice sees gossip as it arrives.
         node.spawn(view_worker(inner.clone(), gossip.clone()));
-        let tokens = inner.choose_tokens(&gossip).await?;
+        let tokens = match saved_tokens {
+            Some(t) => t,
+            None => inner.choose_tokens(&gossip).await?,
+        };
         *inner.tokens.lock() = tokens.clone();
         inner.announce_normal(&gossip, &tokens).await;
+        inner.await_contact().await;
+        inner.publish_health();
         node.spawn(hint_replay::run(inner.clone()));
-        tracing::info!(node = %id, generation, %cluster_addr, tokens = tokens.len(), "node started");
+        node.spawn(health::run(inner.clone()));
+        tracing::info!(
+            node = %id,
+            generation,
+            %cluster_addr,
+            tokens = tokens.len(),
+            ready = inner.ready.load(Relaxed),
+            "node started"
+        );
         Ok(node)
     }
 
-    async fn start_gossip(&self, cluster_addr: SocketAddr) -> Result<Arc<GossipHandle>, NodeError> {
+    /// Starts gossip with this node's states already set, so that its first packet carries
+    /// them: a restarting node (`saved_tokens`) announces its tokens and NORMAL status from
+    /// the start, and its peers never see its new incarnation without a place in the ring.
+    async fn start_gossip(
+        &self,
+        cluster_addr: SocketAddr,
+        saved_tokens: Option<&[Token]>,
+    ) -> Result<Arc<GossipHandle>, NodeError> {
         let inner = &self.inner;
         let mut cfg = inner.config.gossip_config();
         cfg.cluster_addr = cluster_addr;
+        let c = &inner.config;
+        let mut initial: Vec<(StateKey, Vec<u8>)> = Vec::new();
+        // Place first: deltas go out in version order, so a delta cut short by the packet
+        // budget still carries them.
+        if let Some(t) = saved_tokens {
+            initial.push((StateKey::Status, b"NORMAL".to_vec()));
+            initial.push((StateKey::Tokens, membership::encode_tokens(t).into_bytes()));
+        }
+        initial.push((StateKey::Dc, c.dc.clone().into_bytes()));
+        initial.push((StateKey::Rack, c.rack.clone().into_bytes()));
+        initial.push((
+            StateKey::Custom("weight".into()),
+            c.weight.to_string().into_bytes(),
+        ));
+        if let Some(a) = c.client_addr {
+            initial.push((StateKey::ClientAddr, a.to_string().into_bytes()));
+        }
+        if let Some(a) = c.admin_addr {
+            initial.push((StateKey::AdminAddr, a.to_string().into_bytes()));
+        }
+        initial.push((
+            StateKey::SchemaVersion,
+            inner.schema.lock().version().into_bytes(),
+        ));
+        initial.push((StateKey::Load, inner.load_bytes().to_string().into_bytes()));
         let mut attempt = 0;
         let handle = loop {
-            match GossipHandle::spawn(cfg.clone(), inner.id, inner.generation, inner.clock.clone())
-                .await
+            match GossipHandle::spawn_with_states(
+                cfg.clone(),
+                inner.id,
+                inner.generation,
+                inner.clock.clone(),
+                initial.clone(),
+            )
+            .await
             {
                 Ok(h) => break h,
                 Err(hearsay_gossip::GossipError::Io(e)) if attempt + 1 < GOSSIP_BIND_ATTEMPTS => {
@@ -273,23 +373,6 @@ impl Node {
                 }
             }
         };
-        let c = &inner.config;
-        let set = |k: StateKey, v: String| {
-            if let Err(e) = handle.set_local_state(k, v.into_bytes()) {
-                tracing::warn!(error = %e, "cannot set gossip state");
-            }
-        };
-        set(StateKey::Dc, c.dc.clone());
-        set(StateKey::Rack, c.rack.clone());
-        set(StateKey::Custom("weight".into()), c.weight.to_string());
-        if let Some(a) = c.client_addr {
-            set(StateKey::ClientAddr, a.to_string());
-        }
-        if let Some(a) = c.admin_addr {
-            set(StateKey::AdminAddr, a.to_string());
-        }
-        set(StateKey::SchemaVersion, inner.schema.lock().version());
-        set(StateKey::Load, inner.load_bytes().to_string());
         Ok(Arc::new(handle))
     }
 
@@ -310,6 +393,9 @@ impl Node {
             server.shutdown().await;
         }
         self.inner.rpc.close_all();
+        // The last view's ring, so that the next start routes by it.
+        self.inner.refresh_view();
+        self.inner.save_ring_if_dirty().await;
         let gossip = self.inner.gossip.lock().take();
         drop(gossip);
         if let Some(h) = &self.inner.hints {
@@ -327,6 +413,18 @@ impl Node {
     /// The bound internode address (RPC and gossip).
     pub fn cluster_addr(&self) -> SocketAddr {
         self.inner.cluster_addr
+    }
+
+    /// Whether the node coordinates requests: it has heard from a peer since it started
+    /// (or has none to hear from). Until then requests fail with [`NodeError::NotReady`].
+    pub fn is_ready(&self) -> bool {
+        self.inner.check_ready()
+    }
+
+    /// What is wrong with this node, if anything (see [`health`]).
+    pub fn health(&self) -> NodeHealth {
+        self.inner.check_ready();
+        self.inner.health()
     }
 
     /// This start's generation.
@@ -442,6 +540,8 @@ impl Node {
         strategy: ReplicationStrategy,
         default_consistency: Option<ConsistencyLevel>,
     ) -> Result<(), NodeError> {
+        // Schema changes are last-write-wins by timestamp: a skewed clock must not mint them.
+        self.inner.check_write_coordinator()?;
         hearsay_storage::config::validate_keyspace_name(name)
             .map_err(|e| NodeError::Invalid(e.to_string()))?;
         if name == SYSTEM_KEYSPACE {
@@ -465,25 +565,33 @@ impl Node {
         Ok(())
     }
 
-    /// Changes a keyspace's strategy and default level. Existing data is not moved (no
-    /// streaming yet): raising RF makes reads repair new replicas as they go.
+    /// Changes what is given of a keyspace's strategy and default level, and nothing else
+    /// (`None` keeps the current value). Existing data is not moved (no streaming yet):
+    /// raising RF makes reads repair new replicas as they go.
     pub async fn alter_keyspace(
         &self,
         name: &str,
-        strategy: ReplicationStrategy,
+        strategy: Option<ReplicationStrategy>,
         default_consistency: Option<ConsistencyLevel>,
     ) -> Result<(), NodeError> {
-        strategy
-            .validate()
-            .map_err(|e| NodeError::Invalid(e.to_string()))?;
-        if self.inner.schema.lock().get(name).is_none() {
-            return Err(NodeError::NoSuchKeyspace(name.to_string()));
+        // Schema changes are last-write-wins by timestamp: a skewed clock must not mint them.
+        self.inner.check_write_coordinator()?;
+        if let Some(s) = &strategy {
+            s.validate()
+                .map_err(|e| NodeError::Invalid(e.to_string()))?;
         }
+        let current = self
+            .inner
+            .schema
+            .lock()
+            .get(name)
+            .cloned()
+            .ok_or_else(|| NodeError::NoSuchKeyspace(name.to_string()))?;
         self.inner
             .apply_defs(vec![KeyspaceDef {
                 name: name.to_string(),
-                strategy,
-                default_consistency,
+                strategy: strategy.unwrap_or(current.strategy),
+                default_consistency: default_consistency.or(current.default_consistency),
                 timestamp: self.inner.hlc.now(),
                 dropped: false,
             }])
@@ -493,6 +601,8 @@ impl Node {
 
     /// Drops a keyspace cluster-wide and deletes its data on every node. `default` stays.
     pub async fn drop_keyspace(&self, name: &str) -> Result<(), NodeError> {
+        // Schema changes are last-write-wins by timestamp: a skewed clock must not mint them.
+        self.inner.check_write_coordinator()?;
         if name == DEFAULT_KEYSPACE {
             return Err(NodeError::Invalid(
                 "the default keyspace cannot be dropped".into(),
@@ -590,6 +700,12 @@ fn registry(inner: &Arc<Inner>) -> Registry {
     })
     .unwrap_or_else(dup);
     let i = inner.clone();
+    r.register_fn::<MutateV2, _, _>(move |_ctx, m: MutateV2| {
+        let i = i.clone();
+        async move { i.handle_mutate_v2(m).await }
+    })
+    .unwrap_or_else(dup);
+    let i = inner.clone();
     r.register_fn::<Read, _, _>(move |_ctx, m: Read| {
         let i = i.clone();
         async move { i.handle_read(m).await }
@@ -621,6 +737,7 @@ async fn view_worker(inner: Arc<Inner>, gossip: Arc<GossipHandle>) {
     let mut round = tokio::time::interval(Duration::from_millis(inner.config.gossip.interval_ms));
     round.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last_load = Instant::now();
+    let mut last_save = Instant::now() - Duration::from_millis(RING_SAVE_INTERVAL_MS);
     loop {
         tokio::select! {
             _ = inner.shutdown.cancelled() => return,
@@ -634,7 +751,12 @@ async fn view_worker(inner: Arc<Inner>, gossip: Arc<GossipHandle>) {
             _ = round.tick() => {}
         }
         inner.refresh_view();
+        inner.check_ready();
         inner.maybe_pull_schema();
+        if last_save.elapsed() >= Duration::from_millis(RING_SAVE_INTERVAL_MS) {
+            last_save = Instant::now();
+            inner.save_ring_if_dirty().await;
+        }
         if last_load.elapsed() >= Duration::from_millis(LOAD_ANNOUNCE_INTERVAL_MS) {
             last_load = Instant::now();
             let load = inner.load_bytes();
@@ -652,13 +774,142 @@ impl Inner {
         self.view.read().clone()
     }
 
+    /// The membership to route by: gossip's, completed with the saved ring (a restarting
+    /// member keeps its place; members not heard of since this node started are placed but
+    /// DOWN), or the test override.
     fn membership_now(&self) -> Membership {
         if let Some(m) = self.membership_override.lock().clone() {
             return m;
         }
-        match self.gossip() {
+        let mut m = match self.gossip() {
             Some(g) => Membership::from_gossip(&g.membership()),
             None => Membership::default(),
+        };
+        let mut saved = self.saved_ring.lock();
+        if saved.remember(&m) {
+            self.saved_ring_dirty.store(true, Relaxed);
+        }
+        saved.fill(&mut m, self.id);
+        m
+    }
+
+    /// Whether gossip has heard from another node since this one started: gossip learns of
+    /// members only from packets received, and the saved ring is not gossip.
+    fn heard_from_peer(&self) -> bool {
+        self.gossip().is_some_and(|g| {
+            g.membership().members.iter().any(|m| {
+                m.node_id != self.id.to_string()
+                    && matches!(
+                        m.liveness,
+                        hearsay_gossip::Liveness::Up | hearsay_gossip::Liveness::Suspect
+                    )
+            })
+        })
+    }
+
+    /// Marks the node ready once it has heard from a peer; returns whether it is ready.
+    fn check_ready(&self) -> bool {
+        if self.ready.load(Relaxed) {
+            return true;
+        }
+        if self.heard_from_peer() {
+            self.ready.store(true, Relaxed);
+            tracing::info!(node = %self.id, "heard from a peer; coordinating requests");
+            return true;
+        }
+        false
+    }
+
+    /// Waits (at most `join_wait_ms`) until the node has heard from a peer. A node that
+    /// restarts must not coordinate on a view of itself alone: until it has heard from
+    /// somebody it refuses requests with [`NodeError::NotReady`] (the view worker keeps
+    /// checking and lifts the refusal at first contact).
+    async fn await_contact(self: &Arc<Self>) {
+        let deadline = Instant::now() + Duration::from_millis(self.config.join_wait_ms);
+        let poll = Duration::from_millis((self.config.gossip.interval_ms / 4).clamp(10, 250));
+        while !self.heard_from_peer() {
+            if Instant::now() >= deadline {
+                tracing::warn!(
+                    node = %self.id,
+                    wait_ms = self.config.join_wait_ms,
+                    "no peer answered; refusing to coordinate requests until one does"
+                );
+                return;
+            }
+            tokio::time::sleep(poll).await;
+        }
+        // Judge our clock before the first write can mint a timestamp with it.
+        self.refresh_view();
+        self.probe_clocks().await;
+        self.check_ready();
+    }
+
+    /// Fails a request while the node is not ready (see [`Inner::await_contact`]).
+    pub(crate) fn check_coordinator(&self) -> Result<(), NodeError> {
+        if self.shutdown.is_cancelled() {
+            return Err(NodeError::ShuttingDown);
+        }
+        if self.check_ready() {
+            return Ok(());
+        }
+        Err(NodeError::NotReady(format!(
+            "node {} has not heard from any peer since it started; it will not coordinate requests on a view of the cluster it cannot trust",
+            self.id
+        )))
+    }
+
+    /// Fails a write (or schema change) this node must not coordinate: not ready, or its
+    /// clock is off (it would mint timestamps that reorder writes).
+    pub(crate) fn check_write_coordinator(&self) -> Result<(), NodeError> {
+        self.check_coordinator()?;
+        if self.clock_skewed.load(Relaxed) {
+            let v = self.clock_verdict.lock().clone();
+            return Err(NodeError::ClockSkew(
+                v.describe(self.config.max_clock_offset_ms * 1_000),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Refuses cells timestamped further ahead of the cluster's time (as this node knows
+    /// it) than `max_timestamp_lead_us`: a coordinator whose clock runs ahead must not plant
+    /// timestamps that would make every later write lose.
+    pub(crate) fn check_timestamps(
+        &self,
+        cells: &[(hearsay_storage::CellKey, hearsay_storage::Cell)],
+    ) -> Result<(), String> {
+        let now = self.rpc.context().cluster_now_us();
+        let limit = self.config.max_timestamp_lead_us();
+        let Some(max) = cells.iter().map(|(_, c)| c.timestamp.0).max() else {
+            return Ok(());
+        };
+        let lead = max.saturating_sub(now);
+        if lead > limit {
+            self.counters.future_mutations_refused.fetch_add(1, Relaxed);
+            return Err(format!(
+                "timestamp {max} is {} ms ahead of this replica's clock (limit {} ms, twice max_clock_offset_ms); the coordinator's clock is ahead",
+                lead / 1_000,
+                limit / 1_000
+            ));
+        }
+        Ok(())
+    }
+
+    /// Saves the ring if it changed (on a blocking thread; errors are logged, the file is
+    /// a cache).
+    async fn save_ring_if_dirty(self: &Arc<Self>) {
+        if !self.saved_ring_dirty.swap(false, Relaxed) {
+            return;
+        }
+        let this = self.clone();
+        let saved = tokio::task::spawn_blocking(move || {
+            let ring = this.saved_ring.lock().clone();
+            ring.save(&this.config.data_dir)
+        })
+        .await;
+        if !matches!(saved, Ok(Ok(()))) {
+            tracing::warn!("cannot save the ring; will retry");
+            self.saved_ring_dirty.store(true, Relaxed);
         }
     }
 
@@ -796,12 +1047,9 @@ impl Inner {
         }
     }
 
-    /// Reuses the tokens saved in the data directory, or learns the ring from the seeds
-    /// (bounded wait) and allocates balanced tokens, announcing them as JOINING.
+    /// At first start: learns the ring from the seeds (bounded wait) and allocates balanced
+    /// tokens, announcing them as JOINING, then saves them.
     async fn choose_tokens(&self, gossip: &GossipHandle) -> Result<Vec<Token>, NodeError> {
-        if let Some(t) = tokens::load(&self.config.data_dir).map_err(NodeError::Startup)? {
-            return Ok(t);
-        }
         let interval = Duration::from_millis(self.config.gossip.interval_ms);
         let other_seeds: Vec<SocketAddr> = self
             .config
@@ -909,18 +1157,21 @@ impl Inner {
     // ------------------------------------------------------------------------------------
     // Replica side
 
-    /// Applies cells to the local engine; counts cells that lose to what is stored when
-    /// asked. Runs in a blocking task that outlives the handler's future (a write that
-    /// started completes even if the caller gave up).
+    /// Applies cells to the local engine; with `report_superseded`, cells that lose to what
+    /// is stored are not applied but counted, with the newest timestamp that beat them.
+    /// Refuses cells timestamped too far ahead ([`Inner::check_timestamps`]). Runs in a
+    /// blocking task that outlives the handler's future (a write that started completes
+    /// even if the caller gave up).
     pub(crate) async fn apply_local(
         self: &Arc<Self>,
         keyspace: String,
         cells: Vec<(hearsay_storage::CellKey, hearsay_storage::Cell)>,
         report_superseded: bool,
-    ) -> Result<u32, String> {
+    ) -> Result<Superseded, String> {
+        self.check_timestamps(&cells)?;
         let this = self.clone();
         tokio::task::spawn_blocking(move || {
-            let mut superseded = 0u32;
+            let mut superseded = Superseded::default();
             let cells = if report_superseded {
                 let mut keep = Vec::with_capacity(cells.len());
                 for (k, c) in cells {
@@ -928,7 +1179,8 @@ impl Inner {
                         Ok(Some(stored))
                             if stored.reconcile_cmp(&c) == std::cmp::Ordering::Greater =>
                         {
-                            superseded += 1;
+                            superseded.cells += 1;
+                            superseded.newest = superseded.newest.max(stored.timestamp.0);
                         }
                         Ok(_) => keep.push((k, c)),
                         Err(e) => return Err(e.to_string()),
@@ -949,19 +1201,40 @@ impl Inner {
     }
 
     async fn handle_mutate(self: &Arc<Self>, m: Mutate) -> Result<MutateAck, HandlerError> {
-        if m.cells.len() > MAX_CELLS_PER_MUTATION {
+        let s = self
+            .handle_mutation(m.keyspace, m.cells, m.report_superseded)
+            .await?;
+        Ok(MutateAck {
+            superseded: s.cells,
+        })
+    }
+
+    async fn handle_mutate_v2(self: &Arc<Self>, m: MutateV2) -> Result<MutateAckV2, HandlerError> {
+        let s = self
+            .handle_mutation(m.keyspace, m.cells, m.report_superseded)
+            .await?;
+        Ok(MutateAckV2 {
+            superseded: s.cells,
+            newest_superseding: s.newest,
+        })
+    }
+
+    async fn handle_mutation(
+        self: &Arc<Self>,
+        keyspace: String,
+        cells: Vec<WireCell>,
+        report_superseded: bool,
+    ) -> Result<Superseded, HandlerError> {
+        if cells.len() > MAX_CELLS_PER_MUTATION {
             return Err(HandlerError::new(format!(
                 "Mutate of {} cells exceeds {MAX_CELLS_PER_MUTATION}",
-                m.cells.len()
+                cells.len()
             )));
         }
-        let cells = m.cells.into_iter().map(WireCell::into_cell).collect();
-        // Observe the cells' timestamps: a replica's HLC must not mint below what it stores.
-        let superseded = self
-            .apply_local(m.keyspace, cells, m.report_superseded)
+        let cells = cells.into_iter().map(WireCell::into_cell).collect();
+        self.apply_local(keyspace, cells, report_superseded)
             .await
-            .map_err(HandlerError::new)?;
-        Ok(MutateAck { superseded })
+            .map_err(HandlerError::new)
     }
 
     pub(crate) async fn get_local(
@@ -1108,16 +1381,37 @@ impl Inner {
                 .rpc
                 .context()
                 .clocks
+                .offsets()
+                .into_iter()
+                .map(|(n, s)| (n.to_string(), s.offset_us))
+                .collect(),
+            hlc_lead_us: self
+                .rpc
+                .context()
+                .clocks
                 .snapshot()
                 .into_iter()
                 .map(|(n, s)| (n.to_string(), s))
                 .collect(),
+            clock: {
+                let v = self.clock_verdict.lock().clone();
+                stats::ClockStats {
+                    skewed: v.skewed,
+                    median_peer_offset_us: v.median_offset_us,
+                    peers_measured: v.measured,
+                    peers_far: v.far,
+                    max_offset_ms: self.config.max_clock_offset_ms,
+                }
+            },
+            health: self.health(),
         }
     }
 
     fn status(&self) -> NodeStatus {
         let view = self.current_view();
-        let skew = self.rpc.context().clocks.snapshot();
+        let skew = self.rpc.context().clocks.offsets();
+        let health = self.health();
+        let own_codes: Vec<String> = health.codes().iter().map(|c| c.to_string()).collect();
         let owns: BTreeMap<String, BTreeMap<NodeId, f64>> = view
             .routes
             .iter()
@@ -1128,10 +1422,18 @@ impl Inner {
             .members
             .values()
             .map(|m| {
-                let up = if m.is_alive() || m.id == self.id {
+                let codes = if m.id == self.id {
+                    own_codes.clone()
+                } else {
+                    m.health.clone()
+                };
+                // U(p), D(own), or S(ick): alive but refusing writes (clock or storage).
+                let up = if !(m.is_alive() || m.id == self.id) {
+                    'D'
+                } else if codes.is_empty() {
                     'U'
                 } else {
-                    'D'
+                    'S'
                 };
                 MemberRow {
                     code: format!("{up}{}", m.status.letter()),
@@ -1154,7 +1456,8 @@ impl Inner {
                     heartbeat: m.heartbeat,
                     phi: m.phi,
                     schema_version: m.schema_version.clone(),
-                    clock_skew_us: skew.get(&m.id).copied(),
+                    clock_skew_us: skew.get(&m.id).map(|s| s.offset_us),
+                    health: codes,
                 }
             })
             .collect();
@@ -1167,6 +1470,8 @@ impl Inner {
             cluster_addr: view
                 .addr_of(self.id)
                 .map_or_else(String::new, |a| a.to_string()),
+            ready: self.ready.load(Relaxed),
+            health,
             schema_version: schema.version(),
             keyspaces: schema.live_defs().cloned().collect(),
             members,

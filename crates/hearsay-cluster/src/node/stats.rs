@@ -64,6 +64,12 @@ pub struct Counters {
     /// Mutations applied as a replica (any origin).
     pub replica_mutations: AtomicU64,
     pub replica_reads: AtomicU64,
+    /// Mutations refused as a replica for timestamps too far ahead of our clock.
+    pub future_mutations_refused: AtomicU64,
+    /// Writes refused as a coordinator because our clock is off.
+    pub writes_refused_clock_skew: AtomicU64,
+    /// Writes re-sent with a newer timestamp because a replica held a newer version.
+    pub superseded_retries: AtomicU64,
 }
 
 /// Coordinator counters, as served.
@@ -84,6 +90,9 @@ pub struct CoordinatorStats {
     pub superseded_cells: u64,
     pub replica_mutations: u64,
     pub replica_reads: u64,
+    pub future_mutations_refused: u64,
+    pub writes_refused_clock_skew: u64,
+    pub superseded_retries: u64,
 }
 
 /// Hint figures, as served.
@@ -113,8 +122,28 @@ pub struct NodeStats {
     pub schema_pulls: u64,
     pub schema_pull_failures: u64,
     pub view_rebuilds: u64,
-    /// Estimated clock skew per peer (their HLC minus our wall clock), µs, from RPC frames.
+    /// Each peer's physical clock offset from ours (their wall clock minus ours), µs,
+    /// measured by RPC pings (off by at most half the round trip).
     pub clock_skew_us: BTreeMap<String, i64>,
+    /// How far each peer's HLC readings run ahead of our wall clock, µs, from RPC frames
+    /// (whoever pushed them there).
+    pub hlc_lead_us: BTreeMap<String, i64>,
+    /// The verdict on our own clock.
+    pub clock: ClockStats,
+    /// What is wrong with this node, if anything.
+    pub health: super::health::NodeHealth,
+}
+
+/// The verdict on this node's clock, as served.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct ClockStats {
+    /// Our clock is more than `max_offset_ms` from a majority of the peers measured.
+    pub skewed: bool,
+    /// Median of the peers' offsets from us, µs (positive: we are behind).
+    pub median_peer_offset_us: i64,
+    pub peers_measured: usize,
+    pub peers_far: usize,
+    pub max_offset_ms: u64,
 }
 
 impl Counters {
@@ -135,6 +164,9 @@ impl Counters {
             superseded_cells: self.superseded_cells.load(Relaxed),
             replica_mutations: self.replica_mutations.load(Relaxed),
             replica_reads: self.replica_reads.load(Relaxed),
+            future_mutations_refused: self.future_mutations_refused.load(Relaxed),
+            writes_refused_clock_skew: self.writes_refused_clock_skew.load(Relaxed),
+            superseded_retries: self.superseded_retries.load(Relaxed),
         }
     }
 }
@@ -163,7 +195,10 @@ pub struct MemberRow {
     pub heartbeat: u64,
     pub phi: Option<f64>,
     pub schema_version: Option<String>,
+    /// The member's physical clock offset from ours, µs (positive: it is ahead).
     pub clock_skew_us: Option<i64>,
+    /// Health codes the member gossips (`clock_skew`, `storage_poisoned`, `disk_full`).
+    pub health: Vec<String>,
 }
 
 /// `Node::status()`.
@@ -174,6 +209,10 @@ pub struct NodeStatus {
     pub cluster_name: String,
     pub generation: u64,
     pub cluster_addr: String,
+    /// Whether the node coordinates requests (it has heard from a peer since it started).
+    pub ready: bool,
+    /// What is wrong with this node, if anything.
+    pub health: super::health::NodeHealth,
     pub schema_version: String,
     pub keyspaces: Vec<KeyspaceDef>,
     pub members: Vec<MemberRow>,

@@ -260,7 +260,14 @@ impl RpcClient {
         let start = Instant::now();
         let p = self.peer(peer);
         let result = match self
-            .round_trip(peer, Lane::Small, FrameKind::Ping, 0, Bytes::new(), timeout)
+            .round_trip(
+                peer,
+                Lane::Small,
+                FrameKind::Ping,
+                0,
+                self.inner.ctx.ping_body(),
+                timeout,
+            )
             .await
         {
             Ok((Reply::Pong, _)) => Ok(start.elapsed()),
@@ -599,7 +606,11 @@ fn remote_error(peer: SocketAddr, e: RemoteError) -> RpcError {
             peer,
             reason: e.message,
         },
-        RemoteErrorCode::Handler | RemoteErrorCode::UnknownMethod => RpcError::Remote {
+        RemoteErrorCode::Handler => RpcError::Remote {
+            peer,
+            message: e.message,
+        },
+        RemoteErrorCode::UnknownMethod => RpcError::UnknownMethod {
             peer,
             message: e.message,
         },
@@ -632,7 +643,7 @@ fn spawn_keepalive(ctx: Arc<RpcContext>, tx: mpsc::Sender<Bytes>, state: Arc<Con
                 _ = state.token.cancelled() => break,
                 _ = tick.tick() => {}
             }
-            let frame = ctx.frame(FrameKind::Ping, KEEPALIVE_REQUEST_ID, Bytes::new());
+            let frame = ctx.frame(FrameKind::Ping, KEEPALIVE_REQUEST_ID, ctx.ping_body());
             if let Ok(bytes) = encode_to_bytes(&frame, ctx.config.max_frame_bytes) {
                 // A full queue means frames are flowing anyway; skip this beat.
                 let _ = tx.try_send(bytes);
@@ -683,8 +694,11 @@ async fn read_loop(
             .bytes_in
             .fetch_add(frame.encoded_len() as u64, Relaxed);
         ctx.observe(&clock, frame.hlc, &addr);
-        if frame.kind == FrameKind::Pong && frame.request_id == KEEPALIVE_REQUEST_ID {
-            continue;
+        if frame.kind == FrameKind::Pong {
+            ctx.observe_pong(&clock, &frame.body);
+            if frame.request_id == KEEPALIVE_REQUEST_ID {
+                continue;
+            }
         }
         let reply = match frame.kind {
             FrameKind::Response => Reply::Response(frame.body),

@@ -23,6 +23,10 @@ pub struct RpcContext {
     pub hlc: Arc<Hlc>,
     /// Skew estimate per peer node.
     pub clocks: PeerClocks,
+    /// What to add to our wall clock to get the cluster's time, in microseconds: 0 while our
+    /// clock agrees with the majority's, the median peer offset when it does not (set by the
+    /// node's clock check). HLC readings are judged against the corrected time.
+    pub clock_correction_us: std::sync::atomic::AtomicI64,
 }
 
 impl RpcContext {
@@ -38,7 +42,18 @@ impl RpcContext {
             config,
             hlc,
             clocks: PeerClocks::default(),
+            clock_correction_us: std::sync::atomic::AtomicI64::new(0),
         }))
+    }
+
+    /// The cluster's time as this node estimates it: its wall clock, corrected when it is
+    /// known to be off, in microseconds.
+    pub fn cluster_now_us(&self) -> u64 {
+        let wall = self.hlc.clock().wall_micros();
+        let c = self
+            .clock_correction_us
+            .load(std::sync::atomic::Ordering::Relaxed);
+        wall.saturating_add_signed(c)
     }
 
     /// Advances our HLC past an authenticated peer's reading and records the skew sample.
@@ -47,7 +62,7 @@ impl RpcContext {
     /// but not observed: an HLC never goes back, so one node with a clock set a year ahead
     /// would otherwise drag every node's timestamps a year ahead, for good.
     pub(crate) fn observe(&self, clock: &PeerClock, seen: Timestamp, peer: &dyn std::fmt::Display) {
-        let wall = self.hlc.clock().wall_micros();
+        let wall = self.cluster_now_us();
         let skew_us = i128::from(seen.0) - i128::from(wall);
         let skew_us = skew_us.clamp(i128::from(i64::MIN), i128::from(i64::MAX)) as i64;
         if skew_us > 0 && skew_us.unsigned_abs() > self.config.max_clock_ahead_us {
@@ -65,6 +80,39 @@ impl RpcContext {
                 not_observed = skew_us > 0 && skew_us.unsigned_abs() > self.config.max_clock_ahead_us,
                 "clock skew to peer above threshold"
             );
+        }
+    }
+
+    /// The body of a Ping: our wall clock now (8 bytes, big-endian), echoed in the Pong so
+    /// that the answer alone measures the peer's clock offset (see [`PeerClock`]).
+    pub(crate) fn ping_body(&self) -> Bytes {
+        Bytes::copy_from_slice(&self.hlc.clock().wall_micros().to_be_bytes())
+    }
+
+    /// The body of the Pong answering a Ping with body `ping`: the Ping's clock reading
+    /// echoed, then our wall clock (16 bytes). A Ping without a reading (an older peer) gets
+    /// an empty Pong, as before.
+    pub(crate) fn pong_body(&self, ping: &[u8]) -> Bytes {
+        if ping.len() != 8 {
+            return Bytes::new();
+        }
+        let mut b = Vec::with_capacity(16);
+        b.extend_from_slice(ping);
+        b.extend_from_slice(&self.hlc.clock().wall_micros().to_be_bytes());
+        Bytes::from(b)
+    }
+
+    /// Records the clock offset a Pong's body measures (nothing for an empty body).
+    pub(crate) fn observe_pong(&self, clock: &PeerClock, body: &[u8]) {
+        let Ok(b) = <[u8; 16]>::try_from(body) else {
+            return;
+        };
+        let t0 = u64::from_be_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]);
+        let t1 = u64::from_be_bytes([b[8], b[9], b[10], b[11], b[12], b[13], b[14], b[15]]);
+        let c = self.hlc.clock();
+        if let Some(s) = super::stats::OffsetSample::measure(t0, t1, c.wall_micros(), c.monotonic())
+        {
+            clock.record_offset(s);
         }
     }
 

@@ -27,6 +27,9 @@ pub enum RpcError {
     /// The peer's handler ran and failed.
     #[error("{peer} failed the request: {message}")]
     Remote { peer: SocketAddr, message: String },
+    /// The peer has no handler for the method (an older node): nothing was applied.
+    #[error("{peer} does not know the method: {message}")]
+    UnknownMethod { peer: SocketAddr, message: String },
     /// Bytes that break the protocol (ours too big, theirs undecodable); the connection is closed.
     #[error("protocol error with {peer}: {reason}")]
     Protocol { peer: SocketAddr, reason: String },
@@ -75,7 +78,7 @@ impl RpcError {
             RpcError::Unreachable { .. } => RpcErrorKind::Unreachable,
             RpcError::Overloaded { .. } => RpcErrorKind::Overloaded,
             RpcError::Refused { .. } => RpcErrorKind::Refused,
-            RpcError::Remote { .. } => RpcErrorKind::Remote,
+            RpcError::Remote { .. } | RpcError::UnknownMethod { .. } => RpcErrorKind::Remote,
             RpcError::Protocol { .. } => RpcErrorKind::Protocol,
         }
     }
@@ -88,6 +91,7 @@ impl RpcError {
             | RpcError::Overloaded { peer, .. }
             | RpcError::Refused { peer, .. }
             | RpcError::Remote { peer, .. }
+            | RpcError::UnknownMethod { peer, .. }
             | RpcError::Protocol { peer, .. } => *peer,
         }
     }
@@ -100,6 +104,7 @@ impl RpcError {
             RpcError::Overloaded { reason, .. } => format!("overloaded ({reason})"),
             RpcError::Refused { reason, .. } => format!("refused ({reason})"),
             RpcError::Remote { message, .. } => format!("failed ({message})"),
+            RpcError::UnknownMethod { message, .. } => format!("unknown method ({message})"),
             RpcError::Protocol { reason, .. } => format!("protocol error ({reason})"),
         }
     }

@@ -51,7 +51,7 @@ pub use message::{
 };
 pub use server::RpcServer;
 pub use stats::{
-    PeerClock, PeerClocks, PeerStats, PeerStatsSnapshot, ServerPeerStats, ServerPeerStatsSnapshot,
-    ServerStats, ServerStatsSnapshot,
+    OffsetSample, PeerClock, PeerClocks, PeerStats, PeerStatsSnapshot, ServerPeerStats,
+    ServerPeerStatsSnapshot, ServerStats, ServerStatsSnapshot,
 };
 pub use transport::{MemNetwork, Transport};

@@ -284,7 +284,11 @@ async fn serve_connection(
         match frame.kind {
             FrameKind::Ping => {
                 stats.pings.fetch_add(1, Relaxed);
-                let pong = ctx.frame(FrameKind::Pong, frame.request_id, Bytes::new());
+                let pong = ctx.frame(
+                    FrameKind::Pong,
+                    frame.request_id,
+                    ctx.pong_body(&frame.body),
+                );
                 link.send(&pong).await;
             }
             FrameKind::Request => {

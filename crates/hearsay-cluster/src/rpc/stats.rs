@@ -248,18 +248,54 @@ impl ServerStats {
     }
 }
 
-/// Clock-skew estimate for one peer node.
+/// Clock estimates for one peer node.
 ///
-/// Each frame carries the sender's HLC reading; `skew = sender_hlc - our_wall_clock` at
-/// receipt. An HLC is never behind its wall clock and the frame spent some time in flight, so
-/// a sample is `true_offset + (sender's logical lead) - (one-way latency)`: on a LAN, within a
-/// millisecond of the true offset unless the sender's HLC was pushed ahead by a third node.
+/// Two different measures:
+/// - **The physical offset** of the peer's wall clock from ours, NTP-style: a Ping carries
+///   our wall clock at send (`t0`), the Pong echoes it with the peer's wall clock when it
+///   answered (`t1`), and we read ours at receipt (`t3`): `offset = t1 - (t0 + t3) / 2`, off
+///   by at most half the round trip. It names the node whose clock is wrong, because it reads
+///   wall clocks, not HLCs (which carry a skewed node's time from node to node).
+/// - **The HLC lead**: each frame carries the sender's HLC reading, and `hlc - our wall` at
+///   receipt is recorded (`skew_us`): how far the sender's timestamps run ahead of our
+///   clock, whoever pushed them there.
 #[derive(Debug, Default)]
 pub struct PeerClock {
     pub(crate) ignored_ahead: AtomicU64,
     last_skew_us: AtomicI64,
     samples: AtomicU64,
     above_threshold: std::sync::atomic::AtomicBool,
+    offset: Mutex<Option<OffsetSample>>,
+    offset_samples: AtomicU64,
+}
+
+/// One physical clock-offset measurement of a peer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct OffsetSample {
+    /// The peer's wall clock minus ours, in microseconds (positive: the peer is ahead).
+    pub offset_us: i64,
+    /// The round trip it was measured over, in microseconds: the estimate is off by at most
+    /// half of it.
+    pub rtt_us: u64,
+    /// When it was taken (our monotonic clock).
+    pub at: std::time::Instant,
+}
+
+impl OffsetSample {
+    /// From the Ping's send time `t0`, the peer's answer time `t1` and our receipt time `t3`
+    /// (wall microseconds); `None` when the times are inconsistent (our clock jumped back).
+    pub fn measure(t0: u64, t1: u64, t3: u64, at: std::time::Instant) -> Option<OffsetSample> {
+        if t3 < t0 {
+            return None;
+        }
+        let mid = i128::from(t0) + (i128::from(t3) - i128::from(t0)) / 2;
+        let offset = (i128::from(t1) - mid).clamp(i128::from(i64::MIN), i128::from(i64::MAX));
+        Some(OffsetSample {
+            offset_us: offset as i64,
+            rtt_us: t3 - t0,
+            at,
+        })
+    }
 }
 
 impl PeerClock {
@@ -274,6 +310,22 @@ impl PeerClock {
     /// How many samples were taken.
     pub fn samples(&self) -> u64 {
         self.samples.load(Relaxed)
+    }
+
+    /// The latest physical offset measurement, if any.
+    pub fn offset(&self) -> Option<OffsetSample> {
+        *self.offset.lock()
+    }
+
+    /// How many physical offset measurements were taken.
+    pub fn offset_samples(&self) -> u64 {
+        self.offset_samples.load(Relaxed)
+    }
+
+    /// Records a physical offset measurement.
+    pub(crate) fn record_offset(&self, sample: OffsetSample) {
+        *self.offset.lock() = Some(sample);
+        self.offset_samples.fetch_add(1, Relaxed);
     }
 
     /// Records a sample; returns true when it crosses `warn_us` (above it, and the previous
@@ -305,6 +357,15 @@ impl PeerClocks {
             .lock()
             .iter()
             .map(|(n, c)| (*n, c.skew_us()))
+            .collect()
+    }
+
+    /// The latest physical offset measurement of every peer measured.
+    pub fn offsets(&self) -> BTreeMap<NodeId, OffsetSample> {
+        self.by_node
+            .lock()
+            .iter()
+            .filter_map(|(n, c)| c.offset().map(|o| (*n, o)))
             .collect()
     }
 

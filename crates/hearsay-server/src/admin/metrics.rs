@@ -557,7 +557,7 @@ fn cluster(
         "Reads coordinated, by consistency level",
         by_level(&c.reads_by_level),
     );
-    let counters: [(&str, &str, u64); 17] = [
+    let counters: [(&str, &str, u64); 20] = [
         ("hearsay_coordinator_scans", "Scans coordinated", c.scans),
         (
             "hearsay_coordinator_write_unavailable",
@@ -608,6 +608,21 @@ fn cluster(
             "hearsay_coordinator_superseded_cells",
             "Written cells replicas reported as losing to a newer version",
             c.superseded_cells,
+        ),
+        (
+            "hearsay_coordinator_superseded_retries",
+            "Writes re-sent above a newer version a replica held (a clock ran ahead)",
+            c.superseded_retries,
+        ),
+        (
+            "hearsay_coordinator_writes_refused_clock_skew",
+            "Writes refused because this node's clock is off",
+            c.writes_refused_clock_skew,
+        ),
+        (
+            "hearsay_replica_future_mutations_refused",
+            "Mutations refused as a replica for timestamps too far ahead of our clock",
+            c.future_mutations_refused,
         ),
         (
             "hearsay_replica_mutations",
@@ -705,11 +720,52 @@ fn cluster(
     );
     s.gauge_family(
         "hearsay_cluster_clock_skew_microseconds",
-        "Estimated clock skew per peer (their HLC minus our wall clock)",
+        "Each peer's physical clock offset from ours (their wall clock minus ours), measured by RPC pings",
         st.clock_skew_us
             .iter()
             .map(|(p, v)| (label("peer", p.clone()), *v))
             .collect(),
+    );
+    s.gauge_family(
+        "hearsay_cluster_hlc_lead_microseconds",
+        "How far each peer's HLC readings run ahead of our wall clock",
+        st.hlc_lead_us
+            .iter()
+            .map(|(p, v)| (label("peer", p.clone()), *v))
+            .collect(),
+    );
+    s.gauge(
+        "hearsay_clock_skewed",
+        "1 when this node's clock is more than the maximum offset from a majority of its peers (it refuses to coordinate writes)",
+        i64::from(st.clock.skewed),
+    );
+    s.gauge(
+        "hearsay_clock_median_peer_offset_microseconds",
+        "Median of the peers' clock offsets from ours (positive: we are behind)",
+        st.clock.median_peer_offset_us,
+    );
+    let health_codes = st.health.codes();
+    s.gauge(
+        "hearsay_node_ready",
+        "1 when the node coordinates requests (it heard from a peer since it started)",
+        i64::from(st.health.ready),
+    );
+    s.gauge_family(
+        "hearsay_node_unhealthy",
+        "1 per health problem this node has (clock_skew, storage_poisoned, disk_full)",
+        [
+            hearsay_cluster::node::health::CLOCK_SKEW,
+            hearsay_cluster::node::health::STORAGE_POISONED,
+            hearsay_cluster::node::health::DISK_FULL,
+        ]
+        .iter()
+        .map(|c| {
+            (
+                label("code", c.to_string()),
+                i64::from(health_codes.contains(c)),
+            )
+        })
+        .collect(),
     );
     // Members by their `nodetool status` code (UN, DN, UJ, ...).
     let mut codes: std::collections::BTreeMap<String, i64> = Default::default();

@@ -4,7 +4,7 @@
 
 use super::{ServerState, Session, parse_int, store_error, text, unknown_subcommand};
 use crate::resp::Reply;
-use crate::store::KeyspaceSpec;
+use crate::store::{KeyspaceAlter, KeyspaceSpec};
 use bytes::Bytes;
 use hearsay_ring::ReplicationStrategy;
 use hearsay_types::ConsistencyLevel;
@@ -60,8 +60,16 @@ fn strategy_text(s: &ReplicationStrategy) -> String {
     }
 }
 
-/// Parses `name [RF n | DC name n ...] [CONSISTENCY level]`.
-fn parse_keyspace_spec(args: &[Bytes]) -> Result<KeyspaceSpec, String> {
+/// The options of `KEYSPACE CREATE/ALTER`, each `None` when not given.
+#[derive(Debug, Default)]
+struct KeyspaceOptions {
+    name: String,
+    strategy: Option<ReplicationStrategy>,
+    default_consistency: Option<ConsistencyLevel>,
+}
+
+/// Parses `name [RF n | DC name n ...] [CONSISTENCY level]`. Each option may be given once.
+fn parse_keyspace_options(args: &[Bytes]) -> Result<KeyspaceOptions, String> {
     let name = text(&args[0]);
     let mut rf: Option<usize> = None;
     let mut dc_rf: BTreeMap<String, usize> = BTreeMap::new();
@@ -78,18 +86,28 @@ fn parse_keyspace_spec(args: &[Bytes]) -> Result<KeyspaceSpec, String> {
             )),
         }
     };
+    let twice = |opt: &str| format!("ERR option {opt} given more than once");
     while i < args.len() {
         let opt = text(&args[i]).to_ascii_uppercase();
         match opt.as_str() {
             "RF" | "REPLICATION_FACTOR" if i + 1 < args.len() => {
+                if rf.is_some() {
+                    return Err(twice("RF"));
+                }
                 rf = Some(count(&args[i + 1])?);
                 i += 2;
             }
             "DC" if i + 2 < args.len() => {
-                dc_rf.insert(text(&args[i + 1]), count(&args[i + 2])?);
+                let dc = text(&args[i + 1]);
+                if dc_rf.insert(dc.clone(), count(&args[i + 2])?).is_some() {
+                    return Err(twice(&format!("DC {dc}")));
+                }
                 i += 3;
             }
             "CONSISTENCY" if i + 1 < args.len() => {
+                if level.is_some() {
+                    return Err(twice("CONSISTENCY"));
+                }
                 level = Some(
                     text(&args[i + 1])
                         .parse::<ConsistencyLevel>()
@@ -104,15 +122,37 @@ fn parse_keyspace_spec(args: &[Bytes]) -> Result<KeyspaceSpec, String> {
         (Some(_), false) => {
             return Err("ERR give either RF (SimpleStrategy) or DC entries (NetworkTopologyStrategy), not both".into());
         }
-        (rf, true) => ReplicationStrategy::Simple {
-            rf: rf.unwrap_or(1),
-        },
-        (None, false) => ReplicationStrategy::NetworkTopology { dc_rf },
+        (Some(rf), true) => Some(ReplicationStrategy::Simple { rf }),
+        (None, true) => None,
+        (None, false) => Some(ReplicationStrategy::NetworkTopology { dc_rf }),
     };
-    Ok(KeyspaceSpec {
+    Ok(KeyspaceOptions {
         name,
         strategy,
         default_consistency: level,
+    })
+}
+
+/// `CREATE`: a keyspace without replication options gets one replica (SimpleStrategy RF 1).
+fn parse_create(args: &[Bytes]) -> Result<KeyspaceSpec, String> {
+    let o = parse_keyspace_options(args)?;
+    Ok(KeyspaceSpec {
+        name: o.name,
+        strategy: o.strategy.unwrap_or(ReplicationStrategy::Simple { rf: 1 }),
+        default_consistency: o.default_consistency,
+    })
+}
+
+/// `ALTER`: changes only what it names; naming nothing is a syntax error.
+fn parse_alter(args: &[Bytes]) -> Result<KeyspaceAlter, String> {
+    let o = parse_keyspace_options(args)?;
+    if o.strategy.is_none() && o.default_consistency.is_none() {
+        return Err(super::SYNTAX_ERR.to_string());
+    }
+    Ok(KeyspaceAlter {
+        name: o.name,
+        strategy: o.strategy,
+        default_consistency: o.default_consistency,
     })
 }
 
@@ -152,14 +192,14 @@ pub async fn keyspace(
                     .as_bytes(),
             );
         }
-        ("create", n) if n >= 3 => match parse_keyspace_spec(&args[2..]) {
+        ("create", n) if n >= 3 => match parse_create(&args[2..]) {
             Err(e) => out.error(&e),
             Ok(spec) => match state.store.create_keyspace(spec).await {
                 Ok(()) => out.ok(),
                 Err(e) => store_error(out, &e),
             },
         },
-        ("alter", n) if n >= 3 => match parse_keyspace_spec(&args[2..]) {
+        ("alter", n) if n >= 3 => match parse_alter(&args[2..]) {
             Err(e) => out.error(&e),
             Ok(spec) => match state.store.alter_keyspace(spec).await {
                 Ok(()) => out.ok(),
@@ -190,7 +230,7 @@ pub async fn keyspace(
                 "CREATE <name> [RF <n> | DC <dc> <n> [DC <dc> <n> ...]] [CONSISTENCY <level>]",
                 "    Create a keyspace (SimpleStrategy with RF, or NetworkTopologyStrategy).",
                 "ALTER <name> [RF <n> | DC <dc> <n> [DC <dc> <n> ...]] [CONSISTENCY <level>]",
-                "    Change a keyspace's replication and default level (data is not moved).",
+                "    Change what is named, and only that: replication (data is not moved) or default level.",
                 "DROP <name>",
                 "    Drop a keyspace and its data on every node.",
                 "HELP",
@@ -305,5 +345,88 @@ pub fn members(state: &ServerState, session: &Session, out: &mut Reply) {
         out.int(m.load_bytes.unwrap_or(0) as i64);
         out.bulk(b"generation");
         out.int(m.generation as i64);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(line: &str) -> Vec<Bytes> {
+        line.split_whitespace()
+            .map(|w| Bytes::copy_from_slice(w.as_bytes()))
+            .collect()
+    }
+
+    fn alter(line: &str) -> Result<KeyspaceAlter, String> {
+        parse_alter(&args(line))
+    }
+
+    #[test]
+    fn alter_changes_only_what_it_names() {
+        assert_eq!(
+            alter("default CONSISTENCY QUORUM"),
+            Ok(KeyspaceAlter {
+                name: "default".into(),
+                strategy: None,
+                default_consistency: Some(ConsistencyLevel::Quorum),
+            }),
+            "the issue's case: the RF is left alone"
+        );
+        assert_eq!(
+            alter("ks RF 3"),
+            Ok(KeyspaceAlter {
+                name: "ks".into(),
+                strategy: Some(ReplicationStrategy::simple(3)),
+                default_consistency: None,
+            })
+        );
+        assert_eq!(
+            alter("ks DC dc1 3 DC dc2 2"),
+            Ok(KeyspaceAlter {
+                name: "ks".into(),
+                strategy: Some(ReplicationStrategy::network_topology([
+                    ("dc1", 3),
+                    ("dc2", 2)
+                ])),
+                default_consistency: None,
+            })
+        );
+        assert_eq!(
+            alter("ks rf 2 consistency all"),
+            Ok(KeyspaceAlter {
+                name: "ks".into(),
+                strategy: Some(ReplicationStrategy::simple(2)),
+                default_consistency: Some(ConsistencyLevel::All),
+            })
+        );
+    }
+
+    #[test]
+    fn alter_with_nothing_or_bad_options_is_an_error() {
+        assert_eq!(alter("ks"), Err(crate::cmd::SYNTAX_ERR.to_string()));
+        assert_eq!(alter("ks RF"), Err(crate::cmd::SYNTAX_ERR.to_string()));
+        assert_eq!(alter("ks BOGUS 1"), Err(crate::cmd::SYNTAX_ERR.to_string()));
+        assert_eq!(
+            alter("ks RF 2 RF 3"),
+            Err("ERR option RF given more than once".to_string())
+        );
+        assert_eq!(
+            alter("ks DC a 1 DC a 2"),
+            Err("ERR option DC a given more than once".to_string())
+        );
+        assert!(alter("ks RF 2 DC a 1").unwrap_err().contains("not both"));
+        assert!(alter("ks RF 0").unwrap_err().contains("replication factor"));
+        assert_eq!(
+            alter("ks CONSISTENCY SOMETIMES"),
+            Err(IMPROPER_CONSISTENCY.to_string())
+        );
+    }
+
+    #[test]
+    fn create_defaults_to_one_replica() {
+        let spec = parse_create(&args("ks CONSISTENCY QUORUM")).unwrap();
+        assert_eq!(spec.strategy, ReplicationStrategy::simple(1));
+        assert_eq!(spec.default_consistency, Some(ConsistencyLevel::Quorum));
     }
 }

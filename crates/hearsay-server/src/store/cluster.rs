@@ -15,8 +15,8 @@
 
 use super::read_pool::OFFLOAD_MIN_KEYS;
 use super::{
-    Action, BoxFuture, Condition, Entry, Expiry, KeyspaceInfo, KeyspaceSpec, Mutation, Outcome,
-    RequestContext, ScanPage, Store, StoreError, evaluate, live_entry,
+    Action, BoxFuture, Condition, Entry, Expiry, KeyspaceAlter, KeyspaceInfo, KeyspaceSpec,
+    Mutation, Outcome, RequestContext, ScanPage, Store, StoreError, evaluate, live_entry,
 };
 use crate::server::busy_poll::Handoff;
 use bytes::Bytes;
@@ -75,7 +75,9 @@ pub fn node_error(e: NodeError) -> StoreError {
     match e {
         NodeError::Consistency(c) => {
             let code = match &c {
-                ConsistencyError::Unavailable { .. } => "UNAVAILABLE",
+                ConsistencyError::Unavailable { .. } | ConsistencyError::TooFewReplicas { .. } => {
+                    "UNAVAILABLE"
+                }
                 ConsistencyError::Timeout { .. } => "TIMEOUT",
                 ConsistencyError::Failed { .. } => "FAILURE",
                 ConsistencyError::WriteOnlyLevel { .. } => "ERR",
@@ -89,6 +91,14 @@ pub fn node_error(e: NodeError) -> StoreError {
         NodeError::KeyspaceExists(k) => StoreError::KeyspaceExists(k),
         NodeError::Invalid(m) => StoreError::Invalid(m),
         NodeError::ShuttingDown => StoreError::Unavailable("server is shutting down".into()),
+        e @ NodeError::NotReady(_) => StoreError::Cluster {
+            code: "UNAVAILABLE",
+            message: e.to_string(),
+        },
+        e @ NodeError::ClockSkew(_) => StoreError::Cluster {
+            code: "ERR",
+            message: e.to_string(),
+        },
         NodeError::Storage(m) => StoreError::Storage(m),
         other => StoreError::Storage(other.to_string()),
     }
@@ -541,7 +551,7 @@ impl Store for ClusterStore {
         })
     }
 
-    fn alter_keyspace<'a>(&'a self, spec: KeyspaceSpec) -> BoxFuture<'a, Result<(), StoreError>> {
+    fn alter_keyspace<'a>(&'a self, spec: KeyspaceAlter) -> BoxFuture<'a, Result<(), StoreError>> {
         Box::pin(async move {
             self.node
                 .alter_keyspace(&spec.name, spec.strategy, spec.default_consistency)

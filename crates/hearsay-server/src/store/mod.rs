@@ -197,6 +197,14 @@ pub struct KeyspaceSpec {
     pub default_consistency: Option<ConsistencyLevel>,
 }
 
+/// What `KEYSPACE ALTER` changes: only the fields given (`None` keeps the current value).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KeyspaceAlter {
+    pub name: String,
+    pub strategy: Option<ReplicationStrategy>,
+    pub default_consistency: Option<ConsistencyLevel>,
+}
+
 /// The operations the front ends need. Object-safe: the server holds an `Arc<dyn Store>`.
 pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     /// The newest live version of `key`.
@@ -277,7 +285,7 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     }
 
     /// Changes a keyspace's replication and default level (cluster-wide in a cluster).
-    fn alter_keyspace<'a>(&'a self, spec: KeyspaceSpec) -> BoxFuture<'a, Result<(), StoreError>> {
+    fn alter_keyspace<'a>(&'a self, spec: KeyspaceAlter) -> BoxFuture<'a, Result<(), StoreError>> {
         let _ = spec;
         Box::pin(std::future::ready(Err(StoreError::Invalid(
             "keyspaces of a node that runs alone have one replica and cannot be altered".into(),

@@ -1,0 +1,253 @@
+//! A node that is sick gets out of the way: it knows what is wrong with it, says so (gossip,
+//! status, the admin API), and its peers route around it.
+//!
+//! What can be wrong, each with a short code gossiped in the `x-health` state:
+//! - `clock_skew`: our clock is more than `max_clock_offset_ms` from the majority's
+//!   ([`super::clock`]); we refuse to coordinate writes (we would mint timestamps that reorder
+//!   them) but still serve as a replica and coordinate reads.
+//! - `storage_poisoned`: the engine stopped accepting writes for good after a durability
+//!   failure (a failed fsync); reads still work but miss every write since.
+//! - `disk_full`: the engine's writes fail with ENOSPC until space returns.
+//!
+//! The storage states make a replica *unfit*: coordinators leave it out of reads and writes
+//! while the other replicas can meet the level, and hint its writes instead (see
+//! `RingView::unfit` and the coordinator). Clock skew does not: such a node still applies
+//! mutations (it judges their timestamps against the cluster's time, not its own clock).
+
+use super::Inner;
+use super::clock::{CLOCK_PROBE_INTERVAL_MS, ClockVerdict, judge};
+use hearsay_gossip::StateKey;
+use hearsay_types::NodeId;
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::Duration;
+
+/// The gossip state (`x-health`) that carries a node's health codes.
+pub const HEALTH_STATE: &str = "health";
+/// Health code: the node's clock is off (it refuses to coordinate writes).
+pub const CLOCK_SKEW: &str = "clock_skew";
+/// Health code: the storage engine is poisoned (refuses writes for good).
+pub const STORAGE_POISONED: &str = "storage_poisoned";
+/// Health code: the data disk is full (writes fail until space returns).
+pub const DISK_FULL: &str = "disk_full";
+/// Longest a clock probe waits for one peer's Pong, in ms: a peer slower than this gives no
+/// usable measurement anyway (the estimate is off by half the round trip).
+const CLOCK_PROBE_TIMEOUT_MS: u64 = 1_000;
+
+/// Whether a node with these health codes should be left out of replica sets when others
+/// can serve (its storage cannot take writes, so it also misses them).
+pub fn unfit_replica(codes: &[String]) -> bool {
+    codes
+        .iter()
+        .any(|c| c == STORAGE_POISONED || c == DISK_FULL)
+}
+
+/// What is wrong with this node, as `/v1/health`, `hearsay status` and metrics show it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct NodeHealth {
+    /// The node coordinates requests (it heard from a peer since it started).
+    pub ready: bool,
+    /// Why the node refuses to coordinate writes for its clock, if it does.
+    pub clock_skew: Option<String>,
+    /// Why the storage engine refuses writes for good, if it does.
+    pub storage_poisoned: Option<String>,
+    /// Why the storage engine's writes fail for lack of space, if they do.
+    pub disk_full: Option<String>,
+}
+
+impl NodeHealth {
+    /// The short codes gossiped for this health (empty when healthy).
+    pub fn codes(&self) -> Vec<&'static str> {
+        let mut c = Vec::new();
+        if self.clock_skew.is_some() {
+            c.push(CLOCK_SKEW);
+        }
+        if self.storage_poisoned.is_some() {
+            c.push(STORAGE_POISONED);
+        }
+        if self.disk_full.is_some() {
+            c.push(DISK_FULL);
+        }
+        c
+    }
+
+    /// Healthy and ready.
+    pub fn is_ok(&self) -> bool {
+        self.ready && self.codes().is_empty()
+    }
+
+    /// Every problem, as sentences (for `/v1/health`).
+    pub fn reasons(&self) -> Vec<String> {
+        let mut r = Vec::new();
+        if !self.ready {
+            r.push("not ready: has not heard from any peer since it started".to_string());
+        }
+        if let Some(s) = &self.clock_skew {
+            r.push(format!("clock skew: {s}; refusing to coordinate writes"));
+        }
+        if let Some(s) = &self.storage_poisoned {
+            r.push(format!("storage poisoned: {s}"));
+        }
+        if let Some(s) = &self.disk_full {
+            r.push(format!("disk full: {s}"));
+        }
+        r
+    }
+}
+
+/// Parses a gossiped `x-health` value into its codes.
+pub fn parse_codes(value: &str) -> Vec<String> {
+    value
+        .split(',')
+        .map(str::trim)
+        .filter(|c| !c.is_empty() && *c != "ok")
+        .map(str::to_string)
+        .collect()
+}
+
+impl Inner {
+    /// This node's health now.
+    pub(crate) fn health(&self) -> NodeHealth {
+        let verdict = self.clock_verdict.lock().clone();
+        let max_us = self.config.max_clock_offset_ms * 1_000;
+        // TODO(storage): the engine's cheap health accessor and its disk-full state.
+        let poisoned = self.engine.stats().poisoned;
+        NodeHealth {
+            ready: self.ready.load(Relaxed),
+            clock_skew: verdict.skewed.then(|| verdict.describe(max_us)),
+            storage_poisoned: poisoned,
+            disk_full: None,
+        }
+    }
+
+    /// Gossips the health codes when they change.
+    pub(crate) fn publish_health(&self) {
+        let codes = self.health().codes().join(",");
+        let value = if codes.is_empty() {
+            "ok".to_string()
+        } else {
+            codes
+        };
+        let mut last = self.published_health.lock();
+        if *last == value {
+            return;
+        }
+        if let Some(g) = self.gossip.lock().clone()
+            && g.set_local_state(
+                StateKey::Custom(HEALTH_STATE.into()),
+                value.clone().into_bytes(),
+            )
+            .is_ok()
+        {
+            if value != "ok" {
+                tracing::warn!(node = %self.id, health = %value, "node health changed");
+            } else {
+                tracing::info!(node = %self.id, "node healthy again");
+            }
+            *last = value;
+        }
+    }
+
+    /// One round of clock measurement: pings every live peer (concurrently, each bounded),
+    /// then judges our clock from the fresh measurements of the live peers.
+    pub(crate) async fn probe_clocks(self: &Arc<Self>) {
+        let view = self.current_view();
+        let peers: Vec<(NodeId, std::net::SocketAddr)> = view
+            .alive
+            .iter()
+            .filter(|n| **n != self.id)
+            .filter_map(|n| view.addr_of(*n).map(|a| (*n, a)))
+            .collect();
+        let mut pings = tokio::task::JoinSet::new();
+        for (_, addr) in &peers {
+            let rpc = self.rpc.clone();
+            let addr = *addr;
+            pings.spawn(async move {
+                let _ = rpc
+                    .ping(addr, Duration::from_millis(CLOCK_PROBE_TIMEOUT_MS))
+                    .await;
+            });
+        }
+        while pings.join_next().await.is_some() {}
+        let live: BTreeMap<_, _> = self
+            .rpc
+            .context()
+            .clocks
+            .offsets()
+            .into_iter()
+            .filter(|(n, _)| peers.iter().any(|(p, _)| p == n))
+            .collect();
+        let max_us = self.config.max_clock_offset_ms * 1_000;
+        let verdict = judge(&live, max_us, self.clock.monotonic());
+        self.set_clock_verdict(verdict);
+    }
+
+    fn set_clock_verdict(&self, verdict: ClockVerdict) {
+        let max_us = self.config.max_clock_offset_ms * 1_000;
+        let was = self.clock_skewed.swap(verdict.skewed, Relaxed);
+        self.rpc
+            .context()
+            .clock_correction_us
+            .store(verdict.correction_us(), Relaxed);
+        if verdict.skewed && !was {
+            tracing::error!(
+                node = %self.id,
+                offset_ms = -verdict.median_offset_us / 1_000,
+                far = verdict.far,
+                measured = verdict.measured,
+                "{}; refusing to coordinate writes until it is back",
+                verdict.describe(max_us)
+            );
+        } else if !verdict.skewed && was {
+            tracing::info!(node = %self.id, "clock back within the maximum offset; coordinating writes again");
+        }
+        *self.clock_verdict.lock() = verdict;
+    }
+}
+
+/// Measures clocks every [`CLOCK_PROBE_INTERVAL_MS`] and gossips the node's health.
+pub(crate) async fn run(inner: Arc<Inner>) {
+    let mut tick = tokio::time::interval(Duration::from_millis(CLOCK_PROBE_INTERVAL_MS));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = inner.shutdown.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        inner.probe_clocks().await;
+        inner.publish_health();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codes_round_trip_and_storage_codes_make_a_replica_unfit() {
+        let h = NodeHealth {
+            ready: true,
+            clock_skew: Some("x".into()),
+            storage_poisoned: None,
+            disk_full: Some("y".into()),
+        };
+        assert_eq!(h.codes(), vec![CLOCK_SKEW, DISK_FULL]);
+        assert!(!h.is_ok());
+        let parsed = parse_codes(&h.codes().join(","));
+        assert_eq!(parsed, vec!["clock_skew", "disk_full"]);
+        assert!(unfit_replica(&parsed));
+        assert!(!unfit_replica(&parse_codes("clock_skew")));
+        assert!(parse_codes("ok").is_empty());
+        assert!(parse_codes("").is_empty());
+        assert!(
+            NodeHealth {
+                ready: true,
+                ..NodeHealth::default()
+            }
+            .is_ok()
+        );
+        assert_eq!(NodeHealth::default().reasons().len(), 1, "not ready");
+    }
+}
