@@ -156,7 +156,7 @@ impl GossipHandle {
         r
     }
 
-    /// The membership view.
+    /// The membership view (`Serialize`: the admin API encodes it as JSON).
     pub fn membership(&self) -> MembershipView {
         let now = self.shared.now_ms();
         let g = self.shared.lock();
@@ -169,11 +169,6 @@ impl GossipHandle {
             members: g.members(now),
             metrics,
         }
-    }
-
-    /// The membership view as JSON.
-    pub fn membership_json(&self) -> String {
-        serde_json::to_string(&self.membership()).unwrap_or_else(|_| "{}".to_string())
     }
 
     /// True once this node learned it was removed.

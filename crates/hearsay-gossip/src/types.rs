@@ -1,13 +1,17 @@
 //! Public value types of the gossip layer: statuses, liveness, events, the membership view
 //! and metrics.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::net::SocketAddr;
 
 use hearsay_types::NodeId;
 use serde::Serialize;
 
-use crate::wire::StateKey;
+use crate::wire::{DropReason, StateKey};
+
+/// Events kept for a subscriber that has not drained them; beyond this the oldest go
+/// (counted), so a stuck subscriber cannot grow memory without bound.
+pub const MAX_PENDING_EVENTS: usize = 100_000;
 
 /// A node's operator-visible status, carried in its `Status` state.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
@@ -166,4 +170,34 @@ pub struct GossipMetrics {
     pub events_dropped: u64,
     /// Local suspicions raised by the phi detector.
     pub local_suspicions: u64,
+}
+
+/// What the parts of the state machine report besides their results: events for the
+/// subscriber, in the order they happened, and counters.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Effects {
+    /// Pending events, oldest first, at most [`MAX_PENDING_EVENTS`].
+    pub(crate) events: VecDeque<Event>,
+    /// Counters (`rumors_active` and `rumors_evicted` are the rumor queue's).
+    pub(crate) metrics: GossipMetrics,
+}
+
+impl Effects {
+    /// Queues an event, dropping (and counting) the oldest when full.
+    pub(crate) fn push_event(&mut self, e: Event) {
+        if self.events.len() >= MAX_PENDING_EVENTS {
+            self.events.pop_front();
+            self.metrics.events_dropped += 1;
+        }
+        self.events.push_back(e);
+    }
+
+    /// Counts a dropped packet.
+    pub(crate) fn count_drop(&mut self, reason: DropReason) {
+        *self
+            .metrics
+            .dropped
+            .entry(format!("{reason:?}"))
+            .or_insert(0) += 1;
+    }
 }

@@ -435,3 +435,19 @@ fn check_limits(msg: &Message) -> Result<(), DropReason> {
 pub fn encoded_len<T: Serialize>(v: &T) -> usize {
     postcard::experimental::serialized_size(v).unwrap_or(usize::MAX / 4)
 }
+
+/// Slack for varint length prefixes growing as a message's vectors fill.
+pub(crate) const LEN_PREFIX_SLACK_BYTES: usize = 8;
+
+/// Bytes left for contents in a packet of at most `max_packet_bytes` from `sender` whose
+/// body is `empty_body` (its vectors empty). Depends on the sender: its heartbeat is a
+/// varint that grows.
+pub(crate) fn budget_left(max_packet_bytes: usize, sender: Sender, empty_body: &Body) -> usize {
+    let empty = Message {
+        sender,
+        body: empty_body.clone(),
+        rumors: Vec::new(),
+    };
+    let base = encoded_len(&empty) + HEADER_BYTES + MAC_TAG_BYTES + LEN_PREFIX_SLACK_BYTES;
+    max_packet_bytes.saturating_sub(base)
+}

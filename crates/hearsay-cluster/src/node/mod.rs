@@ -651,7 +651,7 @@ impl Node {
             .gossip
             .lock()
             .as_ref()
-            .map(|g| g.membership_json())
+            .map(|g| serde_json::to_string(&g.membership()).unwrap_or_else(|_| "{}".to_string()))
     }
 
     /// Undelivered hints in total.

@@ -76,6 +76,11 @@ fn key_of(s: &str) -> StateKey {
     }
 }
 
+/// The membership view as JSON (`{}` if it cannot be encoded).
+fn membership_json(handle: &GossipHandle) -> String {
+    serde_json::to_string(&handle.membership()).unwrap_or_else(|_| "{}".to_string())
+}
+
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<()> {
     let args = Args::parse();
@@ -115,7 +120,7 @@ async fn main() -> Result<()> {
         tokio::spawn(async move {
             let tmp = path.with_extension("tmp");
             loop {
-                let json = h.membership_json();
+                let json = membership_json(&h);
                 if std::fs::write(&tmp, json).is_ok() {
                     let _ = std::fs::rename(&tmp, &path);
                 }
@@ -128,7 +133,7 @@ async fn main() -> Result<()> {
     while let Ok(Some(line)) = lines.next_line().await {
         let mut parts = line.split_whitespace();
         match (parts.next(), parts.next(), parts.next()) {
-            (Some("members"), _, _) => println!("{}", handle.membership_json()),
+            (Some("members"), _, _) => println!("{}", membership_json(&handle)),
             (Some("set"), Some(k), Some(v)) => {
                 match handle.set_local_state(key_of(k), v.as_bytes().to_vec()) {
                     Ok(ver) => println!("ok {ver}"),
