@@ -188,6 +188,7 @@ start_dev_cluster() {
       die "127.0.0.$i:7379 is in use (another hearsay dev?); hearsay dev needs its fixed ports"
     fi
   done
+  : >"$log" # exists before the child's redirection does, for the poll below
   "$bin" dev --nodes "$n" --data-dir "$BENCH_TMP/dev" --fresh >"$log" 2>&1 &
   DEV_PID=$!
   track_pid "$DEV_PID"
