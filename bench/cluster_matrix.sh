@@ -83,7 +83,7 @@ matrix() {
           k=update
         else
           mix=(--workload c)
-          k=read
+          k="read"
         fi
         # shellcheck disable=SC2046
         "$BIN" bench --hosts "$hosts" --record-count "$RECORDS" "${mix[@]}" --distribution uniform \

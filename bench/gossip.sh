@@ -36,9 +36,7 @@ done
 need cargo
 note "building gossip-bench (cargo build --release -p hearsay-sim --bin gossip-bench)"
 (cd "$REPO_ROOT" && cargo build --release -q -p hearsay-sim --bin gossip-bench) >&2
-target=${CARGO_TARGET_DIR:-target}
-case "$target" in /*) ;; *) target=$REPO_ROOT/$target ;; esac
-B=$target/release/gossip-bench
+B=$(cargo_target_dir)/release/gossip-bench
 
 note "start $(date -u +%Y-%m-%dT%H:%M:%SZ), load average: $(load_avg)"
 for n in $SIZES; do

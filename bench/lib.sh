@@ -95,17 +95,23 @@ stop_server() {
   untrack_pid "$1"
 }
 
+# cargo_target_dir: cargo's target directory for this checkout ($CARGO_TARGET_DIR or target/),
+# as an absolute path.
+cargo_target_dir() {
+  local target=${CARGO_TARGET_DIR:-target}
+  case "$target" in /*) ;; *) target=$REPO_ROOT/$target ;; esac
+  echo "$target"
+}
+
 # hearsay_binary [PATH]: prints the hearsay binary to use: PATH if given, else $HEARSAY, else
 # a release build of this checkout (cargo's output goes to stderr; quick when up to date).
 hearsay_binary() {
-  local bin=${1:-${HEARSAY:-}} target
+  local bin=${1:-${HEARSAY:-}}
   if [ -z "$bin" ]; then
     need cargo
     note "building hearsay (cargo build --release -p hearsay; set HEARSAY=path to skip)"
     (cd "$REPO_ROOT" && cargo build --release -q -p hearsay) >&2 || die "cargo build failed"
-    target=${CARGO_TARGET_DIR:-target}
-    case "$target" in /*) ;; *) target=$REPO_ROOT/$target ;; esac
-    bin=$target/release/hearsay
+    bin=$(cargo_target_dir)/release/hearsay
   fi
   case "$bin" in */*) ;; *) bin=$(command -v "$bin" || echo "$bin") ;; esac
   [ -x "$bin" ] || die "no hearsay binary at $bin"
@@ -151,6 +157,7 @@ start_hearsay() {
     --admin-listen "127.0.0.1:$admin" --cluster-listen 127.0.0.1:0 --sync-mode periodic "$@" \
     >"$BENCH_TMP/$name/log" 2>&1 &
   STARTED_PID=$!
+  # shellcheck disable=SC2034 # read by the scripts that source this file
   STARTED_ADMIN=127.0.0.1:$admin
   track_pid "$STARTED_PID"
   wait_ready 127.0.0.1 "$port" "$STARTED_PID" "$BENCH_TMP/$name/log"

@@ -32,11 +32,7 @@ while [ $# -gt 0 ]; do
   esac
 done
 need cargo
-if [ -z "$DIR" ]; then
-  target=${CARGO_TARGET_DIR:-target}
-  case "$target" in /*) ;; *) target=$REPO_ROOT/$target ;; esac
-  DIR=$target/bench-storage
-fi
+if [ -z "$DIR" ]; then DIR=$(cargo_target_dir)/bench-storage; fi
 mkdir -p "$DIR"
 note "start $(date -u +%Y-%m-%dT%H:%M:%SZ), load average: $(load_avg); engines write under $DIR"
 cd "$REPO_ROOT"
