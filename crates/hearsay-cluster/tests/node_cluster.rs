@@ -617,50 +617,6 @@ async fn a_silent_replica_times_out_and_the_error_says_how_many_answered() {
     }
 }
 
-/// Throughput probe, not a pass/fail test:
-/// `cargo test -p hearsay-cluster --test node_cluster throughput -- --ignored --nocapture`.
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-#[ignore]
-async fn throughput_probe() {
-    let dir = tempfile::tempdir().unwrap();
-    let nodes = cluster(dir.path()).await;
-    const CALLERS: usize = 16;
-    const OPS_PER_CALLER: usize = 250;
-    for level in [ONE, QUORUM, ALL] {
-        for write in [true, false] {
-            let t = Instant::now();
-            let mut tasks = Vec::new();
-            for c in 0..CALLERS {
-                let node = nodes[c % 3].node.clone();
-                tasks.push(tokio::spawn(async move {
-                    for i in 0..OPS_PER_CALLER {
-                        let k = format!("bench-{c}-{i}");
-                        if write {
-                            node.write("default", vec![cell(&k, "0123456789abcdef")], level)
-                                .await
-                                .unwrap();
-                        } else {
-                            node.read("default", k.as_bytes(), level).await.unwrap();
-                        }
-                    }
-                }));
-            }
-            for t in tasks {
-                t.await.unwrap();
-            }
-            let ops = (CALLERS * OPS_PER_CALLER) as f64;
-            eprintln!(
-                "{} {level}: {:.0} ops/s ({CALLERS} callers over 3 coordinators)",
-                if write { "write" } else { "read " },
-                ops / t.elapsed().as_secs_f64()
-            );
-        }
-    }
-    for n in &nodes {
-        n.node.shutdown().await;
-    }
-}
-
 /// A coordinator that is itself a replica acknowledges a write only once its own replica has
 /// it (or failed, or the write timed out), so a ONE read through the same node, served by the
 /// local replica, sees the write even when a remote replica answered first. B runs on its own

@@ -1,6 +1,6 @@
 //! A throughput probe for the SSTable alone (no engine): write N cells, then random point
-//! reads (hits and misses, warm cache) and a full scan. Ignored by default; run with
-//! `cargo test --release -p hearsay-storage --test sstable_perf -- --ignored --nocapture`
+//! reads (hits and misses, warm cache) and a full scan. A bench binary (`harness = false`):
+//! `cargo bench -p hearsay-storage --bench sstable_perf`
 //! (`SST_PERF_KEYS` sets N, default 1,000,000; values are 100 random letters).
 
 use hearsay_storage::cache::BlockCache;
@@ -53,9 +53,8 @@ fn key(i: u64) -> CellKey {
     CellKey::new(token, format!("key{i:012}"))
 }
 
-#[test]
-#[ignore = "performance probe; run explicitly in release"]
-fn sstable_throughput() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<()> {
+    // `cargo bench` passes `--bench` (and any filter); this probe has one case and no options.
     let n: u64 = std::env::var("SST_PERF_KEYS")
         .ok()
         .and_then(|v| v.parse().ok())
