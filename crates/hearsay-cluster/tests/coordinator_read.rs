@@ -476,6 +476,35 @@ fn blocking_read_repair_waits_until_the_level_holds_the_newest_cell() {
     );
 }
 
+/// Issue 17: a stale replica whose repair write fails fast (its storage refuses writes) is
+/// replaced by the spare replica, so the newest cell still reaches a quorum.
+#[test]
+fn a_repair_that_fails_fast_goes_to_a_spare_replica() {
+    use hearsay_cluster::coordinator::RepairStatus;
+    let n = ids(3);
+    let plan = ReadPlan::new(ConsistencyLevel::Quorum, &n, &rf(&n), None, &all_alive(&n)).unwrap();
+    assert_eq!(plan.spares, vec![n[2]]);
+    let mut r = ReadResolver::<TestCell>::new(plan);
+    r.on_data(n[0], Some(val("new", 2)));
+    r.on_digest(n[1], cell_digest(Some(&val("old", 1))));
+    assert_eq!(r.status(), ReadStatus::Mismatch);
+    r.begin_full_read();
+    r.on_data(n[1], Some(val("old", 1)));
+    let ReadStatus::Resolved(res) = r.status() else {
+        panic!("expected resolution")
+    };
+    assert_eq!(res.stale, vec![n[1]]);
+    let mut repair = r.read_repair(&res);
+    assert!(repair.on_failure(n[1], FailureReason::Error("storage poisoned".into())));
+    assert!(matches!(repair.status(), RepairStatus::Failed(_)));
+    assert_eq!(repair.take_spare(), Some(n[2]));
+    assert_eq!(repair.send_to(), vec![n[2]]);
+    assert_eq!(repair.status(), RepairStatus::Pending);
+    assert!(repair.on_ack(n[2]));
+    assert_eq!(repair.status(), RepairStatus::Satisfied);
+    assert_eq!(repair.take_spare(), None, "no spare left");
+}
+
 #[test]
 fn read_repair_with_nothing_stale_is_satisfied_at_once() {
     use hearsay_cluster::coordinator::RepairStatus;

@@ -72,8 +72,23 @@ pub fn next_generation(dir: &Path, unix_secs: u64) -> Result<u64, GossipError> {
         None => 0,
     };
     let next = unix_secs.max(prev.saturating_add(1));
-    write_atomic(dir, GENERATION_FILE, &format!("{next}\n"))?;
-    Ok(next)
+    match write_atomic(dir, GENERATION_FILE, &format!("{next}\n")) {
+        Ok(()) => Ok(next),
+        // A node that starts on a full disk still starts (serving reads, refusing writes):
+        // the generation is above the saved one either way, and the next start computes it
+        // again from the clock and the older saved value.
+        Err(GossipError::Io(e))
+            if matches!(
+                e.kind(),
+                std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded
+            ) =>
+        {
+            let _ = fs::remove_file(dir.join(format!("{GENERATION_FILE}.tmp")));
+            tracing::warn!(path = %path.display(), generation = next, error = %e, "cannot save the generation (disk full); using it unsaved");
+            Ok(next)
+        }
+        Err(e) => Err(e),
+    }
 }
 
 #[cfg(test)]

@@ -413,6 +413,7 @@ impl<C: VersionedCell> ReadResolver<C> {
             level: self.plan.level,
             groups: self.plan.groups.clone(),
             state,
+            spares: self.plan.spares.clone(),
             timed_out: false,
         }
     }
@@ -478,6 +479,10 @@ pub struct ReadRepair {
     level: ConsistencyLevel,
     groups: Vec<Group>,
     state: BTreeMap<NodeId, RepairState>,
+    /// Live replicas the read did not contact, closest first: when a stale replica's repair
+    /// fails fast (its storage refuses writes), writing the newest cell to a spare instead
+    /// still leaves it on enough replicas for the level.
+    spares: Vec<NodeId>,
     timed_out: bool,
 }
 
@@ -518,6 +523,17 @@ impl ReadRepair {
                 *s = RepairState::Failed(FailureReason::Timeout);
             }
         }
+    }
+
+    /// After a repair write failed fast: the next spare replica to write the newest cell to,
+    /// now waiting for its acknowledgement. `None` when none is left or the deadline passed.
+    pub fn take_spare(&mut self) -> Option<NodeId> {
+        if self.timed_out || self.spares.is_empty() {
+            return None;
+        }
+        let n = self.spares.remove(0);
+        self.state.insert(n, RepairState::Waiting);
+        Some(n)
     }
 
     pub fn status(&self) -> RepairStatus {

@@ -12,8 +12,8 @@
 use super::messages::{Mutate, MutateV2, Read, ReadReply, ScanRange, WireCell};
 use super::{Inner, NodeError, RingView, Superseded};
 use crate::coordinator::{
-    ConsistencyError, FailureReason, OpKind, ReadPlan, ReadResolver, ReadStatus, WriteStatus,
-    WriteTracker,
+    ConsistencyError, FailureReason, OpKind, ReadPlan, ReadRepair, ReadResolver, ReadStatus,
+    RepairStatus, WriteStatus, WriteTracker,
 };
 use crate::hints::HintOutcome;
 use crate::rpc::RpcError;
@@ -522,7 +522,8 @@ impl Inner {
                     if let Some(newest) = &res.newest
                         && !res.stale.is_empty()
                     {
-                        self.read_repair(&view, keyspace, &cell_key, newest, &res.stale, level)
+                        let repair = resolver.read_repair(&res);
+                        self.read_repair(&view, keyspace, &cell_key, newest, repair)
                             .await?;
                     }
                     return Ok(res.newest);
@@ -566,75 +567,94 @@ impl Inner {
     }
 
     /// Blocking read repair: writes `newest` to every stale replica and waits for them, so
-    /// that a QUORUM read never goes back in time. A repair that fails fails the read, as in
-    /// Cassandra (the client may retry; the next read repairs again).
+    /// that a QUORUM read never goes back in time. A stale replica whose repair fails fast
+    /// (its storage refuses writes) is replaced by a spare live replica, so the newest cell
+    /// still reaches as many replicas as the level needs. A repair that cannot finish fails
+    /// the read, as in Cassandra (the client may retry; the next read repairs again); every
+    /// replica that missed the repair gets a hint.
     async fn read_repair(
         self: &Arc<Self>,
         view: &RingView,
         keyspace: &str,
         key: &CellKey,
         newest: &Cell,
-        stale: &[NodeId],
-        level: ConsistencyLevel,
+        mut repair: ReadRepair,
     ) -> Result<(), NodeError> {
         let timeout = Duration::from_millis(self.config.write_timeout_ms);
         let batch = vec![(key.clone(), newest.clone())];
-        let mut handles = Vec::new();
-        for node in stale {
-            let this = self.clone();
-            let b = batch.clone();
-            let ks = keyspace.to_string();
-            let addr = view.addr_of(*node);
-            let node = *node;
-            handles.push(tokio::spawn(async move {
-                (
-                    node,
-                    this.send_mutation(node, addr, ks, &b, timeout, false).await,
-                )
-            }));
-        }
-        let mut failures = Vec::new();
+        let mut failures: Vec<(NodeId, FailureReason)> = Vec::new();
         let mut ok = 0usize;
-        for h in handles {
-            match h.await {
-                Ok((_, Ok(_))) => ok += 1,
-                Ok((node, Err(reason))) => failures.push((node, reason)),
-                Err(_) => {}
+        let mut send_to = repair.send_to();
+        // Rounds: the stale replicas, then one spare per fast failure, until the level is met
+        // or no spare is left.
+        loop {
+            let mut handles = Vec::new();
+            for node in send_to.drain(..) {
+                let this = self.clone();
+                let b = batch.clone();
+                let ks = keyspace.to_string();
+                let addr = view.addr_of(node);
+                handles.push(tokio::spawn(async move {
+                    (
+                        node,
+                        this.send_mutation(node, addr, ks, &b, timeout, false).await,
+                    )
+                }));
+            }
+            for h in handles {
+                match h.await {
+                    Ok((node, Ok(_))) => {
+                        ok += 1;
+                        repair.on_ack(node);
+                    }
+                    Ok((node, Err(reason))) => {
+                        let fast = reason != FailureReason::Timeout;
+                        repair.on_failure(node, reason.clone());
+                        failures.push((node, reason));
+                        if fast && let Some(spare) = repair.take_spare() {
+                            send_to.push(spare);
+                        }
+                    }
+                    Err(_) => {}
+                }
+            }
+            if send_to.is_empty() || !matches!(repair.status(), RepairStatus::Failed(_)) {
+                break;
             }
         }
         self.counters.read_repairs.fetch_add(ok as u64, Relaxed);
-        if failures.is_empty() {
-            return Ok(());
+        if !failures.is_empty() {
+            self.counters
+                .read_repair_failures
+                .fetch_add(failures.len() as u64, Relaxed);
+            // The replicas missed the repair; a hint gets it there eventually. (ANY over just
+            // the failed replicas: a tracker that only lists them for hints.)
+            let failed: Vec<NodeId> = failures.iter().map(|(n, _)| *n).collect();
+            let mut tracker = WriteTracker::new(
+                ConsistencyLevel::Any,
+                &failed,
+                &[],
+                &hearsay_ring::ReplicationStrategy::simple(failed.len()),
+                None,
+                &view.alive,
+            );
+            for (n, r) in &failures {
+                tracker.on_failure(*n, r.clone());
+            }
+            self.hint_failed(&mut tracker, keyspace, &Arc::new(batch))
+                .await;
         }
-        self.counters
-            .read_repair_failures
-            .fetch_add(failures.len() as u64, Relaxed);
-        // The replica missed the repair; a hint gets it there eventually. (ANY over just the
-        // failed replicas: a tracker that only lists them for hints, never for a verdict.)
-        let failed: Vec<NodeId> = failures.iter().map(|(n, _)| *n).collect();
-        let mut tracker = WriteTracker::new(
-            ConsistencyLevel::Any,
-            &failed,
-            &[],
-            &hearsay_ring::ReplicationStrategy::simple(failed.len()),
-            None,
-            &view.alive,
-        );
-        for (n, r) in &failures {
-            tracker.on_failure(*n, r.clone());
+        match repair.status() {
+            RepairStatus::Satisfied => Ok(()),
+            RepairStatus::Failed(e) => Err(e.into()),
+            RepairStatus::Pending => {
+                repair.on_timeout();
+                match repair.status() {
+                    RepairStatus::Failed(e) => Err(e.into()),
+                    _ => Ok(()),
+                }
+            }
         }
-        self.hint_failed(&mut tracker, keyspace, &Arc::new(batch))
-            .await;
-        Err(ConsistencyError::Timeout {
-            kind: OpKind::Read,
-            level,
-            received: ok,
-            required: stale.len(),
-            dc: None,
-            data_present: true,
-            failures: crate::coordinator::Failures(failures),
-        }
-        .into())
     }
 
     /// One page of a ONE-level scan: walks vnode ranges in token order from `from`, asking
