@@ -22,7 +22,7 @@ pub mod fs;
 
 pub use cell::{Cell, CellKey};
 pub use error::{Error, Result};
-pub use fs::{FaultyFs, Fs, RealFs};
+pub use fs::{FaultyFs, Fs, NoSpace, RealFs};
 
 // Owned by the SSTable work.
 pub mod bloom;
