@@ -469,7 +469,7 @@ impl Engine {
             &outcome.segments,
             outcome.next_segment_id,
             poison.clone(),
-        )?;
+        );
         let memtable_bytes: u64 = keyspaces
             .values()
             .map(|k| k.version().active.size_bytes())
