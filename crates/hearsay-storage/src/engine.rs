@@ -19,6 +19,7 @@
 
 pub(crate) mod background;
 pub(crate) mod codec;
+pub(crate) mod disk_full;
 pub(crate) mod merge;
 pub(crate) mod poison;
 
@@ -31,6 +32,8 @@ use crate::error::{Error, Result};
 use crate::manifest::{KeyspaceRecord, Manifest, TableRecord};
 use crate::memtable::{Memtable, MemtableIter};
 use crate::sstable::{ReadStats, ReadStatsSnapshot, Sstable, sstable_path};
+pub use disk_full::DiskFull;
+use disk_full::{Activity, DiskFullLatch};
 use merge::{MergeIter, Source};
 use parking_lot::{Condvar, Mutex, RwLock};
 use poison::Poison;
@@ -194,6 +197,11 @@ pub(crate) struct Inner {
     pub read_stats: Arc<ReadStats>,
     pub counters: Counters,
     pub last_error: Mutex<Option<String>>,
+    /// The I/O error kind of the last failed flush, so that `flush()` can report a full disk
+    /// as one.
+    pub last_flush_error_kind: Mutex<std::io::ErrorKind>,
+    /// Set while writes or flushes fail because the disk is full.
+    pub disk_full: DiskFullLatch,
     pub shutdown: AtomicBool,
     pub closed: AtomicBool,
     /// Wakes the flush thread.
@@ -300,8 +308,22 @@ pub struct EngineStats {
     pub sstable_reads: ReadStatsSnapshot,
     /// Set once the engine is poisoned: why.
     pub poisoned: Option<String>,
+    /// Set while writes or flushes fail because the disk is full: the last such error and
+    /// since when. Cleared once they succeed again.
+    pub disk_full: Option<DiskFull>,
     /// The last background (flush/compaction) error, if any.
     pub last_background_error: Option<String>,
+}
+
+/// Whether the engine can take writes, cheaply (no statistics snapshot): what the node
+/// gossips and the admin API reports. See [`Engine::health`].
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct EngineHealth {
+    /// Set once the engine is poisoned (it refuses writes until restarted): why.
+    pub poisoned: Option<String>,
+    /// Set while writes or flushes fail because the disk is full (they succeed again, with
+    /// no restart, once space is freed).
+    pub disk_full: Option<DiskFull>,
 }
 
 /// A consistent-snapshot scan: ascending keys, the newest version of each, tombstones and
@@ -497,6 +519,8 @@ impl Engine {
             read_stats,
             counters,
             last_error: Mutex::new(None),
+            last_flush_error_kind: Mutex::new(std::io::ErrorKind::Other),
+            disk_full: DiskFullLatch::default(),
             shutdown: AtomicBool::new(false),
             closed: AtomicBool::new(false),
             flush_wake: Signal::default(),
@@ -677,7 +701,14 @@ impl Engine {
             if ks.dropped.load(Ordering::SeqCst) {
                 return Err(Error::NoSuchKeyspace(keyspace.into()));
             }
-            let appended = inner.log.append_frame(&frame)?;
+            let appended = match inner.log.append_frame(&frame) {
+                Ok(a) => a,
+                Err(e) => {
+                    inner.note_disk_full(Activity::Write, &e);
+                    return Err(e);
+                }
+            };
+            inner.disk_full.clear(Activity::Write);
             let mem = ks.version().active.clone();
             let before = mem.size_bytes();
             mem.insert_batch(batch, appended.segment_id);
@@ -946,7 +977,23 @@ impl Engine {
             block_cache: inner.cache.stats(),
             sstable_reads: inner.read_stats.snapshot(),
             poisoned: inner.poison.reason(),
+            disk_full: inner.disk_full.get(),
             last_background_error: inner.last_error.lock().clone(),
+        }
+    }
+
+    /// Whether the engine is poisoned or out of space. Cheap (two atomic loads when neither
+    /// is set): meant to be called on every gossip round, where [`Self::stats`] would build
+    /// the whole snapshot.
+    pub fn health(&self) -> EngineHealth {
+        let inner = &self.inner;
+        EngineHealth {
+            poisoned: if inner.poison.is_poisoned() {
+                inner.poison.reason()
+            } else {
+                None
+            },
+            disk_full: inner.disk_full.get(),
         }
     }
 
@@ -983,6 +1030,24 @@ impl Engine {
             let _ = r.reply.send(Err(Error::Closed));
         }
         sync
+    }
+}
+
+impl Engine {
+    /// A stop: [`Self::flush`] then [`Self::close`], where a flush that fails because the
+    /// disk is full is not an error. Its memtables' data stays in the commit log, which
+    /// `close` syncs and the next start replays, so nothing acknowledged is lost; the stop
+    /// only takes the longer replay. Any other flush error is returned (after closing).
+    pub fn shutdown(&self) -> Result<()> {
+        let flushed = match self.flush(None) {
+            Err(e) if e.is_disk_full() => {
+                tracing::warn!(error = %e, "not flushed at stop (disk full); the commit log keeps the data and is replayed on the next start");
+                Ok(())
+            }
+            other => other,
+        };
+        let closed = self.close();
+        flushed.and(closed)
     }
 }
 
@@ -1088,10 +1153,16 @@ impl Inner {
         drop(st);
         // Start a fresh commit-log segment too, so that once this memtable is flushed the
         // segments holding its data hold nothing else of it and can be deleted (otherwise the
-        // active segment would be replayed needlessly after a restart). A failure here has
-        // poisoned the engine; the next write reports it.
+        // active segment would be replayed needlessly after a restart). A full disk leaves
+        // the current segment active, holding data of both memtables: it is deleted once
+        // both are flushed, and replayed whole until then, which is harmless. Any other
+        // failure here has poisoned the engine; the next write reports it.
         if let Err(e) = self.log.rotate_now() {
-            tracing::error!(error = %e, "commit-log rotation failed");
+            if self.note_disk_full(Activity::Write, &e) {
+                tracing::warn!(error = %e, "cannot start a new commit-log segment (disk full); the current one stays active");
+            } else {
+                tracing::error!(error = %e, "commit-log rotation failed");
+            }
         }
     }
 
@@ -1124,6 +1195,20 @@ impl Inner {
             }
             self.poison.check()?;
             self.check_open()?;
+            if let Some(full) = self.disk_full.get().filter(|f| f.flushes_failing) {
+                // Flushes fail for want of space: the budget will not come free by waiting,
+                // so say so now rather than after MAX_WRITE_STALL_MS.
+                break Err(Error::io(
+                    &self.config.dir,
+                    std::io::Error::new(
+                        std::io::ErrorKind::StorageFull,
+                        format!(
+                            "write refused: memtables are over memtable_total_bytes_max and flushes fail because the disk is full ({})",
+                            full.error
+                        ),
+                    ),
+                ));
+            }
             if start.elapsed() > Duration::from_millis(MAX_WRITE_STALL_MS) {
                 break Err(Error::io(
                     &self.config.dir,
@@ -1174,14 +1259,23 @@ impl Inner {
             self.check_open()?;
             if self.counters.flush_errors.load(Ordering::Acquire) != errors_before {
                 let why = self.last_error.lock().clone().unwrap_or_default();
+                // Keep the kind, so a caller can tell a full disk (the data stays in the
+                // commit log) from other failures.
+                let kind = *self.last_flush_error_kind.lock();
                 return Err(Error::io(
                     &self.config.dir,
-                    std::io::Error::other(format!("flush failed: {why}")),
+                    std::io::Error::new(kind, format!("flush failed: {why}")),
                 ));
             }
             self.flush_wake.notify();
             self.flush_done.wait_after(seen, Duration::from_millis(100));
         }
+    }
+
+    /// Records `e` in the "disk full" state if it is a full disk; returns whether it was.
+    pub fn note_disk_full(&self, activity: Activity, e: &Error) -> bool {
+        self.disk_full
+            .note(activity, e, self.config.clock.wall_millis())
     }
 
     pub fn record_error(&self, what: &str, e: &Error) {

@@ -133,6 +133,11 @@ fn flush_loop(inner: Arc<Inner>) {
                         continue;
                     }
                     poison_if_durability_failure(&inner, "flush", &e);
+                    inner.note_disk_full(super::disk_full::Activity::Flush, &e);
+                    *inner.last_flush_error_kind.lock() = match &e {
+                        Error::Io { source, .. } => source.kind(),
+                        _ => std::io::ErrorKind::Other,
+                    };
                     inner.counters.flush_errors.fetch_add(1, Ordering::AcqRel);
                     inner.record_error(&format!("flush of keyspace '{}'", ks.name), &e);
                     inner.flush_done.notify();
@@ -141,6 +146,7 @@ fn flush_loop(inner: Arc<Inner>) {
                         .flush_wake
                         .wait_after(s, Duration::from_millis(super::BACKGROUND_RETRY_MS));
                 } else {
+                    inner.disk_full.clear(super::disk_full::Activity::Flush);
                     inner.flush_done.notify();
                     inner.compaction_wake.notify();
                 }
