@@ -1120,22 +1120,32 @@ impl Inner {
         }
     }
 
-    /// Persists `m` as the manifest; a failure poisons the engine (the manifest on disk may
-    /// be either version, so nothing more may be built on it).
+    /// Persists `m` as the manifest. A failure to rename it into place (or to fsync the
+    /// directory after) poisons the engine: the manifest on disk may be either version, so
+    /// nothing more may be built on it. So does a failed fsync of the temporary file, unless
+    /// the disk is full. A full disk while writing the temporary file does not: `MANIFEST` is
+    /// untouched and still valid, the error (kind `StorageFull`) goes to the caller. So after
+    /// an error the engine is poisoned, or the old manifest stands.
     pub fn store_manifest(&self, m: &Manifest) -> Result<()> {
         self.poison.check()?;
-        match m.store(&self.config.dir, &*self.config.fs) {
-            Ok(n) => {
-                self.counters
-                    .manifest_bytes_written
-                    .fetch_add(n, Ordering::Relaxed);
-                Ok(())
-            }
+        let dir = &self.config.dir;
+        let fs = &*self.config.fs;
+        let n = match m.write_temp(dir, fs) {
+            Ok(n) => n,
+            Err(e) if e.is_disk_full() => return Err(e),
             Err(e) => {
                 self.poison.poison(format!("manifest update failed: {e}"));
-                Err(e)
+                return Err(e);
             }
+        };
+        if let Err(e) = Manifest::commit_temp(dir, fs) {
+            self.poison.poison(format!("manifest update failed: {e}"));
+            return Err(e);
         }
+        self.counters
+            .manifest_bytes_written
+            .fetch_add(n, Ordering::Relaxed);
+        Ok(())
     }
 
     /// Makes the active memtable of `ks` immutable (queued for flush) if it holds anything.
