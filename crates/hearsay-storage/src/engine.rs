@@ -213,7 +213,7 @@ pub(crate) struct Inner {
     /// Wakes the sync thread (for shutdown).
     pub sync_wake: Signal,
     pub compaction_requests: Mutex<Vec<background::MajorRequest>>,
-    _lock_file: std::fs::File,
+    _lock: DirLock,
 }
 
 impl std::fmt::Debug for Inner {
@@ -356,35 +356,36 @@ impl Engine {
     /// Opens (or creates) the engine in `config.dir`: loads the manifest, opens the live
     /// SSTables, deletes files left by interrupted flushes or compactions, replays the commit
     /// log, and starts the background threads.
+    ///
+    /// Opening an existing directory writes nothing that needs space, so it works on a full
+    /// disk: the first commit-log segment is created by the first write (whose error a full
+    /// disk then is), `LOCK` is only locked, the manifest is rewritten only when it changes
+    /// (a new directory), and flushes and compactions run in the background. Reads work;
+    /// writes fail with `ENOSPC` until space is freed.
     pub fn open(config: EngineConfig) -> Result<Engine> {
         config.validate()?;
         let dir = config.dir.clone();
         std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
-        let lock_path = dir.join(LOCK_FILE);
-        let lock_file = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&lock_path)
-            .map_err(|e| Error::io(&lock_path, e))?;
-        lock_file.try_lock().map_err(|e| {
-            Error::io(
-                &lock_path,
-                std::io::Error::other(format!("data directory in use by another engine: {e}")),
-            )
-        })?;
+        let fs = config.fs.clone();
+        let lock = DirLock::acquire(&dir, &*fs)?;
         let log_dir = dir.join(COMMITLOG_DIR);
         std::fs::create_dir_all(&log_dir).map_err(|e| Error::io(&log_dir, e))?;
-        let fs = config.fs.clone();
 
         let mut manifest = match Manifest::load(&dir)? {
             Some(m) => m,
             None => {
+                // An empty keyspace directory holds no data: one is made before the first
+                // manifest is written, so a start that could not write it (a full disk, a
+                // crash) leaves one behind.
                 let has_data = !commitlog::list_segments(&log_dir)?.is_empty()
                     || std::fs::read_dir(&dir)
                         .map_err(|e| Error::io(&dir, e))?
                         .filter_map(|e| e.ok())
-                        .any(|e| e.file_name().to_string_lossy().starts_with("ks-"));
+                        .any(|e| {
+                            e.file_name().to_string_lossy().starts_with("ks-")
+                                && std::fs::read_dir(e.path())
+                                    .map_or(true, |mut d| d.next().is_some())
+                        });
                 if has_data {
                     return Err(Error::corruption(
                         Manifest::path(&dir),
@@ -528,7 +529,7 @@ impl Engine {
             compaction_wake: Signal::default(),
             sync_wake: Signal::default(),
             compaction_requests: Mutex::new(Vec::new()),
-            _lock_file: lock_file,
+            _lock: lock,
         });
         // Replayed memtables past the threshold go straight to the flush queue; segments with
         // nothing unflushed left (all keyspaces dropped) can go.
@@ -1063,6 +1064,61 @@ fn newer(best: Option<Cell>, c: Cell) -> Cell {
     match best {
         Some(b) if b.supersedes(&c) => b,
         _ => c,
+    }
+}
+
+/// Keeps other engines out of a data directory: an `flock` on `LOCK` and one on the
+/// directory itself. Locking an existing file needs no space, but creating `LOCK` does (an
+/// inode, a directory entry): if it is missing (an operator removed it) and the disk is full,
+/// the lock on the directory is enough, since every engine takes that too. Where a directory
+/// cannot be locked (NFS maps `flock` to `fcntl` locks, which need a file open for writing)
+/// only `LOCK` is, as before.
+#[derive(Debug)]
+struct DirLock {
+    _file: Option<std::fs::File>,
+    _dir: Option<std::fs::File>,
+}
+
+impl DirLock {
+    fn acquire(dir: &Path, fs: &dyn crate::fs::Fs) -> Result<DirLock> {
+        use std::fs::{File, OpenOptions, TryLockError};
+        let in_use = |path: &Path, why: &dyn std::fmt::Display| {
+            Error::io(
+                path,
+                std::io::Error::other(format!("data directory in use by another engine: {why}")),
+            )
+        };
+        let dir_lock = match File::open(dir).map(|f| (f.try_lock(), f)) {
+            Ok((Ok(()), f)) => Some(f),
+            Ok((Err(e @ TryLockError::WouldBlock), _)) => return Err(in_use(dir, &e)),
+            Ok((Err(TryLockError::Error(e)), _)) | Err(e) => {
+                tracing::debug!(dir = %dir.display(), error = %e, "cannot lock the data directory itself; relying on LOCK");
+                None
+            }
+        };
+        let lock_path = dir.join(LOCK_FILE);
+        let file = match OpenOptions::new().write(true).open(&lock_path) {
+            Ok(f) => Some(f),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => match fs.create_file(
+                &lock_path,
+                OpenOptions::new().create(true).truncate(false).write(true),
+            ) {
+                Ok(f) => Some(f),
+                Err(e) if crate::error::is_disk_full(&e) && dir_lock.is_some() => {
+                    tracing::warn!(path = %lock_path.display(), error = %e, "cannot create LOCK (disk full); the lock on the data directory keeps other engines out");
+                    None
+                }
+                Err(e) => return Err(Error::io(&lock_path, e)),
+            },
+            Err(e) => return Err(Error::io(&lock_path, e)),
+        };
+        if let Some(f) = &file {
+            f.try_lock().map_err(|e| in_use(&lock_path, &e))?;
+        }
+        Ok(DirLock {
+            _file: file,
+            _dir: dir_lock,
+        })
     }
 }
 
