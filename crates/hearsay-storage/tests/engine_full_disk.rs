@@ -2,8 +2,8 @@
 //! or the manifest is an operating error, never poisoning; flushes and stops on a full disk
 //! finish cleanly; an engine opens on a full disk, serves reads, refuses writes with the
 //! `ENOSPC` error and takes them again once space is freed; nothing acknowledged is lost.
-//! Faults come through the `FaultyFs` seam; `real_tmpfs_fills_up_and_recovers` is the
-//! end-to-end proof on a real 8 MiB tmpfs (root only).
+//! Faults come through the `FaultyFs` seam; `engine_full_disk_tmpfs.rs` is the end-to-end
+//! proof on a real 8 MiB tmpfs (root only).
 
 use bytes::Bytes;
 use hearsay_storage::{Cell, CellKey, Engine, EngineConfig, Error, FaultyFs, NoSpace, SyncMode};
@@ -373,124 +373,4 @@ fn a_new_directory_on_a_full_disk_fails_to_open_with_enospc() {
     fs.clear_no_space();
     let e = Engine::open(config(dir.path(), &fs)).unwrap();
     put(&e, 1, 10).unwrap();
-}
-
-// ---- The real thing: an 8 MiB tmpfs (root only). ----
-
-#[allow(unsafe_code)]
-fn is_root() -> bool {
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    unsafe { libc::geteuid() == 0 }
-}
-
-/// Unmounts the tmpfs when dropped, also when the test panics.
-struct Tmpfs {
-    dir: PathBuf,
-}
-
-impl Tmpfs {
-    fn mount(dir: &Path, size: &str) -> Tmpfs {
-        std::fs::create_dir_all(dir).unwrap();
-        let out = std::process::Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
-            .arg(dir)
-            .output()
-            .expect("run mount");
-        assert!(
-            out.status.success(),
-            "mount -t tmpfs failed as root: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        Tmpfs {
-            dir: dir.to_path_buf(),
-        }
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let ok = std::process::Command::new("umount")
-            .arg(&self.dir)
-            .status()
-            .is_ok_and(|s| s.success());
-        if !ok {
-            // Something still holds a file open (a panic mid-test): detach it anyway.
-            let _ = std::process::Command::new("umount")
-                .arg("-l")
-                .arg(&self.dir)
-                .status();
-        }
-    }
-}
-
-#[test]
-fn real_tmpfs_fills_up_and_recovers() {
-    if !is_root() {
-        eprintln!("SKIPPED real_tmpfs_fills_up_and_recovers: needs root to mount a tmpfs");
-        return;
-    }
-    const VALUE_BYTES: usize = 1000;
-    let tmp = tempfile::tempdir().unwrap();
-    let mnt = tmp.path().join("mnt");
-    let _tmpfs = Tmpfs::mount(&mnt, "8m");
-    let data = mnt.join("data");
-    let config = || {
-        let mut c = EngineConfig::new(&data);
-        c.sync_mode = SyncMode::Batch;
-        c.commitlog_segment_bytes = 1 << 20;
-        c.block_cache_bytes = 1 << 20;
-        c
-    };
-    // Half the disk is a filler file the "operator" deletes later.
-    let filler = mnt.join("filler");
-    std::fs::write(&filler, vec![0xAAu8; 4 << 20]).unwrap();
-
-    let e = Engine::open(config()).unwrap();
-    let mut acked: Vec<i64> = Vec::new();
-    let err = loop {
-        let i = acked.len() as i64;
-        assert!(i < 20_000, "an 8 MiB tmpfs never filled up");
-        match put(&e, i, VALUE_BYTES) {
-            Ok(()) => acked.push(i),
-            Err(err) => break err,
-        }
-    };
-    assert_disk_full(&err);
-    assert!(acked.len() > 1000, "only {} writes fit", acked.len());
-    assert_eq!(e.health().poisoned, None);
-    assert!(e.health().disk_full.unwrap().writes_failing);
-    // A stop on the full disk: the flush cannot write its SSTable, nothing is poisoned, and
-    // the close is clean.
-    assert_disk_full(&e.flush(None).unwrap_err());
-    assert_eq!(e.health().poisoned, None);
-    e.close().unwrap();
-    drop(e);
-
-    // A start on the still-full disk.
-    let e = Engine::open(config()).unwrap();
-    assert_all_present(&e, acked.iter().copied(), VALUE_BYTES);
-    let next = acked.len() as i64;
-    assert_disk_full(&put(&e, next, VALUE_BYTES).unwrap_err());
-    let full = e
-        .stats()
-        .disk_full
-        .expect("disk_full after a refused write");
-    assert!(full.error.contains("No space left on device"), "{full}");
-    assert_eq!(e.health().poisoned, None);
-
-    // The operator frees space: writes succeed again, no restart.
-    std::fs::remove_file(&filler).unwrap();
-    for i in next..next + 100 {
-        put(&e, i, VALUE_BYTES).unwrap();
-        acked.push(i);
-    }
-    assert_eq!(e.health().disk_full, None);
-    assert_eq!(e.stats().disk_full, None);
-    e.close().unwrap();
-    drop(e);
-
-    let e = Engine::open(config()).unwrap();
-    assert_all_present(&e, acked.iter().copied(), VALUE_BYTES);
-    assert_eq!(e.health(), Default::default());
-    drop(e);
 }
