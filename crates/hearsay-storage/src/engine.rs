@@ -19,6 +19,7 @@
 
 pub(crate) mod background;
 pub(crate) mod codec;
+pub(crate) mod disk_full;
 pub(crate) mod merge;
 pub(crate) mod poison;
 
@@ -31,6 +32,8 @@ use crate::error::{Error, Result};
 use crate::manifest::{KeyspaceRecord, Manifest, TableRecord};
 use crate::memtable::{Memtable, MemtableIter};
 use crate::sstable::{ReadStats, ReadStatsSnapshot, Sstable, sstable_path};
+pub use disk_full::DiskFull;
+use disk_full::{Activity, DiskFullLatch};
 use merge::{MergeIter, Source};
 use parking_lot::{Condvar, Mutex, RwLock};
 use poison::Poison;
@@ -194,6 +197,11 @@ pub(crate) struct Inner {
     pub read_stats: Arc<ReadStats>,
     pub counters: Counters,
     pub last_error: Mutex<Option<String>>,
+    /// The I/O error kind of the last failed flush, so that `flush()` can report a full disk
+    /// as one.
+    pub last_flush_error_kind: Mutex<std::io::ErrorKind>,
+    /// Set while writes or flushes fail because the disk is full.
+    pub disk_full: DiskFullLatch,
     pub shutdown: AtomicBool,
     pub closed: AtomicBool,
     /// Wakes the flush thread.
@@ -205,7 +213,7 @@ pub(crate) struct Inner {
     /// Wakes the sync thread (for shutdown).
     pub sync_wake: Signal,
     pub compaction_requests: Mutex<Vec<background::MajorRequest>>,
-    _lock_file: std::fs::File,
+    _lock: DirLock,
 }
 
 impl std::fmt::Debug for Inner {
@@ -300,8 +308,22 @@ pub struct EngineStats {
     pub sstable_reads: ReadStatsSnapshot,
     /// Set once the engine is poisoned: why.
     pub poisoned: Option<String>,
+    /// Set while writes or flushes fail because the disk is full: the last such error and
+    /// since when. Cleared once they succeed again.
+    pub disk_full: Option<DiskFull>,
     /// The last background (flush/compaction) error, if any.
     pub last_background_error: Option<String>,
+}
+
+/// Whether the engine can take writes, cheaply (no statistics snapshot): what the node
+/// gossips and the admin API reports. See [`Engine::health`].
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct EngineHealth {
+    /// Set once the engine is poisoned (it refuses writes until restarted): why.
+    pub poisoned: Option<String>,
+    /// Set while writes or flushes fail because the disk is full (they succeed again, with
+    /// no restart, once space is freed).
+    pub disk_full: Option<DiskFull>,
 }
 
 /// A consistent-snapshot scan: ascending keys, the newest version of each, tombstones and
@@ -334,35 +356,36 @@ impl Engine {
     /// Opens (or creates) the engine in `config.dir`: loads the manifest, opens the live
     /// SSTables, deletes files left by interrupted flushes or compactions, replays the commit
     /// log, and starts the background threads.
+    ///
+    /// Opening an existing directory writes nothing that needs space, so it works on a full
+    /// disk: the first commit-log segment is created by the first write (whose error a full
+    /// disk then is), `LOCK` is only locked, the manifest is rewritten only when it changes
+    /// (a new directory), and flushes and compactions run in the background. Reads work;
+    /// writes fail with `ENOSPC` until space is freed.
     pub fn open(config: EngineConfig) -> Result<Engine> {
         config.validate()?;
         let dir = config.dir.clone();
         std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
-        let lock_path = dir.join(LOCK_FILE);
-        let lock_file = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&lock_path)
-            .map_err(|e| Error::io(&lock_path, e))?;
-        lock_file.try_lock().map_err(|e| {
-            Error::io(
-                &lock_path,
-                std::io::Error::other(format!("data directory in use by another engine: {e}")),
-            )
-        })?;
+        let fs = config.fs.clone();
+        let lock = DirLock::acquire(&dir, &*fs)?;
         let log_dir = dir.join(COMMITLOG_DIR);
         std::fs::create_dir_all(&log_dir).map_err(|e| Error::io(&log_dir, e))?;
-        let fs = config.fs.clone();
 
         let mut manifest = match Manifest::load(&dir)? {
             Some(m) => m,
             None => {
+                // An empty keyspace directory holds no data: one is made before the first
+                // manifest is written, so a start that could not write it (a full disk, a
+                // crash) leaves one behind.
                 let has_data = !commitlog::list_segments(&log_dir)?.is_empty()
                     || std::fs::read_dir(&dir)
                         .map_err(|e| Error::io(&dir, e))?
                         .filter_map(|e| e.ok())
-                        .any(|e| e.file_name().to_string_lossy().starts_with("ks-"));
+                        .any(|e| {
+                            e.file_name().to_string_lossy().starts_with("ks-")
+                                && std::fs::read_dir(e.path())
+                                    .map_or(true, |mut d| d.next().is_some())
+                        });
                 if has_data {
                     return Err(Error::corruption(
                         Manifest::path(&dir),
@@ -469,7 +492,7 @@ impl Engine {
             &outcome.segments,
             outcome.next_segment_id,
             poison.clone(),
-        )?;
+        );
         let memtable_bytes: u64 = keyspaces
             .values()
             .map(|k| k.version().active.size_bytes())
@@ -497,6 +520,8 @@ impl Engine {
             read_stats,
             counters,
             last_error: Mutex::new(None),
+            last_flush_error_kind: Mutex::new(std::io::ErrorKind::Other),
+            disk_full: DiskFullLatch::default(),
             shutdown: AtomicBool::new(false),
             closed: AtomicBool::new(false),
             flush_wake: Signal::default(),
@@ -504,7 +529,7 @@ impl Engine {
             compaction_wake: Signal::default(),
             sync_wake: Signal::default(),
             compaction_requests: Mutex::new(Vec::new()),
-            _lock_file: lock_file,
+            _lock: lock,
         });
         // Replayed memtables past the threshold go straight to the flush queue; segments with
         // nothing unflushed left (all keyspaces dropped) can go.
@@ -677,7 +702,14 @@ impl Engine {
             if ks.dropped.load(Ordering::SeqCst) {
                 return Err(Error::NoSuchKeyspace(keyspace.into()));
             }
-            let appended = inner.log.append_frame(&frame)?;
+            let appended = match inner.log.append_frame(&frame) {
+                Ok(a) => a,
+                Err(e) => {
+                    inner.note_disk_full(Activity::Write, &e);
+                    return Err(e);
+                }
+            };
+            inner.disk_full.clear(Activity::Write);
             let mem = ks.version().active.clone();
             let before = mem.size_bytes();
             mem.insert_batch(batch, appended.segment_id);
@@ -946,7 +978,23 @@ impl Engine {
             block_cache: inner.cache.stats(),
             sstable_reads: inner.read_stats.snapshot(),
             poisoned: inner.poison.reason(),
+            disk_full: inner.disk_full.get(),
             last_background_error: inner.last_error.lock().clone(),
+        }
+    }
+
+    /// Whether the engine is poisoned or out of space. Cheap (two atomic loads when neither
+    /// is set): meant to be called on every gossip round, where [`Self::stats`] would build
+    /// the whole snapshot.
+    pub fn health(&self) -> EngineHealth {
+        let inner = &self.inner;
+        EngineHealth {
+            poisoned: if inner.poison.is_poisoned() {
+                inner.poison.reason()
+            } else {
+                None
+            },
+            disk_full: inner.disk_full.get(),
         }
     }
 
@@ -986,6 +1034,24 @@ impl Engine {
     }
 }
 
+impl Engine {
+    /// A stop: [`Self::flush`] then [`Self::close`], where a flush that fails because the
+    /// disk is full is not an error. Its memtables' data stays in the commit log, which
+    /// `close` syncs and the next start replays, so nothing acknowledged is lost; the stop
+    /// only takes the longer replay. Any other flush error is returned (after closing).
+    pub fn shutdown(&self) -> Result<()> {
+        let flushed = match self.flush(None) {
+            Err(e) if e.is_disk_full() => {
+                tracing::warn!(error = %e, "not flushed at stop (disk full); the commit log keeps the data and is replayed on the next start");
+                Ok(())
+            }
+            other => other,
+        };
+        let closed = self.close();
+        flushed.and(closed)
+    }
+}
+
 impl Drop for Engine {
     fn drop(&mut self) {
         if let Err(e) = self.close() {
@@ -998,6 +1064,61 @@ fn newer(best: Option<Cell>, c: Cell) -> Cell {
     match best {
         Some(b) if b.supersedes(&c) => b,
         _ => c,
+    }
+}
+
+/// Keeps other engines out of a data directory: an `flock` on `LOCK` and one on the
+/// directory itself. Locking an existing file needs no space, but creating `LOCK` does (an
+/// inode, a directory entry): if it is missing (an operator removed it) and the disk is full,
+/// the lock on the directory is enough, since every engine takes that too. Where a directory
+/// cannot be locked (NFS maps `flock` to `fcntl` locks, which need a file open for writing)
+/// only `LOCK` is, as before.
+#[derive(Debug)]
+struct DirLock {
+    _file: Option<std::fs::File>,
+    _dir: Option<std::fs::File>,
+}
+
+impl DirLock {
+    fn acquire(dir: &Path, fs: &dyn crate::fs::Fs) -> Result<DirLock> {
+        use std::fs::{File, OpenOptions, TryLockError};
+        let in_use = |path: &Path, why: &dyn std::fmt::Display| {
+            Error::io(
+                path,
+                std::io::Error::other(format!("data directory in use by another engine: {why}")),
+            )
+        };
+        let dir_lock = match File::open(dir).map(|f| (f.try_lock(), f)) {
+            Ok((Ok(()), f)) => Some(f),
+            Ok((Err(e @ TryLockError::WouldBlock), _)) => return Err(in_use(dir, &e)),
+            Ok((Err(TryLockError::Error(e)), _)) | Err(e) => {
+                tracing::debug!(dir = %dir.display(), error = %e, "cannot lock the data directory itself; relying on LOCK");
+                None
+            }
+        };
+        let lock_path = dir.join(LOCK_FILE);
+        let file = match OpenOptions::new().write(true).open(&lock_path) {
+            Ok(f) => Some(f),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => match fs.create_file(
+                &lock_path,
+                OpenOptions::new().create(true).truncate(false).write(true),
+            ) {
+                Ok(f) => Some(f),
+                Err(e) if crate::error::is_disk_full(&e) && dir_lock.is_some() => {
+                    tracing::warn!(path = %lock_path.display(), error = %e, "cannot create LOCK (disk full); the lock on the data directory keeps other engines out");
+                    None
+                }
+                Err(e) => return Err(Error::io(&lock_path, e)),
+            },
+            Err(e) => return Err(Error::io(&lock_path, e)),
+        };
+        if let Some(f) = &file {
+            f.try_lock().map_err(|e| in_use(&lock_path, &e))?;
+        }
+        Ok(DirLock {
+            _file: file,
+            _dir: dir_lock,
+        })
     }
 }
 
@@ -1055,22 +1176,32 @@ impl Inner {
         }
     }
 
-    /// Persists `m` as the manifest; a failure poisons the engine (the manifest on disk may
-    /// be either version, so nothing more may be built on it).
+    /// Persists `m` as the manifest. A failure to rename it into place (or to fsync the
+    /// directory after) poisons the engine: the manifest on disk may be either version, so
+    /// nothing more may be built on it. So does a failed fsync of the temporary file, unless
+    /// the disk is full. A full disk while writing the temporary file does not: `MANIFEST` is
+    /// untouched and still valid, the error (kind `StorageFull`) goes to the caller. So after
+    /// an error the engine is poisoned, or the old manifest stands.
     pub fn store_manifest(&self, m: &Manifest) -> Result<()> {
         self.poison.check()?;
-        match m.store(&self.config.dir, &*self.config.fs) {
-            Ok(n) => {
-                self.counters
-                    .manifest_bytes_written
-                    .fetch_add(n, Ordering::Relaxed);
-                Ok(())
-            }
+        let dir = &self.config.dir;
+        let fs = &*self.config.fs;
+        let n = match m.write_temp(dir, fs) {
+            Ok(n) => n,
+            Err(e) if e.is_disk_full() => return Err(e),
             Err(e) => {
                 self.poison.poison(format!("manifest update failed: {e}"));
-                Err(e)
+                return Err(e);
             }
+        };
+        if let Err(e) = Manifest::commit_temp(dir, fs) {
+            self.poison.poison(format!("manifest update failed: {e}"));
+            return Err(e);
         }
+        self.counters
+            .manifest_bytes_written
+            .fetch_add(n, Ordering::Relaxed);
+        Ok(())
     }
 
     /// Makes the active memtable of `ks` immutable (queued for flush) if it holds anything.
@@ -1088,10 +1219,16 @@ impl Inner {
         drop(st);
         // Start a fresh commit-log segment too, so that once this memtable is flushed the
         // segments holding its data hold nothing else of it and can be deleted (otherwise the
-        // active segment would be replayed needlessly after a restart). A failure here has
-        // poisoned the engine; the next write reports it.
+        // active segment would be replayed needlessly after a restart). A full disk leaves
+        // the current segment active, holding data of both memtables: it is deleted once
+        // both are flushed, and replayed whole until then, which is harmless. Any other
+        // failure here has poisoned the engine; the next write reports it.
         if let Err(e) = self.log.rotate_now() {
-            tracing::error!(error = %e, "commit-log rotation failed");
+            if self.note_disk_full(Activity::Write, &e) {
+                tracing::warn!(error = %e, "cannot start a new commit-log segment (disk full); the current one stays active");
+            } else {
+                tracing::error!(error = %e, "commit-log rotation failed");
+            }
         }
     }
 
@@ -1124,6 +1261,20 @@ impl Inner {
             }
             self.poison.check()?;
             self.check_open()?;
+            if let Some(full) = self.disk_full.get().filter(|f| f.flushes_failing) {
+                // Flushes fail for want of space: the budget will not come free by waiting,
+                // so say so now rather than after MAX_WRITE_STALL_MS.
+                break Err(Error::io(
+                    &self.config.dir,
+                    std::io::Error::new(
+                        std::io::ErrorKind::StorageFull,
+                        format!(
+                            "write refused: memtables are over memtable_total_bytes_max and flushes fail because the disk is full ({})",
+                            full.error
+                        ),
+                    ),
+                ));
+            }
             if start.elapsed() > Duration::from_millis(MAX_WRITE_STALL_MS) {
                 break Err(Error::io(
                     &self.config.dir,
@@ -1174,14 +1325,23 @@ impl Inner {
             self.check_open()?;
             if self.counters.flush_errors.load(Ordering::Acquire) != errors_before {
                 let why = self.last_error.lock().clone().unwrap_or_default();
+                // Keep the kind, so a caller can tell a full disk (the data stays in the
+                // commit log) from other failures.
+                let kind = *self.last_flush_error_kind.lock();
                 return Err(Error::io(
                     &self.config.dir,
-                    std::io::Error::other(format!("flush failed: {why}")),
+                    std::io::Error::new(kind, format!("flush failed: {why}")),
                 ));
             }
             self.flush_wake.notify();
             self.flush_done.wait_after(seen, Duration::from_millis(100));
         }
+    }
+
+    /// Records `e` in the "disk full" state if it is a full disk; returns whether it was.
+    pub fn note_disk_full(&self, activity: Activity, e: &Error) -> bool {
+        self.disk_full
+            .note(activity, e, self.config.clock.wall_millis())
     }
 
     pub fn record_error(&self, what: &str, e: &Error) {

@@ -9,7 +9,8 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    /// An I/O error on a named file.
+    /// An I/O error on a named file. A full disk is one of these, of kind `StorageFull`
+    /// (`ENOSPC`) or `QuotaExceeded` (`EDQUOT`): see [`Error::is_disk_full`].
     #[error("I/O error on {path}: {source}")]
     Io {
         path: PathBuf,
@@ -64,6 +65,13 @@ impl Error {
         }
     }
 
+    /// Whether this is a full disk: an I/O error of kind `StorageFull` (`ENOSPC`) or
+    /// `QuotaExceeded` (`EDQUOT`). An operating condition that passes once space is freed;
+    /// the engine never poisons itself for it (see `docs/storage-engine.md`, "Full disk").
+    pub fn is_disk_full(&self) -> bool {
+        matches!(self, Error::Io { source, .. } if is_disk_full(source))
+    }
+
     /// A corruption error.
     pub fn corruption(path: impl Into<PathBuf>, offset: u64, reason: impl Into<String>) -> Error {
         Error::Corruption {
@@ -72,4 +80,12 @@ impl Error {
             reason: reason.into(),
         }
     }
+}
+
+/// Whether an `io::Error` is a full disk (`ENOSPC` or `EDQUOT`).
+pub(crate) fn is_disk_full(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded
+    )
 }

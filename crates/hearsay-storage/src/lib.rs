@@ -10,8 +10,9 @@
 //! `flush` / `compact` / `stats`). Invariants: a batch is one checksummed commit-log record
 //! (all or nothing across a crash) and one sequence number (all or nothing for a scan); an
 //! acknowledged write survives a process crash in every sync mode and a power loss in
-//! `Batch` mode; a failed fsync poisons the engine for writes; nothing on disk is trusted
-//! without its checksum. The durability contract is `docs/storage-engine.md`.
+//! `Batch` mode; a failed fsync poisons the engine for writes, a full disk does not (writes
+//! fail with `ENOSPC` and succeed again once space is freed, see [`Engine::health`]);
+//! nothing on disk is trusted without its checksum. The durability contract is `docs/storage-engine.md`.
 //!
 //! Synchronous by design: no async runtime; the engine owns its flush and compaction threads.
 //! Depends only on `hearsay-types`; must never depend on the ring, gossip, cluster or server.
@@ -22,7 +23,7 @@ pub mod fs;
 
 pub use cell::{Cell, CellKey};
 pub use error::{Error, Result};
-pub use fs::{FaultyFs, Fs, RealFs};
+pub use fs::{FaultyFs, Fs, NoSpace, RealFs};
 
 // Owned by the SSTable work.
 pub mod bloom;
@@ -39,5 +40,8 @@ pub mod memtable;
 mod prefetch;
 
 pub use config::{CompactionStrategy, EngineConfig, KeyspaceOptions, SyncMode};
-pub use engine::{DEFAULT_KEYSPACE, Engine, EngineStats, KeyspaceStats, ScanIter, TableSummary};
+pub use engine::{
+    DEFAULT_KEYSPACE, DiskFull, Engine, EngineHealth, EngineStats, KeyspaceStats, ScanIter,
+    TableSummary,
+};
 pub use sstable::Compression;

@@ -281,19 +281,52 @@ impl Manifest {
         Manifest::decode(&path, &data).map(Some)
     }
 
-    /// Atomically replaces `dir/MANIFEST` with this manifest. An error means the outcome is
-    /// unknown (old or new manifest); the engine poisons itself.
+    /// Atomically replaces `dir/MANIFEST` with this manifest: [`Self::write_temp`], then
+    /// [`Self::commit_temp`]. An error means the outcome is unknown (old or new manifest)
+    /// unless it came from `write_temp`; the engine tells them apart.
     pub fn store(&self, dir: &Path, fs: &dyn Fs) -> Result<u64> {
+        let n = self.write_temp(dir, fs)?;
+        Manifest::commit_temp(dir, fs)?;
+        Ok(n)
+    }
+
+    /// Writes this manifest to `dir/MANIFEST.tmp` and fsyncs it; returns its size. On error
+    /// the temporary file is removed again and `MANIFEST` is untouched (still the valid
+    /// manifest): a full disk here is no reason to stop.
+    pub fn write_temp(&self, dir: &Path, fs: &dyn Fs) -> Result<u64> {
+        let tmp = dir.join(MANIFEST_TMP_FILE);
+        let bytes = self.encode();
+        let written = fs
+            .create_file(
+                &tmp,
+                std::fs::OpenOptions::new()
+                    .write(true)
+                    .create(true)
+                    .truncate(true),
+            )
+            .and_then(|mut f| {
+                f.write_all(&bytes)?;
+                fs.sync_file(&f, &tmp)
+            });
+        if let Err(e) = written {
+            if let Err(rm) = std::fs::remove_file(&tmp)
+                && rm.kind() != std::io::ErrorKind::NotFound
+            {
+                tracing::warn!(path = %tmp.display(), error = %rm, "could not remove a manifest temp file whose write failed; it is removed on next open");
+            }
+            return Err(Error::io(&tmp, e));
+        }
+        Ok(bytes.len() as u64)
+    }
+
+    /// Renames `dir/MANIFEST.tmp` (written by [`Self::write_temp`]) over `dir/MANIFEST` and
+    /// fsyncs the directory. An error means the outcome is unknown.
+    pub fn commit_temp(dir: &Path, fs: &dyn Fs) -> Result<()> {
         let tmp = dir.join(MANIFEST_TMP_FILE);
         let path = Manifest::path(dir);
-        let bytes = self.encode();
-        let mut f = std::fs::File::create(&tmp).map_err(|e| Error::io(&tmp, e))?;
-        f.write_all(&bytes).map_err(|e| Error::io(&tmp, e))?;
-        fs.sync_file(&f, &tmp).map_err(|e| Error::io(&tmp, e))?;
-        drop(f);
         fs.rename(&tmp, &path).map_err(|e| Error::io(&path, e))?;
         fs.sync_dir(dir).map_err(|e| Error::io(dir, e))?;
-        Ok(bytes.len() as u64)
+        Ok(())
     }
 }
 

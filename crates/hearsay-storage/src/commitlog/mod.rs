@@ -18,7 +18,7 @@ use crate::cell::{Cell, CellKey};
 use crate::config::SyncMode;
 use crate::engine::codec::{DResult, Reader, Writer};
 use crate::engine::poison::Poison;
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, is_disk_full};
 use crate::fs::Fs;
 use hearsay_types::{Timestamp, Token};
 use parking_lot::{Condvar, Mutex};
@@ -396,12 +396,24 @@ pub(crate) struct CommitLogStats {
     pub segments_deleted: AtomicU64,
 }
 
+/// The segment appends go to.
 #[derive(Debug)]
-struct ActiveSegment {
+struct Segment {
     id: u64,
     file: Arc<File>,
     path: PathBuf,
     len: u64,
+}
+
+#[derive(Debug)]
+struct ActiveSegment {
+    /// The segment appends go to. `None` from open until the first append creates one, so
+    /// that opening on a full disk needs no space: a creation that fails then is that
+    /// append's error.
+    current: Option<Segment>,
+    /// The id the next segment gets. Not reused after a failed creation, so a file a failed
+    /// creation could not remove never collides with a later segment.
+    next_id: u64,
     /// Total bytes appended since open (all segments).
     written_pos: u64,
     /// Older segments still on disk, waiting for their data to be flushed.
@@ -429,8 +441,8 @@ pub(crate) struct CommitLog {
 }
 
 impl CommitLog {
-    /// Opens the log for appending in a fresh segment `next_id`; `existing` are the replayed
-    /// segments that stay until their data is flushed.
+    /// Opens the log for appending; `existing` are the replayed segments that stay until
+    /// their data is flushed. Creates nothing: the first append creates segment `next_id`.
     pub fn open(
         dir: &Path,
         fs: Arc<dyn Fs>,
@@ -439,27 +451,24 @@ impl CommitLog {
         existing: &[u64],
         next_id: u64,
         poison: Arc<Poison>,
-    ) -> Result<CommitLog> {
-        let stats = CommitLogStats::default();
-        let (file, path) = create_segment(dir, &*fs, next_id, sync_mode, &stats)?;
-        Ok(CommitLog {
+    ) -> CommitLog {
+        debug_assert!(existing.iter().all(|&id| id < next_id));
+        CommitLog {
             dir: dir.to_path_buf(),
             fs,
             segment_bytes,
             sync_mode,
             active: Mutex::new(ActiveSegment {
-                id: next_id,
-                file: Arc::new(file),
-                path,
-                len: SEGMENT_HEADER_BYTES as u64,
+                current: None,
+                next_id,
                 written_pos: 0,
                 sealed: existing.iter().copied().collect(),
             }),
             sync: Mutex::new(SyncState::default()),
             sync_cv: Condvar::new(),
             poison,
-            stats,
-        })
+            stats: CommitLogStats::default(),
+        }
     }
 
     /// Appends one record. On return the bytes have reached the kernel (a process crash
@@ -469,85 +478,109 @@ impl CommitLog {
         self.append_frame(&frame_payload(payload))
     }
 
-    /// Appends one record made by [`encode_record`].
+    /// Appends one record made by [`encode_record`]. Creates the first segment, or the next
+    /// one when the current one is full; if that creation fails (a full disk), this append
+    /// fails and the next one tries again.
     pub fn append_frame(&self, frame: &[u8]) -> Result<Appended> {
         debug_assert!(
             frame.len() > RECORD_HEADER_BYTES
                 && frame.len() <= RECORD_HEADER_BYTES + MAX_RECORD_BYTES
         );
-        let mut a = self.active.lock();
+        let mut guard = self.active.lock();
         self.poison.check()?;
-        if a.len > SEGMENT_HEADER_BYTES as u64 && a.len + frame.len() as u64 > self.segment_bytes {
-            self.rotate(&mut a)?;
+        let a = &mut *guard;
+        let needs_segment = a.current.as_ref().is_none_or(|s| {
+            s.len > SEGMENT_HEADER_BYTES as u64 && s.len + frame.len() as u64 > self.segment_bytes
+        });
+        if needs_segment {
+            self.rotate(a)?;
         }
-        if let Err(e) = (&*a.file).write_all(frame) {
+        let Some(seg) = a.current.as_mut() else {
+            unreachable!("rotate returns Ok only with a segment open");
+        };
+        if let Err(e) = (&*seg.file).write_all(frame) {
             // Cut off whatever part was written so the next record does not follow garbage
-            // (which replay would call mid-log corruption). If even that fails, the log's
-            // state is unknown: stop accepting writes.
-            let undo = a.file.set_len(a.len);
+            // (which replay would call mid-log corruption). Shrinking a file needs no space,
+            // so this works on a full disk too. If even that fails, the log's state is
+            // unknown: stop accepting writes.
+            let undo = seg.file.set_len(seg.len);
             if let Err(undo_err) = undo {
                 self.poison.poison(format!(
                     "commit-log write to {} failed ({e}) and truncating the partial record failed ({undo_err})",
-                    a.path.display()
+                    seg.path.display()
                 ));
             }
-            return Err(Error::io(&a.path, e));
+            return Err(Error::io(&seg.path, e));
         }
-        a.len += frame.len() as u64;
+        seg.len += frame.len() as u64;
         a.written_pos += frame.len() as u64;
         self.stats
             .bytes_written
             .fetch_add(frame.len() as u64, Ordering::Relaxed);
         self.stats.records_written.fetch_add(1, Ordering::Relaxed);
         Ok(Appended {
-            segment_id: a.id,
+            segment_id: seg.id,
             end_pos: a.written_pos,
         })
     }
 
-    /// Seals the active segment and starts a new one, unless it holds no records yet.
+    /// Seals the current segment and starts a new one, unless it holds no records yet (or
+    /// there is none). A failed creation (a full disk) leaves the current segment active:
+    /// see [`Self::rotate`].
     pub fn rotate_now(&self) -> Result<()> {
         let mut a = self.active.lock();
-        if a.len > SEGMENT_HEADER_BYTES as u64 {
+        if a.current
+            .as_ref()
+            .is_some_and(|s| s.len > SEGMENT_HEADER_BYTES as u64)
+        {
             self.rotate(&mut a)?;
         }
         Ok(())
     }
 
-    /// Seals the active segment (syncing it unless sync mode is `None`) and starts a new one.
+    /// Syncs the current segment (unless sync mode is `None`), creates the next one and
+    /// makes it current, sealing the old one.
+    ///
+    /// A failed fsync of the current segment poisons the engine: acknowledged writes in it
+    /// may be lost. A failed *creation* of the next segment does not, unless it was an fsync
+    /// failing for another reason than a full disk: the current segment is synced, so nothing
+    /// acknowledged is in doubt, and the new file is removed. The current segment then stays
+    /// active (a segment's size is a target, not a format limit) and the next rotation tries
+    /// again.
     fn rotate(&self, a: &mut ActiveSegment) -> Result<()> {
-        if self.sync_mode != SyncMode::None {
-            self.stats.syncs.fetch_add(1, Ordering::Relaxed);
-            if let Err(e) = self.fs.sync_file(&a.file, &a.path) {
-                let msg = format!(
-                    "fsync of commit-log segment {} failed: {e}",
-                    a.path.display()
-                );
-                self.poison.poison(msg.clone());
-                return Err(Error::Poisoned(msg));
-            }
-        }
-        let new_id = a.id + 1;
-        let (file, path) =
-            match create_segment(&self.dir, &*self.fs, new_id, self.sync_mode, &self.stats) {
-                Ok(x) => x,
-                Err(e) => {
-                    if self.sync_mode != SyncMode::None {
-                        self.poison
-                            .poison(format!("creating commit-log segment {new_id} failed: {e}"));
-                    }
-                    return Err(e);
+        if let Some(cur) = &a.current {
+            if self.sync_mode != SyncMode::None {
+                self.stats.syncs.fetch_add(1, Ordering::Relaxed);
+                if let Err(e) = self.fs.sync_file(&cur.file, &cur.path) {
+                    let msg = format!(
+                        "fsync of commit-log segment {} failed: {e}",
+                        cur.path.display()
+                    );
+                    self.poison.poison(msg.clone());
+                    return Err(Error::Poisoned(msg));
                 }
-            };
-        let old = a.id;
-        a.sealed.insert(old);
-        a.id = new_id;
-        a.file = Arc::new(file);
-        a.path = path;
-        a.len = SEGMENT_HEADER_BYTES as u64;
-        // Everything before the new segment is synced (or sync mode is None).
-        let mut s = self.sync.lock();
-        s.synced_pos = s.synced_pos.max(a.written_pos);
+            }
+            // Everything appended so far is synced (or sync mode is None).
+            let mut s = self.sync.lock();
+            s.synced_pos = s.synced_pos.max(a.written_pos);
+        }
+        let id = a.next_id;
+        a.next_id += 1;
+        let seg = match create_segment(&self.dir, &*self.fs, id, self.sync_mode, &self.stats) {
+            Ok(seg) => seg,
+            Err(f) => {
+                if f.durability_failure {
+                    self.poison.poison(format!(
+                        "creating commit-log segment {id} failed: {}",
+                        f.error
+                    ));
+                }
+                return Err(f.error);
+            }
+        };
+        if let Some(old) = a.current.replace(seg) {
+            a.sealed.insert(old.id);
+        }
         Ok(())
     }
 
@@ -579,17 +612,24 @@ impl CommitLog {
             drop(s);
             // Lock order: never hold `sync` while taking `active` (rotate takes them the
             // other way round).
-            let (file, path, target) = {
+            let (current, target) = {
                 let a = self.active.lock();
-                (a.file.clone(), a.path.clone(), a.written_pos)
+                let current = a.current.as_ref().map(|c| (c.file.clone(), c.path.clone()));
+                (current, a.written_pos)
             };
-            self.stats.syncs.fetch_add(1, Ordering::Relaxed);
-            let r = self.fs.sync_file(&file, &path);
+            // No segment yet: nothing has been appended since open.
+            let r = match &current {
+                Some((file, path)) => {
+                    self.stats.syncs.fetch_add(1, Ordering::Relaxed);
+                    self.fs.sync_file(file, path).map_err(|e| (path.clone(), e))
+                }
+                None => Ok(()),
+            };
             s = self.sync.lock();
             s.syncing = false;
             match r {
                 Ok(()) => s.synced_pos = s.synced_pos.max(target),
-                Err(e) => self.poison.poison(format!(
+                Err((path, e)) => self.poison.poison(format!(
                     "fsync of commit-log segment {} failed: {e}",
                     path.display()
                 )),
@@ -604,14 +644,17 @@ impl CommitLog {
         self.sync_to(pos)
     }
 
-    /// The segment new appends go to.
+    /// The segment new appends go to, or (before the first append) the id the first one
+    /// will get: every segment below it is sealed.
     pub fn active_segment(&self) -> u64 {
-        self.active.lock().id
+        let a = self.active.lock();
+        a.current.as_ref().map_or(a.next_id, |c| c.id)
     }
 
     /// Number of segment files on disk.
     pub fn segment_count(&self) -> u64 {
-        self.active.lock().sealed.len() as u64 + 1
+        let a = self.active.lock();
+        a.sealed.len() as u64 + u64::from(a.current.is_some())
     }
 
     /// Deletes sealed segments with ids below `min_needed`: all their data is in SSTables.
@@ -635,33 +678,70 @@ impl CommitLog {
     }
 }
 
+/// Why a segment could not be created.
+struct CreateFailure {
+    error: Error,
+    /// An fsync of the new file or its directory failed for another reason than a full
+    /// disk: the file system's state is unknown, which poisons the engine. Failures to create
+    /// or write the file, and a full disk at any step, do not: nothing in it was acknowledged.
+    durability_failure: bool,
+}
+
+/// Creates segment `id` with its header, durably (unless sync mode is `None`). On failure
+/// the new file is removed again.
 fn create_segment(
     dir: &Path,
     fs: &dyn Fs,
     id: u64,
     sync_mode: SyncMode,
     stats: &CommitLogStats,
-) -> Result<(File, PathBuf)> {
+) -> Result<Segment, CreateFailure> {
     let path = segment_path(dir, id);
-    let mut file = OpenOptions::new()
-        .create_new(true)
-        .append(true)
-        .open(&path)
-        .map_err(|e| Error::io(&path, e))?;
-    file.write_all(&segment_header(id))
-        .map_err(|e| Error::io(&path, e))?;
-    if sync_mode != SyncMode::None {
-        // The new file's directory entry must be durable before any write in it is acked.
-        fs.sync_file(&file, &path)
-            .map_err(|e| Error::io(&path, e))?;
-        fs.sync_dir(dir).map_err(|e| Error::io(dir, e))?;
-        stats.syncs.fetch_add(2, Ordering::Relaxed);
+    let not_durability = |error: Error| CreateFailure {
+        error,
+        durability_failure: false,
+    };
+    let mut file = fs
+        .create_file(&path, OpenOptions::new().create_new(true).append(true))
+        .map_err(|e| not_durability(Error::io(&path, e)))?;
+    let synced = file
+        .write_all(&segment_header(id))
+        .map_err(|e| not_durability(Error::io(&path, e)))
+        .and_then(|()| {
+            if sync_mode == SyncMode::None {
+                return Ok(());
+            }
+            // The new file's directory entry must be durable before any write in it is acked.
+            let sync = |r: std::io::Result<()>, on: &Path| {
+                r.map_err(|e| CreateFailure {
+                    durability_failure: !is_disk_full(&e),
+                    error: Error::io(on, e),
+                })
+            };
+            sync(fs.sync_file(&file, &path), &path)?;
+            sync(fs.sync_dir(dir), dir)?;
+            stats.syncs.fetch_add(2, Ordering::Relaxed);
+            Ok(())
+        });
+    if let Err(f) = synced {
+        drop(file);
+        // Unlinking needs no space. If it fails anyway, replay deletes a file too short for
+        // its header, or replays a header-only one as empty; its id is never reused.
+        if let Err(e) = std::fs::remove_file(&path) {
+            tracing::warn!(path = %path.display(), error = %e, "could not remove a commit-log segment whose creation failed");
+        }
+        return Err(f);
     }
     stats
         .bytes_written
         .fetch_add(SEGMENT_HEADER_BYTES as u64, Ordering::Relaxed);
     stats.segments_created.fetch_add(1, Ordering::Relaxed);
-    Ok((file, path))
+    Ok(Segment {
+        id,
+        file: Arc::new(file),
+        path,
+        len: SEGMENT_HEADER_BYTES as u64,
+    })
 }
 
 #[cfg(test)]
@@ -751,8 +831,7 @@ mod tests {
             &[],
             0,
             poison,
-        )
-        .unwrap();
+        );
         let p1 = encode_batch(1, &cells());
         let a = log.append(&p1).unwrap();
         log.sync_to(a.end_pos).unwrap();
@@ -776,5 +855,48 @@ mod tests {
             truncated,
             (SEGMENT_HEADER_BYTES + RECORD_HEADER_BYTES + p1.len()) as u64
         );
+    }
+
+    /// Open creates no segment (it may run on a full disk); the first append does. A failed
+    /// creation at rotation leaves the current segment active, does not poison, and the next
+    /// rotation retries under a new id.
+    #[test]
+    fn segments_are_created_lazily_and_a_failed_creation_keeps_the_current_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let fs = crate::fs::FaultyFs::new();
+        let poison = Arc::new(Poison::default());
+        let log = CommitLog::open(
+            dir.path(),
+            fs.clone(),
+            64 << 10,
+            SyncMode::Batch,
+            &[],
+            7,
+            poison.clone(),
+        );
+        assert_eq!(list_segments(dir.path()).unwrap(), Vec::<u64>::new());
+        assert_eq!((log.active_segment(), log.segment_count()), (7, 0));
+        log.sync_all().unwrap();
+        let big = vec![0u8; 40 << 10];
+        assert_eq!(log.append(&big).unwrap().segment_id, 7);
+        fs.no_space("commitlog-", crate::fs::NoSpace::Write);
+        let err = log.append(&big).unwrap_err();
+        assert!(err.is_disk_full(), "{err}");
+        assert!(!poison.is_poisoned());
+        assert_eq!(log.active_segment(), 7);
+        assert_eq!(list_segments(dir.path()).unwrap(), vec![7]);
+        log.rotate_now().unwrap_err();
+        fs.clear_no_space();
+        let a = log.append(&big).unwrap();
+        assert_eq!(a.segment_id, 10, "ids 8 and 9 went to failed creations");
+        assert_eq!(list_segments(dir.path()).unwrap(), vec![7, 10]);
+        log.sync_to(a.end_pos).unwrap();
+        let mut n = 0;
+        replay(dir.path(), &RealFs, |_, _, _, _| {
+            n += 1;
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(n, 2);
     }
 }

@@ -72,14 +72,12 @@ pub(crate) fn start(inner: &Arc<Inner>) -> Result<Vec<JoinHandle<()>>> {
 /// An I/O error while writing an SSTable (its fsync, rename or directory fsync included)
 /// poisons the engine, as a commit-log fsync failure does: after a failed fsync nothing about
 /// the file system's state can be trusted. A full disk is the exception — it is an operating
-/// condition, not a lie about durability: the flush is retried and writers stall, then fail,
-/// until space is freed.
+/// condition, not a lie about durability: nothing was installed (the manifest still names
+/// only complete tables; see `Inner::store_manifest`), the memtables and the commit log still
+/// hold the data, and the flush is retried until space is freed.
 fn poison_if_durability_failure(inner: &Inner, what: &str, e: &Error) {
-    if let Error::Io { source, .. } = e
-        && !matches!(
-            source.kind(),
-            std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded
-        )
+    if let Error::Io { .. } = e
+        && !e.is_disk_full()
     {
         inner.poison.poison(format!("{what} failed: {e}"));
     }
@@ -133,6 +131,11 @@ fn flush_loop(inner: Arc<Inner>) {
                         continue;
                     }
                     poison_if_durability_failure(&inner, "flush", &e);
+                    inner.note_disk_full(super::disk_full::Activity::Flush, &e);
+                    *inner.last_flush_error_kind.lock() = match &e {
+                        Error::Io { source, .. } => source.kind(),
+                        _ => std::io::ErrorKind::Other,
+                    };
                     inner.counters.flush_errors.fetch_add(1, Ordering::AcqRel);
                     inner.record_error(&format!("flush of keyspace '{}'", ks.name), &e);
                     inner.flush_done.notify();
@@ -141,6 +144,7 @@ fn flush_loop(inner: Arc<Inner>) {
                         .flush_wake
                         .wait_after(s, Duration::from_millis(super::BACKGROUND_RETRY_MS));
                 } else {
+                    inner.disk_full.clear(super::disk_full::Activity::Flush);
                     inner.flush_done.notify();
                     inner.compaction_wake.notify();
                 }
@@ -213,6 +217,28 @@ impl Inner {
     }
 }
 
+impl Inner {
+    /// [`Inner::install`], deleting the new tables if that fails without poisoning the
+    /// engine (a full disk while writing the manifest): `MANIFEST` then still names only the
+    /// old tables, and the retry writes new ones, so these would only take space until the
+    /// next start. After a poisoning failure the manifest on disk may name them: they stay.
+    fn install_or_discard(
+        &self,
+        ks: &Keyspace,
+        remove_tables: &[u64],
+        remove_memtable: Option<u64>,
+        add: &[TableHandle],
+    ) -> Result<bool> {
+        let r = self.install(ks, remove_tables, remove_memtable, add.to_vec());
+        if r.is_err() && !self.poison.is_poisoned() {
+            for t in add {
+                t.table.mark_obsolete();
+            }
+        }
+        r
+    }
+}
+
 /// A flush warms the block cache ([`SstableWriter::warm_cache_all`]) only when its memtable
 /// is at most this share of the cache, so that one flush of cold data can never push out
 /// most of the hot set. A third: the default memtable, flushed at a little over 64 MiB,
@@ -261,7 +287,7 @@ fn flush_memtable(inner: &Arc<Inner>, ks: &Arc<Keyspace>, mem: &Arc<Memtable>) -
         )?;
         added.push(TableHandle { table, level: 0 });
     }
-    let installed = inner.install(ks, &[], Some(mem.id), added.clone())?;
+    let installed = inner.install_or_discard(ks, &[], Some(mem.id), &added)?;
     if !installed {
         for t in added {
             t.table.mark_obsolete();
@@ -751,7 +777,7 @@ impl CompactionRun {
                 level: self.task.output_level,
             });
         }
-        let installed = inner.install(ks, &self.task.inputs, None, added.clone())?;
+        let installed = inner.install_or_discard(ks, &self.task.inputs, None, &added)?;
         if !installed {
             for t in added {
                 t.table.mark_obsolete();

@@ -105,11 +105,11 @@ impl SstableWriter {
     ) -> Result<Self> {
         opts.validate()?;
         let tmp_path = tmp_path(dir, id);
-        let file = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(&tmp_path)
+        let file = fs
+            .create_file(
+                &tmp_path,
+                OpenOptions::new().write(true).create(true).truncate(true),
+            )
             .map_err(|e| Error::io(&tmp_path, e))?;
         Ok(SstableWriter {
             dir: dir.to_path_buf(),
