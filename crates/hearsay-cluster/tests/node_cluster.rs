@@ -1165,7 +1165,55 @@ async fn a_poisoned_replica_is_named_and_routed_around() {
         a.hints_pending() + b.hints_pending() >= 100,
         "C's writes are hinted"
     );
-    for n in &nodes {
+    // C does not coordinate writes either (a write through it could not be hinted to it).
+    let err = c
+        .write("default", vec![cell("via-c", "v")], QUORUM)
+        .await
+        .unwrap_err();
+    assert!(err.to_string().starts_with("storage poisoned: "), "{err}");
+    assert!(
+        err.to_string().contains("write through another node"),
+        "{err}"
+    );
+    // C restarts with a working disk: the hints bring it every write it missed.
+    let mut nodes = nodes;
+    let old_c = nodes.pop().unwrap();
+    old_c.node.shutdown().await;
+    let _ = old_c.engine.close();
+    let (data, mut config) = (old_c.data.clone(), old_c.config.clone());
+    config.cluster_addr = old_c.node.cluster_addr();
+    // The engine's directory lock goes with its last handle (the node's tasks hold some).
+    drop(old_c);
+    let mut opened = None;
+    wait_for("C's engine to reopen", CONVERGE, || {
+        let mut ec = EngineConfig::new(data.join("engine"));
+        ec.sync_mode = SyncMode::Batch;
+        opened = Engine::open(ec).ok();
+        opened.is_some()
+    })
+    .await;
+    let c_engine = Arc::new(opened.unwrap());
+    let c = {
+        let node = Node::start(config.clone(), c_engine.clone(), Arc::new(SystemClock))
+            .await
+            .unwrap();
+        TestNode {
+            node: Arc::new(node),
+            engine: c_engine,
+            data,
+            config,
+        }
+    };
+    wait_for("the hints to drain into C", CONVERGE, || {
+        nodes[0].node.hints_pending() == 0 && nodes[1].node.hints_pending() == 0
+    })
+    .await;
+    for i in 0..100 {
+        let k = format!("after-{i}");
+        assert_eq!(live(stored(&c.engine, &k)), Some("v".into()), "{k} on C");
+    }
+    assert!(c.node.health().is_ok(), "{:?}", c.node.health());
+    for n in nodes.iter().chain([&c]) {
         n.node.shutdown().await;
     }
 }

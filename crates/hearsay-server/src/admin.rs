@@ -162,11 +162,18 @@ async fn not_found(req: Request) -> Response {
 async fn health(State(ctx): State<Ctx>) -> Response {
     let h = match &ctx.state.cluster {
         Some(node) => node.health(),
-        None => hearsay_cluster::node::NodeHealth {
-            ready: true,
-            storage_poisoned: ctx.state.engine.stats().poisoned,
-            ..Default::default()
-        },
+        None => {
+            let storage = ctx.state.engine.health();
+            hearsay_cluster::node::NodeHealth {
+                ready: true,
+                storage_poisoned: storage.poisoned,
+                disk_full: storage
+                    .disk_full
+                    .filter(|d| d.writes_failing)
+                    .map(|d| d.to_string()),
+                ..Default::default()
+            }
+        }
     };
     if h.is_ok() {
         return json_ok(json!({ "status": "ok" }));

@@ -163,12 +163,10 @@ impl Node {
         }
         // LocalStore::shutdown already flushed and closed the engine; closing twice is a no-op.
         let engine = self.engine.clone();
-        let closed = tokio::task::spawn_blocking(move || {
-            engine.flush(None)?;
-            engine.close()
-        })
-        .await
-        .map_err(std::io::Error::other)?;
+        // A stop on a full disk is clean: the unflushed data stays in the commit log.
+        let closed = tokio::task::spawn_blocking(move || engine.shutdown())
+            .await
+            .map_err(std::io::Error::other)?;
         served?;
         match closed {
             Ok(()) | Err(hearsay_storage::Error::Closed) => Ok(()),

@@ -112,13 +112,17 @@ impl Inner {
     pub(crate) fn health(&self) -> NodeHealth {
         let verdict = self.clock_verdict.lock().clone();
         let max_us = self.config.max_clock_offset_ms * 1_000;
-        // TODO(storage): the engine's cheap health accessor and its disk-full state.
-        let poisoned = self.engine.stats().poisoned;
+        let storage = self.engine.health();
         NodeHealth {
             ready: self.ready.load(Relaxed),
             clock_skew: verdict.skewed.then(|| verdict.describe(max_us)),
-            storage_poisoned: poisoned,
-            disk_full: None,
+            storage_poisoned: storage.poisoned,
+            // Only a disk that refuses writes makes the replica unfit: flushes failing alone
+            // still leave every write acknowledged (it is in the commit log).
+            disk_full: storage
+                .disk_full
+                .filter(|d| d.writes_failing)
+                .map(|d| d.to_string()),
         }
     }
 
@@ -186,6 +190,10 @@ impl Inner {
 
     fn set_clock_verdict(&self, verdict: ClockVerdict) {
         let max_us = self.config.max_clock_offset_ms * 1_000;
+        if !verdict.skewed {
+            self.clock_baseline_us
+                .store(self.wall_minus_monotonic_us(), Relaxed);
+        }
         let was = self.clock_skewed.swap(verdict.skewed, Relaxed);
         self.rpc
             .context()
@@ -215,6 +223,7 @@ pub(crate) async fn run(inner: Arc<Inner>) {
         tokio::select! {
             _ = inner.shutdown.cancelled() => return,
             _ = tick.tick() => {}
+            _ = inner.clock_probe_wake.notified() => {}
         }
         inner.probe_clocks().await;
         inner.publish_health();

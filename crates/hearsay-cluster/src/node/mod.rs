@@ -119,6 +119,10 @@ pub enum NodeError {
     /// This node's clock is too far from the majority's to mint write timestamps.
     #[error("clock skew: {0}; refusing to coordinate writes until it is back")]
     ClockSkew(String),
+    /// This node's storage refuses writes (poisoned, disk full): it does not coordinate
+    /// writes either, so that clients write through a node that can hint it.
+    #[error("{0}")]
+    Unhealthy(String),
 }
 
 /// Shared state of a running node (what handlers and workers hold).
@@ -155,6 +159,12 @@ pub(crate) struct Inner {
     pub(crate) clock_skewed: std::sync::atomic::AtomicBool,
     /// The `x-health` value last gossiped.
     pub(crate) published_health: Mutex<String>,
+    /// When this node started (monotonic), and its wall-minus-monotonic reading at the last
+    /// clock check that found the clock fine (see `check_write_coordinator`).
+    pub(crate) started_mono: std::time::Instant,
+    pub(crate) clock_baseline_us: std::sync::atomic::AtomicI64,
+    /// Wakes the clock check at once (a write saw the clock step).
+    pub(crate) clock_probe_wake: tokio::sync::Notify,
 }
 
 /// A running node. Share it as `Arc<Node>`; every method takes `&self`.
@@ -249,6 +259,7 @@ impl Node {
             })?;
         let cluster_addr = crate::rpc::transport::Listener::local_addr(&listener);
         let empty_view = RingView::build(id, Membership::default(), &schema);
+        let started_mono = clock.monotonic();
         let inner = Arc::new(Inner {
             hint_scheduler: Mutex::new(HintScheduler::new(config.hint_scheduler_config())),
             config,
@@ -275,7 +286,13 @@ impl Node {
             clock_verdict: Mutex::new(clock::ClockVerdict::default()),
             clock_skewed: std::sync::atomic::AtomicBool::new(false),
             published_health: Mutex::new(String::new()),
+            started_mono,
+            clock_baseline_us: std::sync::atomic::AtomicI64::new(0),
+            clock_probe_wake: tokio::sync::Notify::new(),
         });
+        inner
+            .clock_baseline_us
+            .store(inner.wall_minus_monotonic_us(), Relaxed);
         inner.ensure_engine_keyspaces();
         let server = RpcServer::serve(rpc_ctx, Box::new(listener), registry(&inner))
             .map_err(|e| NodeError::Startup(format!("cannot start the RPC server: {e}")))?;
@@ -868,7 +885,46 @@ impl Inner {
                 v.describe(self.config.max_clock_offset_ms * 1_000),
             ));
         }
+        // A wall clock that stepped since it was last checked against the peers (an operator
+        // or NTP set it) is not trusted until the next check: without this, a clock set ahead
+        // would mint future timestamps until the next probe noticed.
+        let jump_us = self.clock_jump_us();
+        if jump_us.unsigned_abs() > self.config.max_clock_offset_ms * 1_000 / 2 {
+            self.clock_probe_wake.notify_one();
+            return Err(NodeError::ClockSkew(format!(
+                "this node's wall clock moved {:+.3} s against its monotonic clock since it was last checked against its peers (max offset {} ms); checking it again",
+                jump_us as f64 / 1e6,
+                self.config.max_clock_offset_ms
+            )));
+        }
+        let storage = self.engine.health();
+        if let Some(reason) = storage.poisoned {
+            return Err(NodeError::Unhealthy(format!(
+                "storage poisoned: {reason}; this node does not coordinate writes until it is restarted (write through another node)"
+            )));
+        }
+        if let Some(full) = storage.disk_full.filter(|d| d.writes_failing) {
+            return Err(NodeError::Unhealthy(format!(
+                "disk full: {full}; this node does not coordinate writes until space is freed (write through another node)"
+            )));
+        }
         Ok(())
+    }
+
+    /// Wall clock minus monotonic clock now, in µs since this node started: constant while
+    /// the wall clock runs at the monotonic clock's rate, changed by a step.
+    pub(crate) fn wall_minus_monotonic_us(&self) -> i64 {
+        let mono = self
+            .clock
+            .monotonic()
+            .saturating_duration_since(self.started_mono)
+            .as_micros() as i64;
+        self.clock.wall_micros() as i64 - mono
+    }
+
+    /// How far the wall clock stepped since the last clock check found it fine, in µs.
+    fn clock_jump_us(&self) -> i64 {
+        self.wall_minus_monotonic_us() - self.clock_baseline_us.load(Relaxed)
     }
 
     /// Refuses cells timestamped further ahead of the cluster's time (as this node knows

@@ -95,7 +95,7 @@ pub fn node_error(e: NodeError) -> StoreError {
             code: "UNAVAILABLE",
             message: e.to_string(),
         },
-        e @ NodeError::ClockSkew(_) => StoreError::Cluster {
+        e @ (NodeError::ClockSkew(_) | NodeError::Unhealthy(_)) => StoreError::Cluster {
             code: "ERR",
             message: e.to_string(),
         },
