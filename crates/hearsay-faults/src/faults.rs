@@ -340,8 +340,9 @@ fn libc_enospc() -> i32 {
 }
 
 /// Flips `bits` random bits in the files under `dir` (recursively) whose names end with
-/// `suffix` (`.sst`, `.log`), avoiding each file's last `keep_tail` bytes (e.g. an SSTable's
-/// footer, to hit data blocks). Returns `(file, offset, bit)` per flip.
+/// `suffix` (`.sst`, `.log`), at offsets uniform over their bytes, avoiding each file's last
+/// `keep_tail` bytes (e.g. an SSTable's footer, to hit data blocks). Returns
+/// `(file, offset, bit)` per flip.
 pub fn flip_bits(
     dir: &Path,
     suffix: &str,
@@ -356,10 +357,25 @@ pub fn flip_bits(
     if files.is_empty() {
         bail!("no *{suffix} files under {}", dir.display());
     }
+    // Offsets uniform over all the files' bytes, so big tables (the data) get most flips
+    // and a small one (the `system` keyspace's) its share.
+    let total: u64 = files.iter().map(|(_, len)| len - keep_tail).sum();
     let mut flips = Vec::new();
     for _ in 0..bits {
-        let (path, len) = &files[rng.random_range(0..files.len())];
-        let offset = rng.random_range(0..len - keep_tail);
+        let mut at = rng.random_range(0..total);
+        let (path, len) = files
+            .iter()
+            .find(|(_, len)| {
+                if at < len - keep_tail {
+                    true
+                } else {
+                    at -= len - keep_tail;
+                    false
+                }
+            })
+            .expect("offset within the total");
+        let offset = at;
+        debug_assert!(offset < len - keep_tail);
         let bit = rng.random_range(0..8u8);
         let mut data = std::fs::read(path)?;
         data[offset as usize] ^= 1 << bit;

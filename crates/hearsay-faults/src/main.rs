@@ -22,6 +22,14 @@ const DEFAULT_HEARSAY_BIN: &str =
 const DEFAULT_RUN_ROOT: &str = "/tmp/hearsay-faults";
 /// Length of one soak round (TESTING.md: an audit every 30 minutes).
 const SOAK_ROUND: Duration = Duration::from_secs(30 * 60);
+/// The soak's pause between a worker's operations: at full speed a 30-minute round would
+/// record ~5 million operations (gigabytes of history to keep and check); 5 ms per worker
+/// still keeps every node busy.
+const SOAK_THINK_MS: u64 = 5;
+/// A soak round shorter than this (the last one) is held to a smaller minimum of
+/// acknowledged writes than the full scenario's.
+const SOAK_SHORT_ROUND: Duration = Duration::from_secs(600);
+const SOAK_SHORT_ROUND_MIN_ACKED: usize = 1_000;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -65,6 +73,11 @@ struct Common {
     /// The short CI variants of the scenarios' durations and minimums.
     #[arg(long)]
     ci: bool,
+    /// Pause between each worker's operations, in milliseconds (default 0: as fast as the
+    /// cluster answers; the soak defaults to 5). Long runs at full speed write millions of
+    /// operations (hundreds of MB of history).
+    #[arg(long)]
+    think_ms: Option<u64>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -130,6 +143,7 @@ fn options(c: &Common) -> RunOptions {
         loopback: c.loopback,
         keep_data: c.keep_data,
         ci: c.ci,
+        think: Duration::from_millis(c.think_ms.unwrap_or(0)),
     }
 }
 
@@ -248,6 +262,7 @@ fn run(cli: Cli) -> anyhow::Result<bool> {
                 bail!("--hours must be in (0, 168]");
             }
             let mut opts = options(&common);
+            opts.think = Duration::from_millis(common.think_ms.unwrap_or(SOAK_THINK_MS));
             let seed = seed_of(&common);
             println!("soak for {hours} h, seed {seed}");
             let root = run_root(&common, "soak", seed)?;
@@ -257,13 +272,15 @@ fn run(cli: Cli) -> anyhow::Result<bool> {
             // Rounds of mixed faults, alternating B1 and B2, each ending in an audit.
             while Instant::now() < end {
                 let left = end - Instant::now();
-                opts.duration = Some(
-                    common
-                        .duration_s
-                        .map_or(SOAK_ROUND, Duration::from_secs)
-                        .min(left),
-                );
-                opts.min_acked = Some(common.min_acked.unwrap_or(1));
+                let round_len = common
+                    .duration_s
+                    .map_or(SOAK_ROUND, Duration::from_secs)
+                    .min(left);
+                opts.duration = Some(round_len);
+                // A short last round cannot reach a full run's minimum.
+                opts.min_acked = common
+                    .min_acked
+                    .or((round_len < SOAK_SHORT_ROUND).then_some(SOAK_SHORT_ROUND_MIN_ACKED));
                 let name = if round.is_multiple_of(2) {
                     "b1-mixed"
                 } else {

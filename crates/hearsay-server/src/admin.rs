@@ -289,8 +289,8 @@ async fn endpoints(State(ctx): State<Ctx>, req: Request) -> Response {
 
 /// The keyspace a `/v1/local/...` request names (`default` if none), if this node serves
 /// it: routed by the cluster node, or an engine keyspace of a single node (never the
-/// internal `system` keyspace, which has no placement).
-fn local_keyspace(ctx: &Ctx, params: &BTreeMap<String, Vec<u8>>) -> Result<String, Response> {
+/// internal `system` keyspace, which has no placement). Else the `404` to answer.
+fn local_keyspace(ctx: &Ctx, params: &BTreeMap<String, Vec<u8>>) -> Result<String, String> {
     let keyspace = match params.get("keyspace") {
         Some(k) => String::from_utf8_lossy(k).into_owned(),
         None => hearsay_cluster::node::DEFAULT_KEYSPACE.to_string(),
@@ -302,10 +302,7 @@ fn local_keyspace(ctx: &Ctx, params: &BTreeMap<String, Vec<u8>>) -> Result<Strin
     if known {
         Ok(keyspace)
     } else {
-        Err(error(
-            StatusCode::NOT_FOUND,
-            format!("keyspace '{keyspace}' does not exist"),
-        ))
+        Err(format!("keyspace '{keyspace}' does not exist"))
     }
 }
 
@@ -371,7 +368,7 @@ async fn local_scan(State(ctx): State<Ctx>, req: Request) -> Response {
     };
     let keyspace = match local_keyspace(&ctx, &params) {
         Ok(k) => k,
-        Err(r) => return r,
+        Err(e) => return error(StatusCode::NOT_FOUND, e),
     };
     let from = match params.get("from") {
         None => Token::MIN,
@@ -442,7 +439,7 @@ async fn local_get(State(ctx): State<Ctx>, req: Request) -> Response {
     };
     let keyspace = match local_keyspace(&ctx, &params) {
         Ok(k) => k,
-        Err(r) => return r,
+        Err(e) => return error(StatusCode::NOT_FOUND, e),
     };
     let Some(key_hex) = params.get("key") else {
         return error(StatusCode::BAD_REQUEST, "missing query parameter 'key'");
@@ -484,7 +481,7 @@ fn hex(b: &[u8]) -> String {
 
 /// Bytes of a hex string (either case), or `None` if it is not hex of whole bytes.
 fn unhex(h: &[u8]) -> Option<Vec<u8>> {
-    if h.len() % 2 != 0 {
+    if !h.len().is_multiple_of(2) {
         return None;
     }
     h.chunks(2)

@@ -68,6 +68,8 @@ pub struct RunOptions {
     pub keep_data: bool,
     /// The short CI variants (durations and minimums sized for ≤ 10 minutes in all).
     pub ci: bool,
+    /// Pause between each worker's operations (`ZERO`: as fast as the cluster answers).
+    pub think: Duration,
 }
 
 /// What a scenario runs with.
@@ -130,7 +132,7 @@ impl Ctx {
             register_readers: 2,
             unique_readers: 1,
             read_level: "QUORUM".into(),
-            think: Duration::ZERO,
+            think: self.opts.think,
             seed: self.seed,
             tag: String::new(),
         }
