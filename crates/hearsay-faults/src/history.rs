@@ -116,6 +116,16 @@ impl History {
         self.t0.elapsed().as_nanos() as u64
     }
 
+    /// The instant `ns` nanoseconds after the history began.
+    pub fn instant_of(&self, ns: u64) -> Instant {
+        self.t0 + std::time::Duration::from_nanos(ns)
+    }
+
+    /// When the most recent fault ended, if any did.
+    pub fn last_fault_end_ns(&self) -> Option<u64> {
+        self.lock().faults.iter().filter_map(|f| f.end_ns).max()
+    }
+
     /// Nanoseconds of `t` since the history began (0 for earlier instants).
     pub fn ns_of(&self, t: Instant) -> u64 {
         t.saturating_duration_since(self.t0).as_nanos() as u64

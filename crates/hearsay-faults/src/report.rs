@@ -96,7 +96,7 @@ impl Report {
                 (None, false) => "FAIL",
             };
             s.push_str(&format!(
-                "check {:<22} {:>6} {verdict:<4} {}\n",
+                "check {:<28} {:>6} {verdict:<4} {}\n",
                 check.name, check.violations, check.summary
             ));
             if let Some(why) = &check.skipped {

@@ -247,7 +247,7 @@ pub fn eio(ctx: &mut Ctx) -> anyhow::Result<()> {
 
 /// `b3-disk-full`.
 pub fn disk_full(ctx: &mut Ctx) -> anyhow::Result<()> {
-    if !crate::util::is_root() || ctx.opts.loopback {
+    if !ctx.network_faults_possible() {
         ctx.report.skipped = Some("needs root: the node's data directory is a small tmpfs".into());
         return Ok(());
     }

@@ -32,12 +32,12 @@ pub fn hints(ctx: &mut Ctx) -> anyhow::Result<()> {
     if ctx.opts.nodes < 4 {
         anyhow::bail!("b4-hints needs at least 4 nodes (a coordinator outside a 2-node split)");
     }
-    let opts = ctx.cluster_options();
-    let mut cluster = ctx.start_cluster(opts)?;
-    if !cluster.topo.network_faults() {
+    if !ctx.network_faults_possible() {
         ctx.report.skipped = Some("needs root: the partition is made with nftables".into());
         return Ok(());
     }
+    let opts = ctx.cluster_options();
+    let mut cluster = ctx.start_cluster(opts)?;
     let n = cluster.len();
     let h = ctx.history.clone();
     let base = ctx.workload_spec(&cluster);

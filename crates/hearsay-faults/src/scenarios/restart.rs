@@ -50,13 +50,13 @@ pub fn isolated_restart(ctx: &mut Ctx) -> anyhow::Result<()> {
     if ctx.opts.nodes < 3 {
         anyhow::bail!("isolated-restart needs at least 3 nodes");
     }
-    let opts = ctx.cluster_options();
-    let mut cluster = ctx.start_cluster(opts)?;
-    if !cluster.topo.network_faults() {
+    if !ctx.network_faults_possible() {
         ctx.report.skipped =
             Some("needs root: the restarted node is cut off from its peers with nftables".into());
         return Ok(());
     }
+    let opts = ctx.cluster_options();
+    let mut cluster = ctx.start_cluster(opts)?;
     let n = cluster.len();
     let addrs: Vec<_> = cluster.nodes.iter().map(|n| n.client).collect();
     let h = ctx.history.clone();
@@ -201,13 +201,37 @@ pub fn isolated_restart(ctx: &mut Ctx) -> anyhow::Result<()> {
     );
     ctx.report.checks.push(get_check);
 
-    // Heal and audit.
+    // Heal; once the cluster has re-formed and hints drained, every acknowledged SET must
+    // be on a quorum of its replicas too (the audit then asks for all of them).
     faults::heal(&cluster, &h, &[part_id])?;
     if ready.is_err() {
         cluster.nodes[victim].wait_ready(START_TIMEOUT)?;
     }
     h.fault_end(kill);
     let last_heal = end_faults(ctx, &mut cluster)?;
+    cluster.wait_formed(FORM_TIMEOUT)?;
+    let _ = cluster.wait_hints_drained(super::HINTS_WITHIN);
+    let mut after = Check::new("isolated-set-quorum-healed");
+    for (key, value, _) in sets.iter().filter(|(_, _, o)| *o == Outcome::Ok) {
+        let reps = placement.replicas(key);
+        let have: Vec<usize> = reps
+            .iter()
+            .copied()
+            .filter(|r| {
+                replicas::local_get(&cluster, *r, KEYSPACE, key)
+                    .ok()
+                    .flatten()
+                    .is_some_and(|c| c.holds(value))
+            })
+            .collect();
+        if have.len() < QUORUM_OF_3 {
+            after.violation(format!(
+                "{key}: after the heal on only {have:?} of its replicas {reps:?}"
+            ));
+        }
+    }
+    after.summary = format!("{ok} acknowledged SETs checked after the heal and hint replay");
+    ctx.report.checks.push(after);
     audit(
         ctx,
         &mut cluster,
