@@ -360,6 +360,14 @@ impl Node {
     }
 }
 
+impl Drop for Node {
+    /// A node never outlives the harness's handle on it (a scenario that fails half-way,
+    /// a panic): in loopback mode nothing else would stop it.
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
 /// Sends `sig` to `pid`.
 pub fn signal(pid: u32, sig: nix::sys::signal::Signal) -> anyhow::Result<()> {
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), sig)

@@ -61,6 +61,11 @@ struct State {
     pid: u32,
     k: u8,
     namespaces: Vec<String>,
+    /// Host-side veth ends. Deleted explicitly: a namespace lives on (with its veth pair)
+    /// after `ip netns del` while anything still references it, e.g. orphaned TCP
+    /// sockets of a killed node finishing their retransmissions, which takes minutes.
+    #[serde(default)]
+    links: Vec<String>,
     bridge: Option<String>,
     mounts: Vec<PathBuf>,
 }
@@ -139,12 +144,19 @@ impl Topology {
     fn create_netns(n: usize) -> anyhow::Result<Topology> {
         std::fs::create_dir_all(STATE_DIR).with_context(|| format!("creating {STATE_DIR}"))?;
         let routes = run("ip", &["-4", "route", "show", "table", "all"]).unwrap_or_default();
-        let start = std::process::id() as usize;
+        let links = run("ip", &["-o", "link", "show"]).unwrap_or_default();
+        // Start somewhere different for every topology (pid and time), so scenarios run one
+        // after another in one process do not reuse a subnet whose leftovers may linger.
+        let start = (std::process::id() as u128
+            ^ std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos())
+                .unwrap_or(0)) as usize;
         let mut claimed = None;
         for j in 0..256 {
             let k = ((start + j * 37) % 256) as u8;
             let subnet = format!("{}.{}.{k}.", SUBNET_OCTETS[0], SUBNET_OCTETS[1]);
-            if routes.contains(&subnet) {
+            if routes.contains(&subnet) || links_of(&links, k) {
                 continue;
             }
             let path = Path::new(STATE_DIR).join(format!("{k}.json"));
@@ -206,6 +218,8 @@ impl Topology {
             "ip",
             &["link", "add", veth, "type", "veth", "peer", "name", &peer],
         )?;
+        self.state.links.push(veth.to_string());
+        self.save_state()?;
         run("ip", &["link", "set", &peer, "netns", ns])?;
         run("ip", &["link", "set", veth, "master", &bridge, "up"])?;
         run("ip", &["-n", ns, "link", "set", &peer, "name", "eth0"])?;
@@ -403,6 +417,9 @@ fn ports_free(ip: Ipv4Addr) -> bool {
 /// Removes what a run created: kills processes left in its namespaces (nodes of a run that
 /// crashed), deletes the namespaces and the bridge, unmounts its tmpfs mounts.
 fn remove(state: &State) {
+    for l in &state.links {
+        run_quiet("ip", &["link", "del", l]);
+    }
     for ns in &state.namespaces {
         if let Ok(pids) = run("ip", &["netns", "pids", ns]) {
             for pid in pids
@@ -426,6 +443,18 @@ fn remove(state: &State) {
             run_quiet("umount", &["-l", m]);
         }
     }
+}
+
+/// Whether `ip -o link show` output lists an interface of subnet `k` (`hsf<k>…`).
+fn links_of(links: &str, k: u8) -> bool {
+    let prefix = format!("{PREFIX}{k}");
+    links.lines().any(|l| {
+        l.split(':')
+            .nth(1)
+            .map(|name| name.trim().split('@').next().unwrap_or(""))
+            .and_then(|name| name.strip_prefix(&prefix))
+            .is_some_and(|rest| !rest.starts_with(|c: char| c.is_ascii_digit()))
+    })
 }
 
 /// Whether `pid` is a live `hearsay-faults` process (not a recycled pid).
@@ -504,15 +533,22 @@ pub fn clean_stale() -> anyhow::Result<()> {
             });
         }
     }
-    let links = run("ip", &["-o", "link", "show", "type", "bridge"]).unwrap_or_default();
+    let links = run("ip", &["-o", "link", "show"]).unwrap_or_default();
     for line in links.lines() {
-        // "12: hsf7br: <BROADCAST,..."
-        let name = line.split(':').nth(1).unwrap_or("").trim();
-        if name.ends_with("br")
-            && let Some(k) = owned_k(name)
+        // "12: hsf7br: <BROADCAST,...", "190: hsf202v1@if189: <...": bridges and host-side
+        // veth ends of runs that are gone.
+        let name = line
+            .split(':')
+            .nth(1)
+            .unwrap_or("")
+            .trim()
+            .split('@')
+            .next()
+            .unwrap_or("");
+        if let Some(k) = owned_k(name)
             && !live.contains(&k)
         {
-            println!("removing stale bridge {name}");
+            println!("removing stale interface {name}");
             run_quiet("ip", &["link", "del", name]);
         }
     }
@@ -537,4 +573,22 @@ pub fn clean_stale() -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn interfaces_of_a_subnet_are_recognised_by_name() {
+        let links = "1: lo: <LOOPBACK,UP> mtu 65536\n\
+                     190: hsf202v1@if189: <BROADCAST> mtu 1500\n\
+                     12: hsf7br: <BROADCAST> mtu 1500\n";
+        assert!(links_of(links, 202));
+        assert!(links_of(links, 7));
+        // hsf20… is not subnet 202's, nor 202's subnet 20's.
+        assert!(!links_of(links, 20));
+        assert!(!links_of(links, 2));
+        assert!(!links_of(links, 9));
+    }
 }
