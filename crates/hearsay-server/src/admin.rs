@@ -8,6 +8,8 @@
 //! | `GET /v1/membership` | gossip's membership view (status, generation, heartbeat, phi, addresses); 404 in single mode |
 //! | `GET /v1/stats` | server, store, storage-engine and cluster counters |
 //! | `GET /v1/endpoints?keyspace=K&key=KEY` | the key's token and its replicas |
+//! | `GET /v1/local/scan?keyspace=K&from=T&limit=N` | this node's own stored cells from token `T` (inclusive), in token order, tombstones included, at most [`MAX_LOCAL_SCAN_CELLS`] |
+//! | `GET /v1/local/get?keyspace=K&key=HEX` | this node's own stored cell of one key, or `null` |
 //! | `GET /metrics` | the same figures in the Prometheus/OpenMetrics text format |
 //!
 //! The same JSON shapes are served in cluster mode (a [`hearsay_cluster::node::Node`] runs)
@@ -18,7 +20,13 @@
 //! [`MAX_QUERY_BYTES`], at most [`MAX_ADMIN_CONNECTIONS`] connections at once, and a
 //! connection must deliver each request within [`ADMIN_REQUEST_TIMEOUT`] of opening or of its
 //! previous response. Handlers only read snapshots (counters, the ring view); none blocks on
-//! I/O. The module is documented for operators in `docs/admin.md`.
+//! I/O on the async runtime: the two `/v1/local/...` views read the engine (SSTables may
+//! be on disk) on the blocking pool, a bounded page at a time. The module is documented for
+//! operators in `docs/admin.md`.
+//!
+//! The `/v1/local/...` views exist for fault tests (`hearsay-faults`) and operators who must
+//! see what one replica holds: a read through the coordinator at any level compares and
+//! repairs replicas, so it can never show that one of them lacks a write.
 
 pub mod client;
 mod listener;
@@ -35,8 +43,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use hearsay_cluster::node::{KeyspaceDef, MemberRow, Node, NodeStatus, SYSTEM_KEYSPACE};
 use hearsay_ring::ReplicationStrategy;
-use hearsay_storage::{Engine, EngineStats};
-use hearsay_types::Timestamp;
+use hearsay_storage::{Cell, CellKey, Engine, EngineStats};
+use hearsay_types::{Timestamp, Token};
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -58,6 +66,11 @@ pub const ADMIN_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 /// Host id shown in single-node mode when the data directory holds no `node_id` file (a
 /// cluster node creates one at its first start).
 const SINGLE_NODE_ID: &str = "local";
+/// Most cells one `/v1/local/scan` page returns (a page may exceed it only to finish the
+/// cells of its last token). As many as a replica returns to a `ScanRange` request
+/// (`hearsay_cluster::node::messages::MAX_SCAN_CELLS`): a few MB of JSON, built in one
+/// blocking task without holding up other requests.
+pub const MAX_LOCAL_SCAN_CELLS: usize = 10_000;
 
 /// What the admin API reads. Cheap to clone.
 #[derive(Debug, Clone)]
@@ -98,6 +111,8 @@ fn router(ctx: Ctx) -> Router {
         .route("/v1/membership", get(membership))
         .route("/v1/stats", get(stats))
         .route("/v1/endpoints", get(endpoints))
+        .route("/v1/local/scan", get(local_scan))
+        .route("/v1/local/get", get(local_get))
         .route("/metrics", get(prometheus))
         .fallback(not_found)
         .layer(axum::middleware::from_fn(guard))
@@ -300,6 +315,227 @@ async fn endpoints(State(ctx): State<Ctx>, req: Request) -> Response {
         "token": token.0,
         "replicas": replicas,
     }))
+}
+
+/// The keyspace a `/v1/local/...` request names (`default` if none), if this node serves
+/// it: routed by the cluster node, or an engine keyspace of a single node (never the
+/// internal `system` keyspace, which has no placement). Else the `404` to answer.
+fn local_keyspace(ctx: &Ctx, params: &BTreeMap<String, Vec<u8>>) -> Result<String, String> {
+    let keyspace = match params.get("keyspace") {
+        Some(k) => String::from_utf8_lossy(k).into_owned(),
+        None => hearsay_cluster::node::DEFAULT_KEYSPACE.to_string(),
+    };
+    let known = match &ctx.state.cluster {
+        Some(node) => node.view().routes.contains_key(&keyspace),
+        None => keyspace != SYSTEM_KEYSPACE && ctx.state.engine.keyspaces().contains(&keyspace),
+    };
+    if known {
+        Ok(keyspace)
+    } else {
+        Err(format!("keyspace '{keyspace}' does not exist"))
+    }
+}
+
+/// Computes the natural replicas of a token as this node's ring view does at the moment of
+/// the request (one snapshot for a whole page), or just this node when it runs alone.
+enum ReplicaLookup {
+    Ring(Arc<hearsay_cluster::node::RingView>, String),
+    Single(String),
+}
+
+impl ReplicaLookup {
+    fn new(ctx: &Ctx, keyspace: &str) -> ReplicaLookup {
+        match &ctx.state.cluster {
+            Some(node) => ReplicaLookup::Ring(node.view(), keyspace.to_string()),
+            None => ReplicaLookup::Single(single_node_id(&ctx.state.server)),
+        }
+    }
+
+    fn replicas(&self, token: Token) -> Vec<String> {
+        match self {
+            ReplicaLookup::Ring(view, keyspace) => {
+                view.routes.get(keyspace).map_or_else(Vec::new, |route| {
+                    route
+                        .map
+                        .read_replicas(token)
+                        .iter()
+                        .map(ToString::to_string)
+                        .collect()
+                })
+            }
+            ReplicaLookup::Single(me) => vec![me.clone()],
+        }
+    }
+}
+
+/// One stored cell as the `/v1/local/...` views show it: the key in hex (keys are bytes),
+/// the value only as its length and CRC32C (enough to compare replicas and check a client's
+/// value without shipping it).
+fn local_cell_json(key: &CellKey, cell: &Cell, replicas: Vec<String>) -> Value {
+    let value = cell.value.as_deref().unwrap_or(&[]);
+    json!({
+        "key": hex(&key.key),
+        "token": key.token.0,
+        "timestamp": cell.timestamp.0,
+        "tombstone": cell.value.is_none(),
+        "expires_at_ms": cell.expires_at_ms,
+        "value_len": value.len(),
+        "value_crc32c": crc32c(value),
+        "replicas": replicas,
+    })
+}
+
+/// `GET /v1/local/scan`: this node's own cells from `from` (inclusive) in token order,
+/// tombstones and expired values included, read from the engine directly (no coordinator,
+/// no digest comparison, no repair). The page rule is the replicas' `ScanRange` rule: at
+/// most `limit` cells, except that a page never ends inside a token (it finishes the cells
+/// of its last token), so `next` (the token to resume from, or `null` at the end) never
+/// skips or repeats a cell.
+async fn local_scan(State(ctx): State<Ctx>, req: Request) -> Response {
+    let params = match parse_query(req.uri().query().unwrap_or("")) {
+        Ok(p) => p,
+        Err(e) => return error(StatusCode::BAD_REQUEST, e),
+    };
+    let keyspace = match local_keyspace(&ctx, &params) {
+        Ok(k) => k,
+        Err(e) => return error(StatusCode::NOT_FOUND, e),
+    };
+    let from = match params.get("from") {
+        None => Token::MIN,
+        Some(t) => match std::str::from_utf8(t)
+            .ok()
+            .and_then(|t| t.parse::<i64>().ok())
+        {
+            Some(t) => Token(t),
+            None => return error(StatusCode::BAD_REQUEST, "'from' must be an i64 token"),
+        },
+    };
+    let limit = match params.get("limit") {
+        None => MAX_LOCAL_SCAN_CELLS,
+        Some(n) => match std::str::from_utf8(n)
+            .ok()
+            .and_then(|n| n.parse::<usize>().ok())
+        {
+            Some(n) if n >= 1 => n.min(MAX_LOCAL_SCAN_CELLS),
+            _ => {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    "'limit' must be a positive integer",
+                );
+            }
+        },
+    };
+    let lookup = ReplicaLookup::new(&ctx, &keyspace);
+    let engine = ctx.state.engine.clone();
+    let page = tokio::task::spawn_blocking(move || {
+        use std::ops::Bound;
+        let lower = Bound::Included(CellKey::new(from, bytes::Bytes::new()));
+        let iter = engine
+            .scan(&keyspace, lower, Bound::Unbounded)
+            .map_err(|e| e.to_string())?;
+        let mut cells: Vec<Value> = Vec::new();
+        let mut last: Option<Token> = None;
+        for item in iter {
+            let (k, c) = item.map_err(|e| e.to_string())?;
+            if cells.len() >= limit && last != Some(k.token) {
+                return Ok((cells, Some(k.token)));
+            }
+            last = Some(k.token);
+            let replicas = lookup.replicas(k.token);
+            cells.push(local_cell_json(&k, &c, replicas));
+        }
+        Ok::<_, String>((cells, None))
+    })
+    .await;
+    match page {
+        Ok(Ok((cells, next))) => json_ok(json!({
+            "cells": cells,
+            "next": next.map(|t| t.0),
+        })),
+        Ok(Err(e)) => error(StatusCode::INTERNAL_SERVER_ERROR, e),
+        Err(e) => error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("scan task failed: {e}"),
+        ),
+    }
+}
+
+/// `GET /v1/local/get`: this node's own stored cell of `key` (hex), as `/v1/local/scan`
+/// shows it, or `null` if it holds nothing for the key.
+async fn local_get(State(ctx): State<Ctx>, req: Request) -> Response {
+    let params = match parse_query(req.uri().query().unwrap_or("")) {
+        Ok(p) => p,
+        Err(e) => return error(StatusCode::BAD_REQUEST, e),
+    };
+    let keyspace = match local_keyspace(&ctx, &params) {
+        Ok(k) => k,
+        Err(e) => return error(StatusCode::NOT_FOUND, e),
+    };
+    let Some(key_hex) = params.get("key") else {
+        return error(StatusCode::BAD_REQUEST, "missing query parameter 'key'");
+    };
+    let Some(key) = unhex(key_hex) else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "'key' must be hex (two digits per byte)",
+        );
+    };
+    let key = CellKey::new(hearsay_ring::token_of(&key), key);
+    let lookup = ReplicaLookup::new(&ctx, &keyspace);
+    let engine = ctx.state.engine.clone();
+    let cell = tokio::task::spawn_blocking(move || {
+        let cell = engine.get(&keyspace, &key).map_err(|e| e.to_string())?;
+        Ok::<_, String>(cell.map(|c| local_cell_json(&key, &c, lookup.replicas(key.token))))
+    })
+    .await;
+    match cell {
+        Ok(Ok(v)) => json_ok(v.unwrap_or(Value::Null)),
+        Ok(Err(e)) => error(StatusCode::INTERNAL_SERVER_ERROR, e),
+        Err(e) => error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("read task failed: {e}"),
+        ),
+    }
+}
+
+/// Lower-case hex of `b`.
+fn hex(b: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut s = String::with_capacity(b.len() * 2);
+    for &x in b {
+        s.push(char::from(DIGITS[usize::from(x >> 4)]));
+        s.push(char::from(DIGITS[usize::from(x & 15)]));
+    }
+    s
+}
+
+/// Bytes of a hex string (either case), or `None` if it is not hex of whole bytes.
+fn unhex(h: &[u8]) -> Option<Vec<u8>> {
+    if !h.len().is_multiple_of(2) {
+        return None;
+    }
+    h.chunks(2)
+        .map(|p| {
+            let digit = |c: u8| char::from(c).to_digit(16);
+            Some((digit(p[0])? * 16 + digit(p[1])?) as u8)
+        })
+        .collect()
+}
+
+/// CRC32C (Castagnoli) of `data`, bit by bit: the same checksum the engine and the fault
+/// harness use (`crc32c` crate), written out here because this crate does not depend on
+/// that crate and the views only checksum values a page at a time (a bounded cost).
+fn crc32c(data: &[u8]) -> u32 {
+    /// The reflected Castagnoli polynomial.
+    const POLY: u32 = 0x82F6_3B78;
+    let mut crc = !0u32;
+    for &b in data {
+        crc ^= u32::from(b);
+        for _ in 0..8 {
+            crc = (crc >> 1) ^ (POLY & (crc & 1).wrapping_neg());
+        }
+    }
+    !crc
 }
 
 async fn prometheus(State(ctx): State<Ctx>) -> Response {

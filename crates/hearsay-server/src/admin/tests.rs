@@ -259,6 +259,247 @@ async fn single_node_endpoints_give_the_cassandra_token_and_self() {
     s.admin.stop().await;
 }
 
+/// A single node whose engine the test writes to directly (cells with chosen timestamps,
+/// tombstones and expiries, as a replica stores them).
+async fn single_with_engine() -> (Single, Arc<Engine>) {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = open_engine(&dir.path().join("engine"));
+    let server = server_state(engine.clone(), dir.path());
+    let admin = Admin::start(AdminState {
+        server: server.clone(),
+        engine: engine.clone(),
+        cluster: None,
+    })
+    .await;
+    (
+        Single {
+            _dir: dir,
+            server,
+            admin,
+        },
+        engine,
+    )
+}
+
+fn cell_key(key: &[u8]) -> CellKey {
+    CellKey::new(hearsay_ring::token_of(key), Bytes::copy_from_slice(key))
+}
+
+#[tokio::test]
+async fn local_scan_shows_this_nodes_cells_in_token_order_with_tombstones() {
+    let (s, engine) = single_with_engine().await;
+    let mut batch = vec![
+        (cell_key(b"alive"), Cell::value("123456789", Timestamp(7))),
+        (cell_key(b"gone"), Cell::tombstone(Timestamp(8))),
+        (
+            cell_key(b"brief"),
+            Cell::expiring("x", Timestamp(9), 1_700_000_000_000),
+        ),
+    ];
+    for i in 0..20 {
+        let k = format!("k{i}");
+        batch.push((
+            cell_key(k.as_bytes()),
+            Cell::value(k.clone(), Timestamp(10)),
+        ));
+    }
+    engine.apply("default", &batch).unwrap();
+
+    let (code, v) = s.admin.json("/v1/local/scan?keyspace=default").await;
+    assert_eq!(code, 200, "{v}");
+    assert!(v["next"].is_null(), "{v}");
+    let cells = v["cells"].as_array().unwrap();
+    assert_eq!(cells.len(), batch.len(), "{v}");
+    let tokens: Vec<i64> = cells.iter().map(|c| c["token"].as_i64().unwrap()).collect();
+    assert!(tokens.windows(2).all(|w| w[0] <= w[1]), "{tokens:?}");
+    let by_key = |k: &str| -> Value {
+        cells
+            .iter()
+            .find(|c| c["key"] == hex(k.as_bytes()).as_str())
+            .unwrap_or_else(|| panic!("{k} missing in {v}"))
+            .clone()
+    };
+    // CRC32C("123456789") is the standard check value 0xE3069283.
+    assert_eq!(
+        by_key("alive"),
+        json!({"key": hex(b"alive"), "token": hearsay_ring::token_of(b"alive").0,
+               "timestamp": 7, "tombstone": false, "expires_at_ms": null,
+               "value_len": 9, "value_crc32c": 0xE306_9283u32, "replicas": ["local"]})
+    );
+    let gone = by_key("gone");
+    assert_eq!(gone["tombstone"], true);
+    assert_eq!(gone["value_len"], 0);
+    assert_eq!(gone["timestamp"], 8);
+    assert_eq!(by_key("brief")["expires_at_ms"], 1_700_000_000_000u64);
+
+    // Pages of one cell: `next` resumes exactly where the page stopped, every cell once.
+    let mut seen = Vec::new();
+    let mut from: Option<i64> = None;
+    for _ in 0..=batch.len() {
+        let path = match from {
+            Some(t) => format!("/v1/local/scan?limit=1&from={t}"),
+            None => "/v1/local/scan?limit=1".to_string(),
+        };
+        let (code, page) = s.admin.json(&path).await;
+        assert_eq!(code, 200, "{page}");
+        for c in page["cells"].as_array().unwrap() {
+            seen.push(c["key"].as_str().unwrap().to_string());
+        }
+        match page["next"].as_i64() {
+            Some(t) => from = Some(t),
+            None => break,
+        }
+    }
+    let all: Vec<String> = cells
+        .iter()
+        .map(|c| c["key"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(seen, all);
+
+    // `from` is inclusive: starting at a cell's token returns it first.
+    let third = tokens[2];
+    let (_, page) = s
+        .admin
+        .json(&format!("/v1/local/scan?from={third}&limit=1"))
+        .await;
+    assert_eq!(page["cells"][0]["token"], third, "{page}");
+
+    // Bad input is a clear 4xx; the system keyspace has no placement and is not served.
+    for (path, want) in [
+        ("/v1/local/scan?from=abc", 400),
+        ("/v1/local/scan?limit=0", 400),
+        ("/v1/local/scan?keyspace=nope", 404),
+        ("/v1/local/scan?keyspace=system", 404),
+    ] {
+        let (code, v) = s.admin.json(path).await;
+        assert_eq!(code, want, "{path}: {v}");
+        assert!(v["error"].is_string(), "{path}: {v}");
+    }
+    s.admin.stop().await;
+}
+
+#[tokio::test]
+async fn local_scan_pages_never_end_inside_a_token_and_are_bounded() {
+    let (s, engine) = single_with_engine().await;
+    // Two keys sharing one token (cells are ordered by token, then key).
+    let t = Token(42);
+    engine
+        .apply(
+            "default",
+            &[
+                (
+                    CellKey::new(t, Bytes::from_static(b"a")),
+                    Cell::value("1", Timestamp(1)),
+                ),
+                (
+                    CellKey::new(t, Bytes::from_static(b"b")),
+                    Cell::value("2", Timestamp(1)),
+                ),
+                (
+                    CellKey::new(Token(43), Bytes::from_static(b"c")),
+                    Cell::value("3", Timestamp(1)),
+                ),
+            ],
+        )
+        .unwrap();
+    let (_, page) = s.admin.json("/v1/local/scan?from=42&limit=1").await;
+    assert_eq!(page["cells"].as_array().unwrap().len(), 2, "{page}");
+    assert_eq!(page["next"], 43, "{page}");
+
+    // A limit above the bound is clamped, not refused.
+    let many: Vec<(CellKey, Cell)> = (0..MAX_LOCAL_SCAN_CELLS + 5)
+        .map(|i| {
+            let k = format!("m{i}");
+            (cell_key(k.as_bytes()), Cell::value("v", Timestamp(1)))
+        })
+        .collect();
+    engine.apply("default", &many).unwrap();
+    let (code, page) = s
+        .admin
+        .json(&format!(
+            "/v1/local/scan?limit={}",
+            MAX_LOCAL_SCAN_CELLS * 10
+        ))
+        .await;
+    assert_eq!(code, 200);
+    let n = page["cells"].as_array().unwrap().len();
+    // At most the bound plus the rest of the last token's cells (here: one key per token).
+    assert!(
+        (MAX_LOCAL_SCAN_CELLS..=MAX_LOCAL_SCAN_CELLS + 1).contains(&n),
+        "{n}"
+    );
+    assert!(page["next"].is_i64(), "more cells remain");
+    s.admin.stop().await;
+}
+
+#[tokio::test]
+async fn local_get_answers_one_cell_or_null() {
+    let (s, engine) = single_with_engine().await;
+    engine
+        .apply(
+            "default",
+            &[
+                (cell_key(b"k\x00bin"), Cell::value("v", Timestamp(3))),
+                (cell_key(b"dead"), Cell::tombstone(Timestamp(4))),
+            ],
+        )
+        .unwrap();
+    let (code, v) = s
+        .admin
+        .json(&format!("/v1/local/get?key={}", hex(b"k\x00bin")))
+        .await;
+    assert_eq!(code, 200, "{v}");
+    assert_eq!(v["key"], hex(b"k\x00bin"));
+    assert_eq!(v["timestamp"], 3);
+    assert_eq!(v["value_len"], 1);
+    assert_eq!(v["value_crc32c"], crc32c(b"v"));
+    assert_eq!(v["replicas"], json!(["local"]));
+    // Upper-case hex is the same key.
+    let (_, upper) = s
+        .admin
+        .json(&format!(
+            "/v1/local/get?keyspace=default&key={}",
+            hex(b"k\x00bin").to_ascii_uppercase()
+        ))
+        .await;
+    assert_eq!(upper, v);
+
+    let (_, dead) = s
+        .admin
+        .json(&format!("/v1/local/get?key={}", hex(b"dead")))
+        .await;
+    assert_eq!(dead["tombstone"], true, "{dead}");
+    let (code, none) = s
+        .admin
+        .json(&format!("/v1/local/get?key={}", hex(b"never")))
+        .await;
+    assert_eq!((code, none), (200, Value::Null));
+
+    for (path, want) in [
+        ("/v1/local/get", 400),
+        ("/v1/local/get?key=abc", 400),
+        ("/v1/local/get?key=zz", 400),
+        ("/v1/local/get?keyspace=nope&key=00", 404),
+    ] {
+        let (code, v) = s.admin.json(path).await;
+        assert_eq!(code, want, "{path}: {v}");
+    }
+    s.admin.stop().await;
+}
+
+#[test]
+fn crc32c_and_hex_match_their_references() {
+    // RFC 3720's CRC32C check value and test vectors.
+    assert_eq!(crc32c(b"123456789"), 0xE306_9283);
+    assert_eq!(crc32c(&[0u8; 32]), 0x8A91_36AA);
+    assert_eq!(crc32c(&[0xFFu8; 32]), 0x62A8_AB43);
+    assert_eq!(crc32c(b""), 0);
+    assert_eq!(hex(&[0x00, 0xAB, 0x7F]), "00ab7f");
+    assert_eq!(unhex(b"00aB7f"), Some(vec![0x00, 0xAB, 0x7F]));
+    assert_eq!(unhex(b"0"), None);
+    assert_eq!(unhex(b"0g"), None);
+}
+
 #[tokio::test]
 async fn metrics_are_openmetrics_text_with_server_and_engine_figures() {
     let s = single().await;
@@ -559,6 +800,42 @@ async fn cluster_mode_serves_status_membership_endpoints_and_metrics() {
     let (code, e) = admin.json("/v1/endpoints?keyspace=nope&key=x").await;
     assert_eq!(code, 404);
     assert_eq!(e["error"], "keyspace 'nope' does not exist");
+
+    // The local views: a key written at ALL is on this node, listed with the replicas the
+    // node's ring view gives (the same as `endpoints`).
+    a.node
+        .write(
+            "default",
+            vec![(cell_key(b"test"), Cell::value("v", Timestamp(0)))],
+            hearsay_types::ConsistencyLevel::All,
+        )
+        .await
+        .unwrap();
+    let (code, cell) = admin
+        .json(&format!("/v1/local/get?key={}", hex(b"test")))
+        .await;
+    assert_eq!(code, 200, "{cell}");
+    let listed: Vec<&str> = cell["replicas"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r.as_str().unwrap())
+        .collect();
+    assert_eq!(listed, want, "{cell}");
+    assert!(
+        cell["timestamp"].as_u64().unwrap() > 0,
+        "the coordinator minted it"
+    );
+    let (code, page) = admin.json("/v1/local/scan").await;
+    assert_eq!(code, 200, "{page}");
+    assert!(
+        page["cells"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|c| c["key"] == hex(b"test").as_str() && c["replicas"] == cell["replicas"]),
+        "{page}"
+    );
 
     // Stats and metrics include the cluster's figures.
     let (_, st) = admin.json("/v1/stats").await;
