@@ -268,6 +268,11 @@ impl WriteTracker {
             .collect()
     }
 
+    /// Every replica of this write (natural and pending), in `NodeId` order.
+    pub fn members(&self) -> Vec<NodeId> {
+        self.replicas.keys().copied().collect()
+    }
+
     /// How many replicas acknowledged, "superseded" answers included (hints excluded).
     pub fn acked(&self) -> usize {
         self.replicas

@@ -9,7 +9,7 @@
 //! from every contacted replica, newest wins, and stale replicas are repaired with a
 //! blocking write before the answer.
 
-use super::messages::{Mutate, MutateV2, Read, ReadReply, ScanRange, WireCell};
+use super::messages::{HintFor, Mutate, MutateV2, Read, ReadReply, ScanRange, WireCell};
 use super::{Inner, NodeError, RingView, Superseded};
 use crate::coordinator::{
     ConsistencyError, FailureReason, OpKind, ReadPlan, ReadRepair, ReadResolver, ReadStatus,
@@ -59,6 +59,9 @@ type Batch = Vec<(CellKey, Cell)>;
 /// a write that lost to an earlier one from a clock ahead; more mean writers racing on one
 /// key, where either order is correct and the write is reported superseded instead.
 const MAX_SUPERSEDED_RETRIES: u32 = 3;
+/// Peers asked, one after the other, to hold a hint for this node when its own replica
+/// failed: two, so that one unreachable peer does not lose the hint.
+const HINT_FORWARD_ATTEMPTS: usize = 2;
 
 impl Inner {
     fn route(&self, view: &RingView, keyspace: &str) -> Result<(), NodeError> {
@@ -325,9 +328,16 @@ impl Inner {
     ) {
         for node in tracker.needs_hint() {
             if node == self.id {
-                // The local replica failed (engine error): a hint to ourselves would replay
-                // into the same failing engine; repair is the remedy.
-                tracker.on_hint_dropped(node);
+                // Our own replica failed (its storage refuses writes, and our hint store,
+                // on the same disk, likely too): a peer holds the hint for us and replays it
+                // once our storage takes writes again.
+                if self.forward_hint(&tracker.members(), keyspace, batch).await {
+                    self.counters.hints_stored.fetch_add(1, Relaxed);
+                    tracker.on_hint_stored(node);
+                } else {
+                    self.counters.hints_dropped.fetch_add(1, Relaxed);
+                    tracker.on_hint_dropped(node);
+                }
                 continue;
             }
             let Some(store) = self.hints.clone() else {
@@ -351,6 +361,49 @@ impl Inner {
                 }
             }
         }
+    }
+
+    /// Asks a live peer (the write's other replicas first) to hold a hint for this node;
+    /// whether one did.
+    async fn forward_hint(
+        self: &Arc<Self>,
+        replicas: &[NodeId],
+        keyspace: &str,
+        batch: &Arc<Batch>,
+    ) -> bool {
+        let view = self.current_view();
+        let mut peers: Vec<NodeId> = replicas
+            .iter()
+            .copied()
+            .filter(|n| *n != self.id && view.up.contains(n))
+            .collect();
+        peers.extend(
+            view.up
+                .iter()
+                .copied()
+                .filter(|n| *n != self.id && !replicas.contains(n)),
+        );
+        let m = HintFor {
+            target: self.id.0,
+            keyspace: keyspace.to_string(),
+            cells: batch
+                .iter()
+                .map(|(k, c)| WireCell::from_cell(k, c))
+                .collect(),
+        };
+        let timeout = Duration::from_millis(self.config.write_timeout_ms);
+        for peer in peers.into_iter().take(HINT_FORWARD_ATTEMPTS) {
+            let Some(addr) = view.addr_of(peer) else {
+                continue;
+            };
+            match self.rpc.call(addr, &m, timeout).await {
+                Ok(_) => return true,
+                Err(e) => {
+                    tracing::debug!(%peer, error = %e, "peer could not hold a hint for us");
+                }
+            }
+        }
+        false
     }
 
     /// Sends `batch` to one replica (the local engine directly); reports what it superseded.

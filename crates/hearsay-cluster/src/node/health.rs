@@ -226,7 +226,36 @@ pub(crate) async fn run(inner: Arc<Inner>) {
             _ = inner.clock_probe_wake.notified() => {}
         }
         inner.probe_clocks().await;
+        inner.probe_disk().await;
         inner.publish_health();
+    }
+}
+
+/// Key of the local write that tests whether a full disk has room again.
+const DISK_PROBE_KEY: &[u8] = b"health/disk-probe";
+
+impl Inner {
+    /// While the engine reports a full disk, tries one small write to the local `system`
+    /// keyspace: it clears the state as soon as the disk has room again. Nothing else would:
+    /// a full node coordinates no writes and its peers send it none.
+    async fn probe_disk(self: &Arc<Self>) {
+        if self.engine.health().disk_full.is_none() {
+            return;
+        }
+        let this = self.clone();
+        let _ = tokio::task::spawn_blocking(move || {
+            let ts = this.hlc.now();
+            let cell = hearsay_storage::Cell::value(
+                bytes::Bytes::copy_from_slice(&ts.0.to_be_bytes()),
+                ts,
+            );
+            let key = hearsay_storage::CellKey::new(
+                hearsay_types::Token(0),
+                bytes::Bytes::from_static(DISK_PROBE_KEY),
+            );
+            this.engine.apply(super::SYSTEM_KEYSPACE, &[(key, cell)])
+        })
+        .await;
     }
 }
 

@@ -21,7 +21,14 @@ pub(crate) async fn run(inner: Arc<Inner>) {
     let mut last_sync = tokio::time::Instant::now();
     loop {
         let view = inner.current_view();
-        let up = view.up.iter().copied().filter(|n| *n != inner.id).collect();
+        // A target whose storage refuses writes (it says so in gossip) is not replayed to
+        // until it takes writes again: every attempt would fail.
+        let up = view
+            .up
+            .iter()
+            .copied()
+            .filter(|n| *n != inner.id && !view.unfit.contains(n))
+            .collect();
         let pending: BTreeMap<_, _> = store
             .targets_with_hints()
             .into_iter()

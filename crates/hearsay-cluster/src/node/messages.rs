@@ -1,4 +1,4 @@
-//! Internode messages of the data path (method ids 16..=20, listed in docs/rpc.md and
+//! Internode messages of the data path (method ids 16..=21, listed in docs/rpc.md and
 //! docs/cluster.md). Each names its response type ([`Rpc`]); bodies are postcard inside the
 //! RPC layer's versioned, checksummed frames, which bound their size before decoding.
 
@@ -65,6 +65,27 @@ impl Rpc for MutateV2 {
     const METHOD: MethodId = 20;
     const NAME: &'static str = "MutateV2";
     type Response = MutateAckV2;
+}
+
+/// Hold a hint for `target` (method 21): a coordinator whose own replica failed to apply a
+/// write (its storage refuses writes, so its own hint store likely does too) asks a peer to
+/// store the hint and replay it to the coordinator once its storage takes writes again.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct HintFor {
+    /// The node the hint is for (the sender).
+    pub target: u128,
+    pub keyspace: String,
+    pub cells: Vec<WireCell>,
+}
+
+/// Answer to [`HintFor`]: the hint is stored (durably per the hint store's sync policy).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HintForAck {}
+
+impl Rpc for HintFor {
+    const METHOD: MethodId = 21;
+    const NAME: &'static str = "HintFor";
+    type Response = HintForAck;
 }
 
 /// Read one key: its full cell, or only the cell's digest.

@@ -49,8 +49,8 @@ use hearsay_ring::{Member, ReplicationStrategy, Ring};
 use hearsay_storage::{Engine, KeyspaceOptions};
 use hearsay_types::{Clock, ConsistencyLevel, Hlc, NodeId, Token};
 use messages::{
-    MAX_CELLS_PER_MUTATION, MAX_SCAN_CELLS, Mutate, MutateAck, MutateAckV2, MutateV2, Read,
-    ReadReply, ScanRange, ScanReply, SchemaPull, SchemaReply, WireCell,
+    HintFor, HintForAck, MAX_CELLS_PER_MUTATION, MAX_SCAN_CELLS, Mutate, MutateAck, MutateAckV2,
+    MutateV2, Read, ReadReply, ScanRange, ScanReply, SchemaPull, SchemaReply, WireCell,
 };
 use parking_lot::{Mutex, RwLock};
 use std::collections::BTreeMap;
@@ -723,6 +723,12 @@ fn registry(inner: &Arc<Inner>) -> Registry {
     })
     .unwrap_or_else(dup);
     let i = inner.clone();
+    r.register_fn::<HintFor, _, _>(move |_ctx, m: HintFor| {
+        let i = i.clone();
+        async move { i.handle_hint_for(m).await }
+    })
+    .unwrap_or_else(dup);
+    let i = inner.clone();
     r.register_fn::<Read, _, _>(move |_ctx, m: Read| {
         let i = i.clone();
         async move { i.handle_read(m).await }
@@ -1273,6 +1279,37 @@ impl Inner {
             superseded: s.cells,
             newest_superseding: s.newest,
         })
+    }
+
+    /// Stores a hint a peer asks us to hold for it ([`HintFor`]).
+    async fn handle_hint_for(self: &Arc<Self>, m: HintFor) -> Result<HintForAck, HandlerError> {
+        let target = NodeId(m.target);
+        if target == self.id {
+            return Err(HandlerError::new("a node cannot hold a hint for itself"));
+        }
+        if m.cells.len() > MAX_CELLS_PER_MUTATION {
+            return Err(HandlerError::new(format!(
+                "HintFor of {} cells exceeds {MAX_CELLS_PER_MUTATION}",
+                m.cells.len()
+            )));
+        }
+        let Some(store) = self.hints.clone() else {
+            return Err(HandlerError::new("hinted handoff is disabled on this node"));
+        };
+        let cells: Vec<_> = m.cells.into_iter().map(WireCell::into_cell).collect();
+        let ks = m.keyspace;
+        let now_ms = self.clock.wall_millis();
+        let outcome = tokio::task::spawn_blocking(move || store.store(target, &ks, &cells, now_ms))
+            .await
+            .map_err(|e| HandlerError::new(format!("hint task failed: {e}")))?;
+        match outcome {
+            crate::hints::HintOutcome::Stored { .. } => {
+                self.counters.hints_stored.fetch_add(1, Relaxed);
+                self.hint_wake.notify_one();
+                Ok(HintForAck {})
+            }
+            other => Err(HandlerError::new(format!("hint not stored: {other:?}"))),
+        }
     }
 
     async fn handle_mutation(
