@@ -3,8 +3,8 @@
 //! that failure detection takes about a second; every wait polls with a deadline.
 
 use bytes::Bytes;
-use hearsay_cluster::coordinator::ConsistencyError;
 use hearsay_cluster::node::{Node, NodeConfig, NodeError};
+use hearsay_cluster::quorum::ConsistencyError;
 use hearsay_ring::{ReplicationStrategy, token_of};
 use hearsay_storage::{Cell, CellKey, Engine, EngineConfig, SyncMode};
 use hearsay_types::{ConsistencyLevel, NodeId, SystemClock, Timestamp};

@@ -5,7 +5,7 @@ mod common;
 
 use common::{Gates, client, fast_config, server, wait_until};
 use hearsay_cluster::rpc::{
-    Handler, HandlerError, Ping, Registry, RequestContext, Rpc, RpcClient, RpcConfig, RpcError,
+    CallContext, Handler, HandlerError, Ping, Registry, Rpc, RpcClient, RpcConfig, RpcError,
     RpcErrorKind, RpcServer,
 };
 use serde::{Deserialize, Serialize};
@@ -91,7 +91,7 @@ impl Rpc for Boom {
 struct EchoHandler;
 
 impl Handler<Echo> for EchoHandler {
-    async fn handle(&self, ctx: RequestContext, e: Echo) -> Result<Echo, HandlerError> {
+    async fn handle(&self, ctx: CallContext, e: Echo) -> Result<Echo, HandlerError> {
         assert!(
             ctx.deadline > tokio::time::Instant::now(),
             "runs before its deadline"

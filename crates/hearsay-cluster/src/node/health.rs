@@ -14,8 +14,8 @@
 //! `RingView::unfit` and the coordinator). Clock skew does not: such a node still applies
 //! mutations (it judges their timestamps against the cluster's time, not its own clock).
 
-use super::Inner;
 use super::clock::{CLOCK_PROBE_INTERVAL_MS, ClockVerdict, judge};
+use super::{Inner, NodeError};
 use hearsay_gossip::StateKey;
 use hearsay_types::NodeId;
 use serde::Serialize;
@@ -256,6 +256,99 @@ impl Inner {
             this.engine.apply(super::SYSTEM_KEYSPACE, &[(key, cell)])
         })
         .await;
+    }
+}
+
+/// Requests this node refuses to coordinate, and timestamps it refuses to apply.
+impl Inner {
+    /// Fails a request while the node is not ready (see [`Inner::await_contact`]).
+    pub(crate) fn check_coordinator(&self) -> Result<(), NodeError> {
+        if self.shutdown.is_cancelled() {
+            return Err(NodeError::ShuttingDown);
+        }
+        if self.check_ready() {
+            return Ok(());
+        }
+        Err(NodeError::NotReady(format!(
+            "node {} has not heard from any peer since it started; it will not coordinate requests on a view of the cluster it cannot trust",
+            self.id
+        )))
+    }
+
+    /// Fails a write (or schema change) this node must not coordinate: not ready, or its
+    /// clock is off (it would mint timestamps that reorder writes).
+    pub(crate) fn check_write_coordinator(&self) -> Result<(), NodeError> {
+        self.check_coordinator()?;
+        if self.clock_skewed.load(Relaxed) {
+            let v = self.clock_verdict.lock().clone();
+            return Err(NodeError::ClockSkew(
+                v.describe(self.config.max_clock_offset_ms * 1_000),
+            ));
+        }
+        // A wall clock that stepped since it was last checked against the peers (an operator
+        // or NTP set it) is not trusted until the next check: without this, a clock set ahead
+        // would mint future timestamps until the next probe noticed.
+        let jump_us = self.clock_jump_us();
+        if jump_us.unsigned_abs() > self.config.max_clock_offset_ms * 1_000 / 2 {
+            self.clock_probe_wake.notify_one();
+            return Err(NodeError::ClockSkew(format!(
+                "this node's wall clock moved {:+.3} s against its monotonic clock since it was last checked against its peers (max offset {} ms); checking it again",
+                jump_us as f64 / 1e6,
+                self.config.max_clock_offset_ms
+            )));
+        }
+        let storage = self.engine.health();
+        if let Some(reason) = storage.poisoned {
+            return Err(NodeError::Unhealthy(format!(
+                "storage poisoned: {reason}; this node does not coordinate writes until it is restarted (write through another node)"
+            )));
+        }
+        if let Some(full) = storage.disk_full.filter(|d| d.writes_failing) {
+            return Err(NodeError::Unhealthy(format!(
+                "disk full: {full}; this node does not coordinate writes until space is freed (write through another node)"
+            )));
+        }
+        Ok(())
+    }
+
+    /// Wall clock minus monotonic clock now, in µs since this node started: constant while
+    /// the wall clock runs at the monotonic clock's rate, changed by a step.
+    pub(crate) fn wall_minus_monotonic_us(&self) -> i64 {
+        let mono = self
+            .clock
+            .monotonic()
+            .saturating_duration_since(self.started_mono)
+            .as_micros() as i64;
+        self.clock.wall_micros() as i64 - mono
+    }
+
+    /// How far the wall clock stepped since the last clock check found it fine, in µs.
+    fn clock_jump_us(&self) -> i64 {
+        self.wall_minus_monotonic_us() - self.clock_baseline_us.load(Relaxed)
+    }
+
+    /// Refuses cells timestamped further ahead of the cluster's time (as this node knows
+    /// it) than `max_timestamp_lead_us`: a coordinator whose clock runs ahead must not plant
+    /// timestamps that would make every later write lose.
+    pub(crate) fn check_timestamps(
+        &self,
+        cells: &[(hearsay_storage::CellKey, hearsay_storage::Cell)],
+    ) -> Result<(), String> {
+        let now = self.rpc.context().cluster_now_us();
+        let limit = self.config.max_timestamp_lead_us();
+        let Some(max) = cells.iter().map(|(_, c)| c.timestamp.0).max() else {
+            return Ok(());
+        };
+        let lead = max.saturating_sub(now);
+        if lead > limit {
+            self.counters.future_mutations_refused.fetch_add(1, Relaxed);
+            return Err(format!(
+                "timestamp {max} is {} ms ahead of this replica's clock (limit {} ms, twice max_clock_offset_ms); the coordinator's clock is ahead",
+                lead / 1_000,
+                limit / 1_000
+            ));
+        }
+        Ok(())
     }
 }
 

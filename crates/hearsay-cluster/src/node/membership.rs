@@ -361,8 +361,8 @@ impl RingView {
     }
 
     /// Data-centre placement for the DC-aware levels.
-    pub fn dc_info(&self) -> crate::coordinator::DcInfo {
-        crate::coordinator::DcInfo {
+    pub fn dc_info(&self) -> crate::quorum::DcInfo {
+        crate::quorum::DcInfo {
             dc_of: self
                 .membership
                 .members

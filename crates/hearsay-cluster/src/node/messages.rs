@@ -102,7 +102,7 @@ pub struct Read {
 pub enum ReadReply {
     /// The stored cell (tombstones included), or nothing.
     Data(Option<WireCell>),
-    /// `coordinator::cell_digest` of the stored cell.
+    /// `quorum::cell_digest` of the stored cell.
     Digest(u64),
 }
 

@@ -18,8 +18,8 @@ use std::collections::BTreeMap;
 /// The engine keyspace holding this node's copy of the definitions (local, not replicated:
 /// schema pulls keep copies in sync).
 pub const SYSTEM_KEYSPACE: &str = "system";
-/// The keyspace that always exists.
-pub const DEFAULT_KEYSPACE: &str = "default";
+/// The keyspace that always exists (the engine's, re-exported: one name everywhere).
+pub use hearsay_storage::DEFAULT_KEYSPACE;
 /// Version byte in front of every stored definition.
 pub const SCHEMA_RECORD_VERSION: u8 = 1;
 /// Most keyspaces (live or dropped) a schema holds: definitions travel whole in a

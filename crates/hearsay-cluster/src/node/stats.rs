@@ -2,6 +2,7 @@
 //! `Node::status()` return for INFO, the admin API and `hearsay status`.
 
 use super::schema::KeyspaceDef;
+use super::{Inner, NodeId};
 use hearsay_types::ConsistencyLevel;
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -216,4 +217,149 @@ pub struct NodeStatus {
     pub schema_version: String,
     pub keyspaces: Vec<KeyspaceDef>,
     pub members: Vec<MemberRow>,
+}
+
+impl Inner {
+    pub(super) fn stats(&self) -> NodeStats {
+        let c = &self.counters;
+        let mut hints = HintsStats {
+            enabled: self.hints.is_some(),
+            replays_ok: c.hint_replays_ok.load(Relaxed),
+            replays_failed: c.hint_replays_failed.load(Relaxed),
+            replaying: self
+                .hint_scheduler
+                .lock()
+                .in_flight()
+                .iter()
+                .map(|n| n.to_string())
+                .collect(),
+            ..HintsStats::default()
+        };
+        if let Some(h) = &self.hints {
+            let s = h.stats();
+            for (n, t) in &s.targets {
+                if t.pending_count > 0 {
+                    hints
+                        .pending
+                        .insert(n.to_string(), (t.pending_count, t.pending_bytes));
+                    hints.pending_total += t.pending_count;
+                }
+            }
+            hints.stored_total = s.stored_total;
+            hints.delivered_total = s.delivered_total;
+            hints.dropped_total = s
+                .dropped_total
+                .iter()
+                .map(|(k, v)| (k.to_string(), *v))
+                .collect();
+            hints.bytes_on_disk = s.bytes_on_disk;
+        }
+        NodeStats {
+            node_id: self.id.to_string(),
+            coordinator: c.coordinator(),
+            hints,
+            schema_version: self.schema.lock().version(),
+            schema_pulls: c.schema_pulls.load(Relaxed),
+            schema_pull_failures: c.schema_pull_failures.load(Relaxed),
+            view_rebuilds: c.view_rebuilds.load(Relaxed),
+            clock_skew_us: self
+                .rpc
+                .context()
+                .clocks
+                .offsets()
+                .into_iter()
+                .map(|(n, s)| (n.to_string(), s.offset_us))
+                .collect(),
+            hlc_lead_us: self
+                .rpc
+                .context()
+                .clocks
+                .snapshot()
+                .into_iter()
+                .map(|(n, s)| (n.to_string(), s))
+                .collect(),
+            clock: {
+                let v = self.clock_verdict.lock().clone();
+                ClockStats {
+                    skewed: v.skewed,
+                    median_peer_offset_us: v.median_offset_us,
+                    peers_measured: v.measured,
+                    peers_far: v.far,
+                    max_offset_ms: self.config.max_clock_offset_ms,
+                }
+            },
+            health: self.health(),
+        }
+    }
+
+    pub(super) fn status(&self) -> NodeStatus {
+        let view = self.current_view();
+        let skew = self.rpc.context().clocks.offsets();
+        let health = self.health();
+        let own_codes: Vec<String> = health.codes().iter().map(|c| c.to_string()).collect();
+        let owns: BTreeMap<String, BTreeMap<NodeId, f64>> = view
+            .routes
+            .iter()
+            .map(|(name, r)| (name.clone(), r.map.natural().effective_ownerships()))
+            .collect();
+        let members = view
+            .membership
+            .members
+            .values()
+            .map(|m| {
+                let codes = if m.id == self.id {
+                    own_codes.clone()
+                } else {
+                    m.health.clone()
+                };
+                // U(p), D(own), or S(ick): alive but refusing writes (clock or storage).
+                let up = if !(m.is_alive() || m.id == self.id) {
+                    'D'
+                } else if codes.is_empty() {
+                    'U'
+                } else {
+                    'S'
+                };
+                MemberRow {
+                    code: format!("{up}{}", m.status.letter()),
+                    node_id: m.id.to_string(),
+                    is_self: m.id == self.id,
+                    cluster_addr: m.cluster_addr.map(|a| a.to_string()),
+                    client_addr: m.client_addr.map(|a| a.to_string()),
+                    admin_addr: m.admin_addr.map(|a| a.to_string()),
+                    load_bytes: m.load_bytes,
+                    tokens: m.tokens.len(),
+                    owns_effective: owns
+                        .iter()
+                        .map(|(k, o)| (k.clone(), o.get(&m.id).copied().unwrap_or(0.0)))
+                        .collect(),
+                    dc: m.dc.clone(),
+                    rack: m.rack.clone(),
+                    liveness: format!("{:?}", m.live).to_uppercase(),
+                    status: format!("{:?}", m.status).to_uppercase(),
+                    generation: m.generation,
+                    heartbeat: m.heartbeat,
+                    phi: m.phi,
+                    schema_version: m.schema_version.clone(),
+                    clock_skew_us: skew.get(&m.id).map(|s| s.offset_us),
+                    health: codes,
+                }
+            })
+            .collect();
+        let schema = self.schema.lock();
+        NodeStatus {
+            node_id: self.id.to_string(),
+            node_name: self.config.node_name.clone(),
+            cluster_name: self.config.cluster_name.clone(),
+            generation: self.generation,
+            cluster_addr: view
+                .addr_of(self.id)
+                .map_or_else(String::new, |a| a.to_string()),
+            ready: self.ready.load(Relaxed),
+            health,
+            schema_version: schema.version(),
+            keyspaces: schema.live_defs().cloned().collect(),
+            members,
+        }
+    }
 }

@@ -130,7 +130,7 @@ impl HandlerError {
 
 /// Who sent a request, and until when they wait for the answer.
 #[derive(Clone, Copy, Debug)]
-pub struct RequestContext {
+pub struct CallContext {
     /// The caller, as proven in the handshake.
     pub from: NodeId,
     pub peer_addr: SocketAddr,
@@ -148,7 +148,7 @@ pub trait Handler<M: Rpc>: Send + Sync + 'static {
     /// Answers one request.
     fn handle(
         &self,
-        ctx: RequestContext,
+        ctx: CallContext,
         request: M,
     ) -> impl Future<Output = Result<M::Response, HandlerError>> + Send;
 }
@@ -161,7 +161,7 @@ pub(crate) type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
 pub(crate) trait ErasedHandler: Send + Sync {
     fn call(
         &self,
-        ctx: RequestContext,
+        ctx: CallContext,
         body: &[u8],
     ) -> Result<BoxFuture<Result<Bytes, RemoteError>>, postcard::Error>;
 }
@@ -174,12 +174,12 @@ struct FnHandler<M, F> {
 impl<M, F, Fut> ErasedHandler for FnHandler<M, F>
 where
     M: Rpc,
-    F: Fn(RequestContext, M) -> Fut + Send + Sync + 'static,
+    F: Fn(CallContext, M) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = Result<M::Response, HandlerError>> + Send + 'static,
 {
     fn call(
         &self,
-        ctx: RequestContext,
+        ctx: CallContext,
         body: &[u8],
     ) -> Result<BoxFuture<Result<Bytes, RemoteError>>, postcard::Error> {
         let request: M = postcard::from_bytes(body)?;
@@ -253,7 +253,7 @@ impl Registry {
     pub fn register_fn<M, F, Fut>(&mut self, f: F) -> Result<(), DuplicateMethod>
     where
         M: Rpc,
-        F: Fn(RequestContext, M) -> Fut + Send + Sync + 'static,
+        F: Fn(CallContext, M) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<M::Response, HandlerError>> + Send + 'static,
     {
         if let Some(existing) = self.handlers.get(&M::METHOD) {

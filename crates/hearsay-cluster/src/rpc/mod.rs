@@ -7,7 +7,8 @@
 //! - [`message`]: the [`Rpc`] trait (each request names its response type) and the server's
 //!   [`Registry`] of handlers by method id.
 //! - [`RpcClient`] / [`RpcServer`]: the tokio drivers.
-//! - [`RpcError`] / [`QuorumError`]: the error model.
+//! - [`RpcError`]: the error model (the quorum errors clients see are the coordinator's,
+//!   in `crate::quorum`).
 //!
 //! The wire format, limits and error model are described in `docs/rpc.md`.
 //!
@@ -43,11 +44,11 @@ pub use config::{
     MAX_HANDSHAKE_FRAME_BYTES, MAX_IN_FLIGHT_PER_PEER, RpcConfig,
 };
 pub use conn::RpcContext;
-pub use error::{QuorumError, QuorumFailure, QuorumStatus, QuorumTracker, RpcError, RpcErrorKind};
+pub use error::{RpcError, RpcErrorKind};
 pub use frame::{FRAME_VERSION, MAX_FRAME_BYTES, RejectReason};
 pub use handshake::{ClusterSecret, Identity};
 pub use message::{
-    FIRST_USER_METHOD, Handler, HandlerError, MethodId, Ping, Pong, Registry, RequestContext, Rpc,
+    CallContext, FIRST_USER_METHOD, Handler, HandlerError, MethodId, Ping, Pong, Registry, Rpc,
 };
 pub use server::RpcServer;
 pub use stats::{

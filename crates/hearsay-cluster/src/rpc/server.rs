@@ -8,9 +8,7 @@ use super::conn::{
 };
 use super::frame::{Frame, FrameKind, RejectReason, encode_to_bytes};
 use super::handshake::{HandshakeMsg, ServerHandshake, ServerStep};
-use super::message::{
-    BoxFuture, Ping, Pong, Registry, RemoteError, RemoteErrorCode, RequestContext,
-};
+use super::message::{BoxFuture, CallContext, Ping, Pong, Registry, RemoteError, RemoteErrorCode};
 use super::stats::{ServerPeerStats, ServerStats};
 use super::transport::{BoxedRead, BoxedWrite, Listener, TcpListener};
 use bytes::Bytes;
@@ -408,7 +406,7 @@ fn dispatch(link: &Arc<Link>, frame: Frame) -> Result<(), String> {
         return Ok(());
     };
     let deadline = Instant::now() + Duration::from_millis(u64::from(frame.deadline_ms));
-    let rctx = RequestContext {
+    let rctx = CallContext {
         from: link.from,
         peer_addr: link.peer_addr,
         request_id: id,

@@ -20,8 +20,8 @@ use super::{
 };
 use crate::server::busy_poll::Handoff;
 use bytes::Bytes;
-use hearsay_cluster::coordinator::ConsistencyError;
 use hearsay_cluster::node::{Node, NodeError, SYSTEM_KEYSPACE};
+use hearsay_cluster::quorum::ConsistencyError;
 use hearsay_ring::token_of;
 use hearsay_storage::commitlog::{MAX_KEY_BYTES, MAX_RECORD_BYTES};
 use hearsay_storage::{Cell, CellKey};

@@ -1,24 +1,26 @@
-//! The data path: the async driver around the pure `crate::coordinator` types.
+//! The coordinator's data path: the async driver around the pure `crate::quorum` types.
 //!
 //! Write: group the cells by replica set, check availability (fail fast), send to every
-//! natural + pending replica (the local one through the engine directly), acknowledge after
-//! W; replicas that are down, fail or time out get a hint. The per-write task keeps running
-//! after the client is answered, so late failures are still hinted.
+//! natural + pending replica (the local one through the engine directly; unfit replicas are
+//! hinted instead while the others can meet the level), acknowledge after W; replicas that
+//! are down, fail or time out get a hint (our own through a peer, `HintFor`). A write a
+//! counted replica reports superseded is re-sent above the newer version. The per-write task
+//! keeps running after the client is answered, so late failures are still hinted.
 //!
 //! Read: plan (closest live replicas), one data read + digests; on a mismatch full reads
 //! from every contacted replica, newest wins, and stale replicas are repaired with a
 //! blocking write before the answer.
 
-use super::messages::{HintFor, Mutate, MutateV2, Read, ReadReply, ScanRange, WireCell};
+use super::messages::{HintFor, Mutate, MutateV2, Read, ReadReply, WireCell};
 use super::{Inner, NodeError, RingView, Superseded};
-use crate::coordinator::{
-    ConsistencyError, FailureReason, OpKind, ReadPlan, ReadRepair, ReadResolver, ReadStatus,
-    RepairStatus, WriteStatus, WriteTracker,
-};
 use crate::hints::HintOutcome;
+use crate::quorum::{
+    ConsistencyError, FailureReason, ReadPlan, ReadRepair, ReadResolver, ReadStatus, RepairStatus,
+    WriteStatus, WriteTracker,
+};
 use crate::rpc::RpcError;
 use hearsay_storage::{Cell, CellKey};
-use hearsay_types::{ConsistencyLevel, NodeId, Timestamp, Token};
+use hearsay_types::{ConsistencyLevel, NodeId, Timestamp};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
@@ -36,16 +38,7 @@ pub struct WriteResult {
     pub timestamp: Timestamp,
 }
 
-/// One page of a scan.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct ScanResult {
-    /// Stored cells in `(token, key)` order, tombstones and expired values included.
-    pub cells: Vec<(CellKey, Cell)>,
-    /// Where the next page starts (inclusive), or `None` at the end of the ring.
-    pub next: Option<Token>,
-}
-
-fn failure_of(e: &RpcError) -> FailureReason {
+pub(super) fn failure_of(e: &RpcError) -> FailureReason {
     match e {
         RpcError::Timeout { .. } => FailureReason::Timeout,
         RpcError::Overloaded { .. } => FailureReason::Overloaded,
@@ -64,7 +57,7 @@ const MAX_SUPERSEDED_RETRIES: u32 = 3;
 const HINT_FORWARD_ATTEMPTS: usize = 2;
 
 impl Inner {
-    fn route(&self, view: &RingView, keyspace: &str) -> Result<(), NodeError> {
+    pub(super) fn route(&self, view: &RingView, keyspace: &str) -> Result<(), NodeError> {
         if view.routes.contains_key(keyspace) {
             Ok(())
         } else {
@@ -478,7 +471,7 @@ impl Inner {
                 .await
                 .map_err(FailureReason::Error)?;
             return Ok(if digest_only {
-                ReadReply::Digest(crate::coordinator::cell_digest(cell.as_ref()))
+                ReadReply::Digest(crate::quorum::cell_digest(cell.as_ref()))
             } else {
                 ReadReply::Data(cell.map(|c| WireCell::from_cell(&key, &c)))
             });
@@ -706,113 +699,6 @@ impl Inner {
                     RepairStatus::Failed(e) => Err(e.into()),
                     _ => Ok(()),
                 }
-            }
-        }
-    }
-
-    /// One page of a ONE-level scan: walks vnode ranges in token order from `from`, asking
-    /// one live replica of each (the local node when it is one), until about `count` cells.
-    pub(crate) async fn scan(
-        self: &Arc<Self>,
-        keyspace: &str,
-        from: Token,
-        count: usize,
-    ) -> Result<ScanResult, NodeError> {
-        self.check_coordinator()?;
-        let view = self.current_view();
-        self.route(&view, keyspace)?;
-        self.counters.scans.fetch_add(1, Relaxed);
-        let placement = view.routes[keyspace].map.natural();
-        let tokens = placement.tokens();
-        if tokens.is_empty() {
-            return Err(ConsistencyError::Unavailable {
-                level: ConsistencyLevel::One,
-                required: 1,
-                alive: 0,
-                dc: None,
-            }
-            .into());
-        }
-        let timeout = Duration::from_millis(self.config.read_timeout_ms);
-        let count = count.max(1);
-        let mut out: Vec<(CellKey, Cell)> = Vec::new();
-        let mut cursor = from;
-        loop {
-            // The vnode owning `cursor`: the first ring token >= cursor, wrapping to the first.
-            let i = tokens.partition_point(|t| *t < cursor);
-            let (idx, end) = if i < tokens.len() {
-                (i, tokens[i])
-            } else {
-                (0, Token::MAX)
-            };
-            let replicas = view.by_proximity(placement.vnode_replicas(idx));
-            let want = count.saturating_sub(out.len()).max(1);
-            let mut page = None;
-            let mut last_err = None;
-            for node in replicas.iter().filter(|n| view.alive.contains(n)) {
-                let r = if *node == self.id {
-                    self.scan_local(keyspace.to_string(), cursor, end, want)
-                        .await
-                        .map_err(FailureReason::Error)
-                } else if let Some(addr) = view.addr_of(*node) {
-                    let m = ScanRange {
-                        keyspace: keyspace.to_string(),
-                        from: cursor.0,
-                        to: end.0,
-                        limit: want.min(u32::MAX as usize) as u32,
-                    };
-                    self.rpc
-                        .call(addr, &m, timeout)
-                        .await
-                        .map(|reply| {
-                            (
-                                reply.cells.into_iter().map(WireCell::into_cell).collect(),
-                                reply.next.map(Token),
-                            )
-                        })
-                        .map_err(|e| failure_of(&e))
-                } else {
-                    Err(FailureReason::Error("no known address".into()))
-                };
-                match r {
-                    Ok(p) => {
-                        page = Some(p);
-                        break;
-                    }
-                    Err(e) => last_err = Some((*node, e)),
-                }
-            }
-            let Some((cells, next)) = page else {
-                let failures = crate::coordinator::Failures(last_err.into_iter().collect());
-                return Err(ConsistencyError::Failed {
-                    kind: OpKind::Read,
-                    level: ConsistencyLevel::One,
-                    received: 0,
-                    required: 1,
-                    dc: None,
-                    failures,
-                }
-                .into());
-            };
-            out.extend(cells);
-            if let Some(n) = next {
-                return Ok(ScanResult {
-                    cells: out,
-                    next: Some(n),
-                });
-            }
-            if end == Token::MAX {
-                return Ok(ScanResult {
-                    cells: out,
-                    next: None,
-                });
-            }
-            cursor = Token(end.0 + 1);
-            if out.len() >= count {
-                return Ok(ScanResult {
-                    cells: out,
-                    next: Some(cursor),
-                });
             }
         }
     }

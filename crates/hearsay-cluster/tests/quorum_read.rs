@@ -1,7 +1,7 @@
 //! ReadPlan and ReadResolver: replica choice, digest agreement and mismatch, full-read
 //! resolution (newest wins, tombstone wins ties), stale replica lists, timeouts.
 
-use hearsay_cluster::coordinator::{
+use hearsay_cluster::quorum::{
     ConsistencyError, FailureReason, ReadPlan, ReadResolver, ReadStatus, VersionedCell,
     cell_digest, resolve_full, visible_value,
 };
@@ -259,7 +259,7 @@ fn tombstone_wins_a_timestamp_tie_and_expired_values_compare_as_stored() {
     let res = resolve_full::<TestCell>(vec![(n[0], None), (n[1], None)]);
     assert_eq!(
         res,
-        hearsay_cluster::coordinator::Resolution {
+        hearsay_cluster::quorum::Resolution {
             newest: None,
             stale: vec![]
         }
@@ -437,7 +437,7 @@ fn storage_cell_resolves_like_the_stand_in() {
 
 #[test]
 fn blocking_read_repair_waits_until_the_level_holds_the_newest_cell() {
-    use hearsay_cluster::coordinator::RepairStatus;
+    use hearsay_cluster::quorum::RepairStatus;
     let n = ids(3);
     let plan = ReadPlan::new(ConsistencyLevel::Quorum, &n, &rf(&n), None, &all_alive(&n)).unwrap();
     let mut r = ReadResolver::<TestCell>::new(plan);
@@ -480,7 +480,7 @@ fn blocking_read_repair_waits_until_the_level_holds_the_newest_cell() {
 /// replaced by the spare replica, so the newest cell still reaches a quorum.
 #[test]
 fn a_repair_that_fails_fast_goes_to_a_spare_replica() {
-    use hearsay_cluster::coordinator::RepairStatus;
+    use hearsay_cluster::quorum::RepairStatus;
     let n = ids(3);
     let plan = ReadPlan::new(ConsistencyLevel::Quorum, &n, &rf(&n), None, &all_alive(&n)).unwrap();
     assert_eq!(plan.spares, vec![n[2]]);
@@ -507,7 +507,7 @@ fn a_repair_that_fails_fast_goes_to_a_spare_replica() {
 
 #[test]
 fn read_repair_with_nothing_stale_is_satisfied_at_once() {
-    use hearsay_cluster::coordinator::RepairStatus;
+    use hearsay_cluster::quorum::RepairStatus;
     let n = ids(3);
     let plan = ReadPlan::new(ConsistencyLevel::All, &n, &rf(&n), None, &all_alive(&n)).unwrap();
     let mut r = ReadResolver::<TestCell>::new(plan);
@@ -526,7 +526,7 @@ fn read_repair_with_nothing_stale_is_satisfied_at_once() {
 
 #[test]
 fn dc_levels_plan_local_or_per_dc_replicas() {
-    use hearsay_cluster::coordinator::DcInfo;
+    use hearsay_cluster::quorum::DcInfo;
     // Proximity order: two remote replicas first (a worst case), then the local ones.
     let n = ids(6);
     let dc_of = n

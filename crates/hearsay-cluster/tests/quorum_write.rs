@@ -1,9 +1,7 @@
 //! WriteTracker: W counting for every level, pending replicas, ANY and hints, unavailability,
 //! timeouts and the hint list. Exhaustive over small replica sets against a simple model.
 
-use hearsay_cluster::coordinator::{
-    ConsistencyError, DcInfo, FailureReason, WriteStatus, WriteTracker,
-};
+use hearsay_cluster::quorum::{ConsistencyError, DcInfo, FailureReason, WriteStatus, WriteTracker};
 use hearsay_ring::ReplicationStrategy;
 use hearsay_types::{ConsistencyLevel, NodeId};
 use std::collections::{BTreeMap, BTreeSet};
