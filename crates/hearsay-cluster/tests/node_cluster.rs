@@ -1217,3 +1217,55 @@ async fn a_poisoned_replica_is_named_and_routed_around() {
         n.node.shutdown().await;
     }
 }
+
+/// The test-only network fault seam: a node whose faults file says `loss = 1.0` loses every
+/// call it makes (its QUORUM writes time out, its own replica applies them), and clearing the
+/// file brings it back; the file is re-read while the node runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn injected_network_loss_is_applied_and_cleared_at_runtime() {
+    let dir = tempfile::tempdir().unwrap();
+    let any = SocketAddr::from(([127, 0, 0, 1], 0));
+    let faults = dir.path().join("faults.toml");
+    let mut ca = config(&dir.path().join("a"), any, vec![]);
+    ca.testing.net_faults_file = Some(faults.clone());
+    let a = start_with(ca).await;
+    let seed = a.node.cluster_addr();
+    let b = start(&dir.path().join("b"), any, vec![seed]).await;
+    let c = start(&dir.path().join("c"), any, vec![seed]).await;
+    let nodes = vec![a, b, c];
+    wait_for_ring(&nodes, 3).await;
+    let a = &nodes[0].node;
+    a.write("default", vec![cell("before", "v")], QUORUM)
+        .await
+        .unwrap();
+    std::fs::write(&faults, "loss = 1.0\n").unwrap();
+    let start = Instant::now();
+    let mut lost = false;
+    while start.elapsed() < CONVERGE {
+        if let Err(e) = a.write("default", vec![cell("during", "v")], QUORUM).await {
+            assert!(
+                matches!(e, NodeError::Consistency(ConsistencyError::Timeout { .. })),
+                "{e}"
+            );
+            lost = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(lost, "A's writes kept succeeding with every call lost");
+    std::fs::write(&faults, "").unwrap();
+    let start = Instant::now();
+    loop {
+        if a.write("default", vec![cell("after", "v")], QUORUM)
+            .await
+            .is_ok()
+        {
+            break;
+        }
+        assert!(start.elapsed() < CONVERGE, "A never recovered");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    for n in &nodes {
+        n.node.shutdown().await;
+    }
+}

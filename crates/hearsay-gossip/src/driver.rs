@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
+use hearsay_types::faults::{Fate, NetFaults};
 use hearsay_types::{Clock, NodeId};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
@@ -43,6 +44,8 @@ struct Shared {
     start: std::time::Instant,
     events: broadcast::Sender<Event>,
     send_errors: AtomicU64,
+    /// Test-only injected delay and loss of outgoing packets.
+    faults: Arc<NetFaults>,
 }
 
 impl Shared {
@@ -103,6 +106,19 @@ impl GossipHandle {
         clock: Arc<dyn Clock>,
         initial: Vec<(StateKey, Vec<u8>)>,
     ) -> Result<GossipHandle, GossipError> {
+        Self::spawn_with(cfg, id, generation, clock, initial, Arc::default()).await
+    }
+
+    /// As [`GossipHandle::spawn_with_states`], with outgoing packets subject to `faults`
+    /// (a test-only seam: delay and loss injected in the driver).
+    pub async fn spawn_with(
+        cfg: GossipConfig,
+        id: NodeId,
+        generation: u64,
+        clock: Arc<dyn Clock>,
+        initial: Vec<(StateKey, Vec<u8>)>,
+        faults: Arc<NetFaults>,
+    ) -> Result<GossipHandle, GossipError> {
         let socket = UdpSocket::bind(cfg.cluster_addr).await?;
         let local_addr = socket.local_addr()?;
         let interval = Duration::from_millis(cfg.interval_ms);
@@ -121,8 +137,9 @@ impl GossipHandle {
             start,
             events,
             send_errors: AtomicU64::new(0),
+            faults,
         });
-        let task = tokio::spawn(run(Arc::clone(&shared), socket, interval));
+        let task = tokio::spawn(run(Arc::clone(&shared), Arc::new(socket), interval));
         Ok(GossipHandle {
             shared,
             local_addr,
@@ -177,15 +194,29 @@ impl GossipHandle {
     }
 }
 
-async fn send_all(shared: &Shared, socket: &UdpSocket, out: Vec<crate::Outgoing>) {
+async fn send_all(shared: &Arc<Shared>, socket: &Arc<UdpSocket>, out: Vec<crate::Outgoing>) {
     for o in out {
-        if socket.send_to(&o.packet, o.to).await.is_err() {
-            shared.send_errors.fetch_add(1, Ordering::Relaxed);
+        match shared.faults.fate() {
+            Fate::Deliver => {
+                if socket.send_to(&o.packet, o.to).await.is_err() {
+                    shared.send_errors.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            Fate::Drop => {}
+            Fate::Delay(d) => {
+                let (shared, socket) = (Arc::clone(shared), Arc::clone(socket));
+                tokio::spawn(async move {
+                    tokio::time::sleep(d).await;
+                    if socket.send_to(&o.packet, o.to).await.is_err() {
+                        shared.send_errors.fetch_add(1, Ordering::Relaxed);
+                    }
+                });
+            }
         }
     }
 }
 
-async fn run(shared: Arc<Shared>, socket: UdpSocket, interval: Duration) {
+async fn run(shared: Arc<Shared>, socket: Arc<UdpSocket>, interval: Duration) {
     let mut ticker = tokio::time::interval(interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     // One datagram's worth; anything longer is truncated by the kernel and then fails the

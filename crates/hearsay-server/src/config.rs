@@ -7,7 +7,7 @@
 
 use crate::resp::RequestLimits;
 use hearsay_cluster::node::{
-    GossipSettings, HintSettings, NodeConfig as ClusterNodeConfig, RpcSettings,
+    GossipSettings, HintSettings, NodeConfig as ClusterNodeConfig, RpcSettings, TestingSettings,
 };
 use hearsay_types::ConsistencyLevel;
 use serde::{Deserialize, Serialize};
@@ -249,6 +249,9 @@ pub struct ClusterConfig {
     pub hints: HintSettings,
     pub gossip: GossipSettings,
     pub rpc: RpcSettings,
+    /// Test-only seams (`[cluster.testing]`: a planted bug, injected network faults); see
+    /// `docs/testing.md`. Never set in production.
+    pub testing: TestingSettings,
 }
 
 impl Default for ClusterConfig {
@@ -275,6 +278,7 @@ impl Default for ClusterConfig {
             hints: n.hints,
             gossip: n.gossip,
             rpc: n.rpc,
+            testing: n.testing,
         }
     }
 }
@@ -337,6 +341,7 @@ impl NodeConfig {
             hints: c.hints.clone(),
             gossip: c.gossip.clone(),
             rpc: c.rpc.clone(),
+            testing: c.testing.clone(),
         }
     }
 }

@@ -2,11 +2,13 @@
 //!
 //! This crate owns the vocabulary that crosses crate boundaries: [`Token`] (a key's position
 //! on the ring), [`Timestamp`] (a hybrid-logical-clock reading in microseconds), [`NodeId`],
-//! [`ConsistencyLevel`], and the [`Clock`] seam through which every component reads time.
+//! [`ConsistencyLevel`], the [`Clock`] seam through which every component reads time, and the
+//! test-only network fault seam ([`faults::NetFaults`]).
 //! It must not depend on any other Hearsay crate and must stay free of I/O and async code.
 
 mod clock;
 mod consistency;
+pub mod faults;
 
 pub use clock::{Clock, Hlc, ManualClock, SystemClock};
 pub use consistency::{ConsistencyLevel, ParseConsistencyError};

@@ -189,8 +189,36 @@ pub struct NodeConfig {
     pub hints: HintSettings,
     pub gossip: GossipSettings,
     pub rpc: RpcSettings,
+    /// Test-only seams (`docs/testing.md`); all off by default. Never set in production.
+    pub testing: TestingSettings,
 }
 
+/// Test-only seams: a bug planted on purpose (to prove the fault suite's checkers catch it)
+/// and injected network faults. All off by default; never set in production.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TestingSettings {
+    /// A bug to plant (see [`PlantedBug`]).
+    pub plant: Option<PlantedBug>,
+    /// A TOML file of injected network faults (`delay_ms`, `jitter_ms`, `loss` 0.0–1.0),
+    /// applied to this node's RPC calls and gossip packets and re-read every 500 ms while the
+    /// node runs, so a test can change them; absent file or keys: no faults.
+    pub net_faults_file: Option<PathBuf>,
+}
+
+/// Bugs a fault test can plant to show that its checkers catch them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum PlantedBug {
+    /// A replica acknowledges one mutation in five from other coordinators without applying
+    /// it (caught as lost or under-replicated writes and stale reads).
+    AckWithoutApply,
+    /// Reads never repair stale replicas (caught as backwards or stale reads once replicas
+    /// diverge).
+    SkipReadRepair,
+    /// Coordinators store no hints (caught as under-replicated writes after a partition).
+    DropHints,
+}
 impl Default for NodeConfig {
     fn default() -> Self {
         NodeConfig {
@@ -216,6 +244,7 @@ impl Default for NodeConfig {
             hints: HintSettings::default(),
             gossip: GossipSettings::default(),
             rpc: RpcSettings::default(),
+            testing: TestingSettings::default(),
         }
     }
 }

@@ -320,6 +320,11 @@ impl Inner {
         batch: &Arc<Batch>,
     ) {
         for node in tracker.needs_hint() {
+            if self.config.testing.plant == Some(super::PlantedBug::DropHints) {
+                // Planted bug (test-only): the hint is lost.
+                tracker.on_hint_dropped(node);
+                continue;
+            }
             if node == self.id {
                 // Our own replica failed (its storage refuses writes, and our hint store,
                 // on the same disk, likely too): a peer holds the hint for us and replays it
@@ -567,6 +572,8 @@ impl Inner {
                 ReadStatus::Resolved(res) => {
                     if let Some(newest) = &res.newest
                         && !res.stale.is_empty()
+                        // Planted bug (test-only): no read repair.
+                        && self.config.testing.plant != Some(super::PlantedBug::SkipReadRepair)
                     {
                         let repair = resolver.read_repair(&res);
                         self.read_repair(&view, keyspace, &cell_key, newest, repair)

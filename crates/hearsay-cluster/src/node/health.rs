@@ -225,11 +225,24 @@ pub(crate) async fn run(inner: Arc<Inner>) {
             _ = tick.tick() => {}
             _ = inner.clock_probe_wake.notified() => {}
         }
+        inner.load_net_faults().await;
         inner.probe_clocks().await;
         inner.probe_disk().await;
         inner.publish_health();
     }
 }
+
+/// Injected network faults, as the test-only `net_faults_file` holds them.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct NetFaultsFile {
+    delay_ms: u64,
+    jitter_ms: u64,
+    loss: f64,
+}
+
+/// Largest net-faults file read, in bytes: three numbers.
+const MAX_NET_FAULTS_FILE_BYTES: u64 = 4 * 1024;
 
 /// Key of the local write that tests whether a full disk has room again.
 const DISK_PROBE_KEY: &[u8] = b"health/disk-probe";
@@ -238,6 +251,41 @@ impl Inner {
     /// While the engine reports a full disk, tries one small write to the local `system`
     /// keyspace: it clears the state as soon as the disk has room again. Nothing else would:
     /// a full node coordinates no writes and its peers send it none.
+    /// Applies the test-only net-faults file (see `TestingSettings::net_faults_file`).
+    async fn load_net_faults(&self) {
+        let Some(path) = self.config.testing.net_faults_file.clone() else {
+            return;
+        };
+        let text = tokio::task::spawn_blocking(move || {
+            match std::fs::metadata(&path) {
+                Ok(m) if m.len() <= MAX_NET_FAULTS_FILE_BYTES => {}
+                _ => return String::new(),
+            }
+            std::fs::read_to_string(&path).unwrap_or_default()
+        })
+        .await
+        .unwrap_or_default();
+        let f: NetFaultsFile = match toml::from_str(&text) {
+            Ok(f) => f,
+            Err(e) => {
+                tracing::warn!(error = %e, "unreadable net-faults file; no faults");
+                NetFaultsFile::default()
+            }
+        };
+        let faults = &self.rpc.context().net_faults;
+        let was = faults.is_active();
+        faults.set(f.delay_ms, f.jitter_ms, f.loss);
+        if faults.is_active() != was {
+            tracing::warn!(
+                delay_ms = f.delay_ms,
+                jitter_ms = f.jitter_ms,
+                loss = f.loss,
+                "test-only network faults {}",
+                if was { "cleared" } else { "injected" }
+            );
+        }
+    }
+
     async fn probe_disk(self: &Arc<Self>) {
         if self.engine.health().disk_full.is_none() {
             return;

@@ -61,12 +61,13 @@ impl Node {
         initial.push((StateKey::Load, inner.load_bytes().to_string().into_bytes()));
         let mut attempt = 0;
         let handle = loop {
-            match GossipHandle::spawn_with_states(
+            match GossipHandle::spawn_with(
                 cfg.clone(),
                 inner.id,
                 inner.generation,
                 inner.clock.clone(),
                 initial.clone(),
+                inner.rpc.context().net_faults.clone(),
             )
             .await
             {

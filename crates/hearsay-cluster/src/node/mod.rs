@@ -36,7 +36,7 @@ mod view;
 pub use config::{
     DEFAULT_CLUSTER_PORT, DEFAULT_JOIN_WAIT_MS, DEFAULT_READ_TIMEOUT_MS,
     DEFAULT_REPLICATION_FACTOR, DEFAULT_WRITE_TIMEOUT_MS, GossipSettings, HintSettings,
-    MAX_TIMEOUT_MS, NodeConfig, NodeConfigError, RpcSettings,
+    MAX_TIMEOUT_MS, NodeConfig, NodeConfigError, PlantedBug, RpcSettings, TestingSettings,
 };
 pub use data_path::WriteResult;
 pub use health::NodeHealth;

@@ -184,6 +184,13 @@ impl Inner {
             )));
         }
         let cells = cells.into_iter().map(WireCell::into_cell).collect();
+        if self.config.testing.plant == Some(super::PlantedBug::AckWithoutApply)
+            && self.counters.replica_mutations.load(Relaxed) % 5 == 0
+        {
+            // Planted bug (test-only): acknowledged, not applied.
+            self.counters.replica_mutations.fetch_add(1, Relaxed);
+            return Ok(super::Superseded::default());
+        }
         self.apply_local(keyspace, cells, report_superseded)
             .await
             .map_err(HandlerError::new)

@@ -298,6 +298,20 @@ impl RpcClient {
         body: Bytes,
         timeout: Duration,
     ) -> Result<(Reply, Arc<Conn>), RpcError> {
+        // Test-only injected faults: a lost call is one whose answer never comes; a delayed
+        // one leaves later (and calls sent after it may overtake it).
+        match self.inner.ctx.net_faults.fate() {
+            hearsay_types::faults::Fate::Deliver => {}
+            hearsay_types::faults::Fate::Delay(d) => tokio::time::sleep(d.min(timeout)).await,
+            hearsay_types::faults::Fate::Drop => {
+                let capped = timeout.min(MAX_CALL_TIMEOUT);
+                tokio::time::sleep(capped).await;
+                return Err(RpcError::Timeout {
+                    peer: addr,
+                    elapsed_ms: capped.as_millis() as u64,
+                });
+            }
+        }
         let start = Instant::now();
         let deadline = start + timeout.min(MAX_CALL_TIMEOUT);
         let peer = self.peer(addr);

@@ -27,6 +27,8 @@ pub struct RpcContext {
     /// clock agrees with the majority's, the median peer offset when it does not (set by the
     /// node's clock check). HLC readings are judged against the corrected time.
     pub clock_correction_us: std::sync::atomic::AtomicI64,
+    /// Test-only injected delay and loss of calls (see `hearsay_types::faults`).
+    pub net_faults: Arc<hearsay_types::faults::NetFaults>,
 }
 
 impl RpcContext {
@@ -43,6 +45,7 @@ impl RpcContext {
             hlc,
             clocks: PeerClocks::default(),
             clock_correction_us: std::sync::atomic::AtomicI64::new(0),
+            net_faults: Arc::default(),
         }))
     }
 
