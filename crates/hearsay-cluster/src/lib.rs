@@ -25,4 +25,5 @@
 pub mod hints;
 pub mod node;
 pub mod quorum;
+pub mod repair;
 pub mod rpc;
