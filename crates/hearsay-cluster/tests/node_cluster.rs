@@ -1269,3 +1269,108 @@ async fn injected_network_loss_is_applied_and_cleared_at_runtime() {
         n.node.shutdown().await;
     }
 }
+
+/// Issue 20, acceptance 2 (in process): C misses 10,000 writes at ONE and 1,000 deletes
+/// with hints off; after C restarts, one repair through C leaves every replica with every
+/// key and every delete, and a second repair moves nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn repair_brings_a_replica_that_missed_writes_and_deletes_up_to_date() {
+    let dir = tempfile::tempdir().unwrap();
+    let any = SocketAddr::from(([127, 0, 0, 1], 0));
+    let cfg = |d: &str, seeds: Vec<SocketAddr>| {
+        let mut c = config(&dir.path().join(d), any, seeds);
+        c.hints.enabled = false;
+        c.repair.enabled = false;
+        c
+    };
+    let a = start_with(cfg("a", vec![])).await;
+    let seed = a.node.cluster_addr();
+    let b = start_with(cfg("b", vec![seed])).await;
+    let c = start_with(cfg("c", vec![seed])).await;
+    let mut nodes = vec![a, b, c];
+    wait_for_ring(&nodes, 3).await;
+    let old: Vec<String> = (0..1_000).map(|i| format!("old-{i}")).collect();
+    for chunk in old.chunks(100) {
+        let cells = chunk.iter().map(|k| cell(k, "v")).collect();
+        nodes[0].node.write("default", cells, ALL).await.unwrap();
+    }
+    let c = nodes.pop().unwrap();
+    c.node.shutdown().await;
+    let (a, b) = (&nodes[0].node, &nodes[1].node);
+    let new: Vec<String> = (0..10_000).map(|i| format!("new-{i}")).collect();
+    for chunk in new.chunks(200) {
+        let cells = chunk.iter().map(|k| cell(k, "w")).collect();
+        a.write("default", cells, ONE).await.unwrap();
+    }
+    for chunk in old.chunks(200) {
+        let cells = chunk
+            .iter()
+            .map(|k| {
+                let (key, _) = cell(k, "");
+                (key, Cell::tombstone(Timestamp(0)))
+            })
+            .collect();
+        b.write("default", cells, ONE).await.unwrap();
+    }
+    assert_eq!(stored(&c.engine, "new-1"), None);
+    let c = restart(&c, |_| {}).await;
+    // Repair compares only writes older than a write's deadline (still arriving otherwise).
+    tokio::time::sleep(Duration::from_millis(c.config.write_timeout_ms + 600)).await;
+    wait_for("C to be ready", CONVERGE, || c.node.is_ready()).await;
+    let job = c.node.start_repair(Default::default()).await.unwrap();
+    let finished = |n: &Node| {
+        n.repair_stats()
+            .jobs
+            .iter()
+            .any(|j| j.id == job && j.finished_ms.is_some())
+    };
+    wait_for("the repair to finish", Duration::from_secs(60), || {
+        finished(&c.node)
+    })
+    .await;
+    let stats = c.node.repair_stats();
+    let j = stats.jobs.iter().find(|j| j.id == job).unwrap().clone();
+    assert_eq!(j.failed, 0, "{:?}", j.last_error);
+    assert!(j.totals.cells_moved >= 11_000, "{:?}", j.totals);
+    for n in [&nodes[0], &nodes[1], &c] {
+        for k in &new {
+            assert_eq!(live(stored(&n.engine, k)), Some("w".into()), "{k}");
+        }
+        for k in &old {
+            let s = stored(&n.engine, k).expect("the delete is stored");
+            assert!(s.is_tombstone(), "{k} on {}", n.node.id());
+        }
+    }
+    for k in new.iter().take(50) {
+        assert_eq!(
+            live(c.node.read("default", k.as_bytes(), ONE).await.unwrap()),
+            Some("w".into())
+        );
+    }
+    // A second repair finds everything in sync.
+    let again = c.node.start_repair(Default::default()).await.unwrap();
+    wait_for("the second repair", Duration::from_secs(60), || {
+        c.node
+            .repair_stats()
+            .jobs
+            .iter()
+            .any(|j| j.id == again && j.finished_ms.is_some())
+    })
+    .await;
+    let j2 = c
+        .node
+        .repair_stats()
+        .jobs
+        .into_iter()
+        .find(|j| j.id == again)
+        .unwrap();
+    assert_eq!(
+        (j2.totals.cells_moved, j2.totals.differed),
+        (0, false),
+        "{j2:?}"
+    );
+    eprintln!("first repair: {:?}\nsecond: {:?}", j.totals, j2.totals);
+    for n in nodes.iter().chain([&c]) {
+        n.node.shutdown().await;
+    }
+}

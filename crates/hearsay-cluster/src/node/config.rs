@@ -189,10 +189,47 @@ pub struct NodeConfig {
     pub hints: HintSettings,
     pub gossip: GossipSettings,
     pub rpc: RpcSettings,
+    /// Anti-entropy repair (`docs/repair.md`).
+    pub repair: RepairSettings,
     /// Test-only seams (`docs/testing.md`); all off by default. Never set in production.
     pub testing: TestingSettings,
 }
 
+/// Anti-entropy repair settings (`[cluster.repair]`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RepairSettings {
+    /// Repair continuously: every node repairs the ranges it is primary for, spread over
+    /// `interval_ms`, dirty ranges first. Default true.
+    pub enabled: bool,
+    /// Every primary range is repaired at least once per this, in ms. Default one day: well
+    /// within the default `gc_grace` of ten days, so deletes reach every replica before
+    /// their tombstones may be purged.
+    pub interval_ms: u64,
+    /// Bytes per second that every repair on this node together may read and send. Default
+    /// 16 MiB/s: a fraction of a disk's and a NIC's bandwidth, so foreground requests keep
+    /// theirs.
+    pub bytes_per_sec: u64,
+    /// Largest sub-range one session compares, in cells (estimated from the trees): a larger
+    /// range is split, and a failed sub-range is retried alone. Default 100,000 (about 10 MB
+    /// of 100-byte values).
+    pub max_session_cells: u64,
+    /// Pause before the always-on worker's first session after start, in ms. Default 60 s,
+    /// so that a restarting cluster settles first.
+    pub initial_delay_ms: u64,
+}
+
+impl Default for RepairSettings {
+    fn default() -> Self {
+        RepairSettings {
+            enabled: true,
+            interval_ms: 24 * 3_600_000,
+            bytes_per_sec: 16 * 1024 * 1024,
+            max_session_cells: 100_000,
+            initial_delay_ms: 60_000,
+        }
+    }
+}
 /// Test-only seams: a bug planted on purpose (to prove the fault suite's checkers catch it)
 /// and injected network faults. All off by default; never set in production.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -244,6 +281,7 @@ impl Default for NodeConfig {
             hints: HintSettings::default(),
             gossip: GossipSettings::default(),
             rpc: RpcSettings::default(),
+            repair: RepairSettings::default(),
             testing: TestingSettings::default(),
         }
     }
@@ -258,6 +296,13 @@ impl NodeConfig {
     /// Checks every rule, including each subsystem's own `validate()`.
     pub fn validate(&self) -> Result<(), NodeConfigError> {
         let bad = |m: String| Err(NodeConfigError(m));
+        let r = &self.repair;
+        if r.interval_ms < 1_000 || r.bytes_per_sec < 1024 || r.max_session_cells < 100 {
+            return bad(format!(
+                "repair: interval_ms must be at least 1000, bytes_per_sec at least 1024 and max_session_cells at least 100, got {}, {} and {}",
+                r.interval_ms, r.bytes_per_sec, r.max_session_cells
+            ));
+        }
         if self.dc.is_empty() || self.dc.len() > hearsay_ring::MAX_LOCATION_NAME_BYTES {
             return bad(format!("dc must be 1..=64 bytes, got {:?}", self.dc));
         }

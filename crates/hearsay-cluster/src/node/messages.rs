@@ -1,4 +1,4 @@
-//! Internode messages of the data path (method ids 16..=21, listed in docs/rpc.md and
+//! Internode messages of the data path and repair (method ids 16..=22, listed in docs/rpc.md and
 //! docs/cluster.md). Each names its response type ([`Rpc`]); bodies are postcard inside the
 //! RPC layer's versioned, checksummed frames, which bound their size before decoding.
 
@@ -86,6 +86,37 @@ impl Rpc for HintFor {
     const METHOD: MethodId = 21;
     const NAME: &'static str = "HintFor";
     type Response = HintForAck;
+}
+
+/// Build this replica's hash tree of a token range (method 22, repair): the root always, the
+/// leaves when asked. See `crate::repair::tree`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct RepairTree {
+    pub keyspace: String,
+    /// The range `(start, end]`.
+    pub start: i64,
+    pub end: i64,
+    /// `2^depth` leaves (at most `repair::MAX_TREE_DEPTH`).
+    pub depth: u8,
+    pub snapshot: crate::repair::Snapshot,
+    pub with_leaves: bool,
+}
+
+/// Answer to [`RepairTree`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RepairTreeReply {
+    pub root: u128,
+    /// The leaves, when asked (else empty).
+    pub leaves: Vec<u128>,
+    /// Cells and key+value bytes hashed.
+    pub cells: u64,
+    pub bytes: u64,
+}
+
+impl Rpc for RepairTree {
+    const METHOD: MethodId = 22;
+    const NAME: &'static str = "RepairTree";
+    type Response = RepairTreeReply;
 }
 
 /// Read one key: its full cell, or only the cell's digest.

@@ -25,6 +25,7 @@ mod joining;
 pub mod membership;
 pub mod messages;
 pub mod peers;
+pub mod repair;
 mod replica;
 mod scan;
 pub mod schema;
@@ -36,7 +37,8 @@ mod view;
 pub use config::{
     DEFAULT_CLUSTER_PORT, DEFAULT_JOIN_WAIT_MS, DEFAULT_READ_TIMEOUT_MS,
     DEFAULT_REPLICATION_FACTOR, DEFAULT_WRITE_TIMEOUT_MS, GossipSettings, HintSettings,
-    MAX_TIMEOUT_MS, NodeConfig, NodeConfigError, PlantedBug, RpcSettings, TestingSettings,
+    MAX_TIMEOUT_MS, NodeConfig, NodeConfigError, PlantedBug, RepairSettings, RpcSettings,
+    TestingSettings,
 };
 pub use data_path::WriteResult;
 pub use health::NodeHealth;
@@ -143,6 +145,8 @@ pub(crate) struct Inner {
     pub(crate) clock_baseline_us: std::sync::atomic::AtomicI64,
     /// Wakes the clock check at once (a write saw the clock step).
     pub(crate) clock_probe_wake: tokio::sync::Notify,
+    /// Anti-entropy repair: budget, counters, jobs.
+    pub(crate) repair: repair::RepairState,
 }
 
 /// A running node. Share it as `Arc<Node>`; every method takes `&self`.
@@ -238,6 +242,7 @@ impl Node {
         let cluster_addr = crate::rpc::transport::Listener::local_addr(&listener);
         let empty_view = RingView::build(id, Membership::default(), &schema);
         let started_mono = clock.monotonic();
+        let config_repair_rate = config.repair.bytes_per_sec;
         let inner = Arc::new(Inner {
             hint_scheduler: Mutex::new(HintScheduler::new(config.hint_scheduler_config())),
             config,
@@ -267,6 +272,7 @@ impl Node {
             started_mono,
             clock_baseline_us: std::sync::atomic::AtomicI64::new(0),
             clock_probe_wake: tokio::sync::Notify::new(),
+            repair: repair::RepairState::new(config_repair_rate),
         });
         inner
             .clock_baseline_us
@@ -297,6 +303,7 @@ impl Node {
         inner.publish_health();
         node.spawn(hint_replay::run(inner.clone()));
         node.spawn(health::run(inner.clone()));
+        node.spawn(repair::run(inner.clone()));
         tracing::info!(
             node = %id,
             generation,

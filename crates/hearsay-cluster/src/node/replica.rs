@@ -44,6 +44,12 @@ pub(super) fn registry(inner: &Arc<Inner>) -> Registry {
     })
     .unwrap_or_else(dup);
     let i = inner.clone();
+    r.register_fn::<super::messages::RepairTree, _, _>(move |_ctx, m| {
+        let i = i.clone();
+        async move { i.handle_repair_tree(m).await }
+    })
+    .unwrap_or_else(dup);
+    let i = inner.clone();
     r.register_fn::<Read, _, _>(move |_ctx, m: Read| {
         let i = i.clone();
         async move { i.handle_read(m).await }
@@ -185,7 +191,11 @@ impl Inner {
         }
         let cells = cells.into_iter().map(WireCell::into_cell).collect();
         if self.config.testing.plant == Some(super::PlantedBug::AckWithoutApply)
-            && self.counters.replica_mutations.load(Relaxed) % 5 == 0
+            && self
+                .counters
+                .replica_mutations
+                .load(Relaxed)
+                .is_multiple_of(5)
         {
             // Planted bug (test-only): acknowledged, not applied.
             self.counters.replica_mutations.fetch_add(1, Relaxed);

@@ -1,0 +1,909 @@
+//! Anti-entropy repair sessions: the driver around the pure `crate::repair` core.
+//!
+//! A session repairs one token range of one keyspace across its replicas (this node among
+//! them or not): it asks every replica for the root of its hash tree over the range at one
+//! snapshot; when the roots agree it is done. Otherwise it splits ranges holding more than
+//! `max_session_cells` and asks for the leaves, reads the cells of the differing slices from
+//! every replica, and sends each replica exactly the cells it lacks (last write wins makes
+//! the exchange symmetric). Every byte read or sent, here or by a replica building a tree
+//! for us, is paced by the node's one repair budget ([`Throttle`]).
+//!
+//! Jobs (on demand, `Node::start_repair`) and the always-on worker run sessions over many
+//! ranges; a job's progress is persisted in the local `system` keyspace after every range,
+//! so a repair interrupted by a crash resumes at its first unfinished range. Each range's
+//! last successful repair time is persisted too (the always-on worker repairs the oldest
+//! first, after any the hint store marked dirty).
+
+use super::messages::{RepairTree, RepairTreeReply, ScanRange, WireCell};
+use super::schema::SYSTEM_KEYSPACE;
+use super::{Inner, Node, NodeError};
+use crate::repair::{MAX_TREE_DEPTH, MerkleTree, Snapshot, differing_ranges, plan_sync};
+use crate::rpc::HandlerError;
+use bytes::Bytes;
+use hearsay_ring::TokenRange;
+use hearsay_storage::{Cell, CellKey};
+use hearsay_types::{NodeId, Timestamp, Token};
+use parking_lot::Mutex;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::time::{Duration, Instant};
+
+/// Cells per leaf a differing range's tree aims at: small enough that a differing leaf
+/// costs little to re-read, large enough that the leaves of a session stay a small message
+/// (100,000 cells at 64 per leaf: 2^11 leaves, 32 KiB).
+const LEAF_TARGET_CELLS: u64 = 64;
+/// Cells fetched per page when reading a differing slice (a `ScanRange` answer is capped at
+/// `MAX_SCAN_CELLS` anyway).
+const FETCH_PAGE_CELLS: usize = 2_000;
+/// Cells per push to one replica: one `Mutate`, far below `MAX_CELLS_PER_MUTATION`, so a
+/// push is a bounded amount of work on the replica.
+const PUSH_BATCH_CELLS: usize = 500;
+/// Per-call deadline of repair RPCs, in ms: a tree over a large range takes a scan, paced by
+/// the budget.
+const REPAIR_CALL_TIMEOUT_MS: u64 = 60_000;
+/// Margin added to the write timeout to get a session's snapshot lag, in µs (see
+/// `repair_range_inner`).
+const SNAPSHOT_MARGIN_US: u64 = 500_000;
+/// Most finished jobs kept for `repair --status`.
+const MAX_FINISHED_JOBS: usize = 32;
+/// Key prefixes in the local `system` keyspace.
+const JOB_KEY_PREFIX: &str = "repair-job/";
+const RANGE_KEY_PREFIX: &str = "repair-range/";
+/// Version byte in front of every stored repair record.
+const REPAIR_RECORD_VERSION: u8 = 1;
+
+/// One repair budget for the whole node: a token bucket of bytes per second, shared by every
+/// session, tree build and fetch, so that repair never takes more than its share of disk and
+/// network whatever runs at once.
+#[derive(Debug)]
+pub(crate) struct Throttle {
+    bytes_per_sec: AtomicU64,
+    state: Mutex<(f64, Instant)>,
+}
+
+impl Throttle {
+    pub(crate) fn new(bytes_per_sec: u64) -> Throttle {
+        Throttle {
+            bytes_per_sec: AtomicU64::new(bytes_per_sec),
+            // A second's worth may go at once.
+            state: Mutex::new((bytes_per_sec as f64, Instant::now())),
+        }
+    }
+
+    /// The budget in bytes per second.
+    pub(crate) fn rate(&self) -> u64 {
+        self.bytes_per_sec.load(Relaxed)
+    }
+
+    /// Takes `bytes` from the budget; returns how long the caller must wait first.
+    fn take(&self, bytes: u64) -> Duration {
+        let rate = self.rate().max(1) as f64;
+        let mut s = self.state.lock();
+        let now = Instant::now();
+        let refill = now.saturating_duration_since(s.1).as_secs_f64() * rate;
+        s.0 = (s.0 + refill).min(rate);
+        s.1 = now;
+        s.0 -= bytes as f64;
+        if s.0 >= 0.0 {
+            Duration::ZERO
+        } else {
+            Duration::from_secs_f64(-s.0 / rate)
+        }
+    }
+
+    /// Waits until `bytes` fit the budget (async).
+    pub(crate) async fn acquire(&self, bytes: u64) {
+        let wait = self.take(bytes);
+        if !wait.is_zero() {
+            tokio::time::sleep(wait).await;
+        }
+    }
+
+    /// Waits until `bytes` fit the budget (blocking thread).
+    fn acquire_blocking(&self, bytes: u64) {
+        let wait = self.take(bytes);
+        if !wait.is_zero() {
+            std::thread::sleep(wait);
+        }
+    }
+}
+
+/// What one range's session found and did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RangeOutcome {
+    /// Cells and bytes hashed over all replicas.
+    pub cells_compared: u64,
+    pub bytes_compared: u64,
+    /// Cells and bytes sent to replicas that lacked them.
+    pub cells_moved: u64,
+    pub bytes_moved: u64,
+    /// Whether the replicas' trees differed.
+    pub differed: bool,
+}
+
+impl RangeOutcome {
+    fn add(&mut self, o: &RangeOutcome) {
+        self.cells_compared += o.cells_compared;
+        self.bytes_compared += o.bytes_compared;
+        self.cells_moved += o.cells_moved;
+        self.bytes_moved += o.bytes_moved;
+        self.differed |= o.differed;
+    }
+}
+
+/// What to repair.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RepairRequest {
+    /// One keyspace, or every keyspace.
+    pub keyspace: Option<String>,
+    /// Only the part of this node's ranges within `(start, end]`.
+    pub range: Option<(i64, i64)>,
+}
+
+/// The state of one repair job.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RepairJob {
+    pub id: u64,
+    pub request: RepairRequest,
+    /// Ranges to repair, in order: `(keyspace, start, end)`.
+    pub ranges: Vec<(String, i64, i64)>,
+    /// Ranges finished (a prefix of `ranges`): a resumed job starts after them.
+    pub done: usize,
+    /// Ranges that failed (retried on resume).
+    pub failed: usize,
+    pub totals: RangeOutcome,
+    pub started_ms: u64,
+    pub finished_ms: Option<u64>,
+    /// Why the last failed range failed.
+    pub last_error: Option<String>,
+}
+
+/// Counters and recent jobs, as `/v1/stats` and `hearsay repair --status` show them.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct RepairStats {
+    pub enabled: bool,
+    pub bytes_per_sec: u64,
+    pub sessions: u64,
+    pub sessions_failed: u64,
+    pub ranges_in_sync: u64,
+    pub ranges_out_of_sync: u64,
+    pub cells_compared: u64,
+    pub bytes_compared: u64,
+    pub cells_moved: u64,
+    pub bytes_moved: u64,
+    /// Bytes this node read from its engine for repair (tree builds and fetches, its own
+    /// and those it served to peers), as the engine's scans returned them.
+    pub bytes_read: u64,
+    /// Sessions running now.
+    pub running: u64,
+    /// Age of the oldest last-successful repair among this node's primary ranges, in ms
+    /// (`None` before every primary range has been repaired once).
+    pub max_age_ms: Option<u64>,
+    /// Per keyspace: primary ranges and how many were ever repaired.
+    pub primary_ranges: BTreeMap<String, (usize, usize)>,
+    pub jobs: Vec<RepairJob>,
+}
+
+/// Repair's shared state on a node.
+#[derive(Debug)]
+pub(crate) struct RepairState {
+    pub(crate) throttle: Throttle,
+    pub(crate) sessions: AtomicU64,
+    pub(crate) sessions_failed: AtomicU64,
+    pub(crate) ranges_in_sync: AtomicU64,
+    pub(crate) ranges_out_of_sync: AtomicU64,
+    pub(crate) cells_compared: AtomicU64,
+    pub(crate) bytes_compared: AtomicU64,
+    pub(crate) cells_moved: AtomicU64,
+    pub(crate) bytes_moved: AtomicU64,
+    pub(crate) bytes_read: AtomicU64,
+    pub(crate) running: AtomicU64,
+    /// Jobs by id: running and recently finished.
+    pub(crate) jobs: Mutex<BTreeMap<u64, RepairJob>>,
+    pub(crate) next_job: AtomicU64,
+}
+
+impl RepairState {
+    pub(crate) fn new(bytes_per_sec: u64) -> RepairState {
+        RepairState {
+            throttle: Throttle::new(bytes_per_sec),
+            sessions: AtomicU64::new(0),
+            sessions_failed: AtomicU64::new(0),
+            ranges_in_sync: AtomicU64::new(0),
+            ranges_out_of_sync: AtomicU64::new(0),
+            cells_compared: AtomicU64::new(0),
+            bytes_compared: AtomicU64::new(0),
+            cells_moved: AtomicU64::new(0),
+            bytes_moved: AtomicU64::new(0),
+            bytes_read: AtomicU64::new(0),
+            running: AtomicU64::new(0),
+            jobs: Mutex::new(BTreeMap::new()),
+            next_job: AtomicU64::new(1),
+        }
+    }
+}
+
+/// The tree depth that puts about [`LEAF_TARGET_CELLS`] cells in a leaf.
+fn depth_for(cells: u64) -> u8 {
+    let leaves = (cells / LEAF_TARGET_CELLS).max(1);
+    (64 - leaves.leading_zeros()).min(u32::from(MAX_TREE_DEPTH)) as u8
+}
+
+fn stored_range_key(keyspace: &str, r: &TokenRange) -> String {
+    format!("{RANGE_KEY_PREFIX}{keyspace}/{}/{}", r.start.0, r.end.0)
+}
+
+fn system_cell(key: String, value: &impl Serialize, ts: Timestamp) -> (CellKey, Cell) {
+    let mut v = vec![REPAIR_RECORD_VERSION];
+    v.extend_from_slice(&postcard::to_allocvec(value).unwrap_or_default());
+    (
+        CellKey::new(Token(0), Bytes::from(key)),
+        Cell::value(Bytes::from(v), ts),
+    )
+}
+
+fn decode_record<T: for<'de> Deserialize<'de>>(cell: &Cell) -> Option<T> {
+    match cell.value.as_ref()?.split_first() {
+        Some((&REPAIR_RECORD_VERSION, body)) => postcard::from_bytes(body).ok(),
+        _ => None,
+    }
+}
+
+impl Inner {
+    /// Builds this node's tree over `range` (blocking: scans the engine), paced by the
+    /// repair budget.
+    fn build_tree_blocking(
+        &self,
+        keyspace: &str,
+        range: TokenRange,
+        depth: u8,
+        snap: &Snapshot,
+    ) -> Result<MerkleTree, String> {
+        let mut tree = MerkleTree::new(range, depth);
+        let mut pending_bytes = 0u64;
+        for piece in range.unwrap() {
+            let lower = std::ops::Bound::Excluded(CellKey::new(piece.start, Bytes::new()));
+            let lower = match piece.start.0.checked_add(1) {
+                Some(t) => std::ops::Bound::Included(CellKey::new(Token(t), Bytes::new())),
+                None => lower,
+            };
+            let upper = match piece.end.0.checked_add(1) {
+                Some(t) => std::ops::Bound::Excluded(CellKey::new(Token(t), Bytes::new())),
+                None => std::ops::Bound::Unbounded,
+            };
+            let iter = self
+                .engine
+                .scan(keyspace, lower, upper)
+                .map_err(|e| e.to_string())?;
+            for item in iter {
+                let (k, c) = item.map_err(|e| e.to_string())?;
+                let n = (k.key.len() + c.value_len()) as u64;
+                pending_bytes += n;
+                self.repair.bytes_read.fetch_add(n, Relaxed);
+                // Pace in steps of 64 KiB: one wait per step, not per cell.
+                if pending_bytes >= 64 * 1024 {
+                    self.repair.throttle.acquire_blocking(pending_bytes);
+                    pending_bytes = 0;
+                }
+                tree.add(&k, &c, snap);
+            }
+        }
+        Ok(tree)
+    }
+
+    /// Serves a peer's [`RepairTree`].
+    pub(super) async fn handle_repair_tree(
+        self: &Arc<Self>,
+        m: RepairTree,
+    ) -> Result<RepairTreeReply, HandlerError> {
+        if m.depth > MAX_TREE_DEPTH {
+            return Err(HandlerError::new(format!(
+                "tree depth {} exceeds {MAX_TREE_DEPTH}",
+                m.depth
+            )));
+        }
+        let range = TokenRange::new(Token(m.start), Token(m.end));
+        let tree = self
+            .tree_of(m.keyspace, range, m.depth, m.snapshot)
+            .await
+            .map_err(HandlerError::new)?;
+        Ok(RepairTreeReply {
+            root: tree.root(),
+            leaves: if m.with_leaves {
+                tree.leaves().to_vec()
+            } else {
+                Vec::new()
+            },
+            cells: tree.cells(),
+            bytes: tree.bytes(),
+        })
+    }
+
+    async fn tree_of(
+        self: &Arc<Self>,
+        keyspace: String,
+        range: TokenRange,
+        depth: u8,
+        snap: Snapshot,
+    ) -> Result<MerkleTree, String> {
+        let this = self.clone();
+        tokio::task::spawn_blocking(move || {
+            this.build_tree_blocking(&keyspace, range, depth, &snap)
+        })
+        .await
+        .map_err(|e| format!("tree task failed: {e}"))?
+    }
+
+    /// A replica's tree (this node's own, or a peer's by RPC).
+    async fn replica_tree(
+        self: &Arc<Self>,
+        node: NodeId,
+        keyspace: &str,
+        range: TokenRange,
+        depth: u8,
+        snap: Snapshot,
+        with_leaves: bool,
+    ) -> Result<(u128, Option<MerkleTree>, u64, u64), String> {
+        if node == self.id {
+            let t = self
+                .tree_of(keyspace.to_string(), range, depth, snap)
+                .await?;
+            let (cells, bytes) = (t.cells(), t.bytes());
+            return Ok((t.root(), with_leaves.then_some(t), cells, bytes));
+        }
+        let addr = self
+            .current_view()
+            .addr_of(node)
+            .ok_or_else(|| format!("no address for {node}"))?;
+        let m = RepairTree {
+            keyspace: keyspace.to_string(),
+            start: range.start.0,
+            end: range.end.0,
+            depth,
+            snapshot: snap,
+            with_leaves,
+        };
+        let reply = self
+            .rpc
+            .call(addr, &m, Duration::from_millis(REPAIR_CALL_TIMEOUT_MS))
+            .await
+            .map_err(|e| e.to_string())?;
+        let tree = if with_leaves {
+            Some(
+                MerkleTree::from_leaves(range, reply.leaves)
+                    .ok_or_else(|| format!("{node} sent a malformed tree"))?,
+            )
+        } else {
+            None
+        };
+        Ok((reply.root, tree, reply.cells, reply.bytes))
+    }
+
+    /// Every stored cell of `range` on a replica (tombstones included), page by page.
+    async fn replica_cells(
+        self: &Arc<Self>,
+        node: NodeId,
+        keyspace: &str,
+        range: TokenRange,
+    ) -> Result<Vec<(CellKey, Cell)>, String> {
+        let mut out = Vec::new();
+        for piece in range.unwrap() {
+            let Some(mut from) = piece.start.0.checked_add(1).map(Token) else {
+                continue;
+            };
+            loop {
+                let (cells, next) = if node == self.id {
+                    self.scan_local(keyspace.to_string(), from, piece.end, FETCH_PAGE_CELLS)
+                        .await?
+                } else {
+                    let addr = self
+                        .current_view()
+                        .addr_of(node)
+                        .ok_or_else(|| format!("no address for {node}"))?;
+                    let m = ScanRange {
+                        keyspace: keyspace.to_string(),
+                        from: from.0,
+                        to: piece.end.0,
+                        limit: FETCH_PAGE_CELLS as u32,
+                    };
+                    let reply = self
+                        .rpc
+                        .call(addr, &m, Duration::from_millis(REPAIR_CALL_TIMEOUT_MS))
+                        .await
+                        .map_err(|e| e.to_string())?;
+                    (
+                        reply.cells.into_iter().map(WireCell::into_cell).collect(),
+                        reply.next.map(Token),
+                    )
+                };
+                let bytes: u64 = cells
+                    .iter()
+                    .map(|(k, c)| (k.key.len() + c.value_len()) as u64)
+                    .sum();
+                if node == self.id {
+                    self.repair.bytes_read.fetch_add(bytes, Relaxed);
+                }
+                self.repair.throttle.acquire(bytes).await;
+                out.extend(cells);
+                match next {
+                    Some(n) => from = n,
+                    None => break,
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Sends `cells` to a replica, in bounded batches, paced by the budget.
+    async fn push_cells(
+        self: &Arc<Self>,
+        node: NodeId,
+        keyspace: &str,
+        cells: Vec<(CellKey, Cell)>,
+    ) -> Result<(), String> {
+        let addr = self.current_view().addr_of(node);
+        let timeout = Duration::from_millis(REPAIR_CALL_TIMEOUT_MS);
+        for chunk in cells.chunks(PUSH_BATCH_CELLS) {
+            let bytes: u64 = chunk
+                .iter()
+                .map(|(k, c)| (k.key.len() + c.value_len()) as u64)
+                .sum();
+            self.repair.throttle.acquire(bytes).await;
+            self.send_mutation(node, addr, keyspace.to_string(), chunk, timeout, false)
+                .await
+                .map_err(|e| format!("push to {node}: {e}"))?;
+        }
+        Ok(())
+    }
+
+    /// Repairs `range` of `keyspace` across `replicas`: compares roots, splits a large
+    /// range, compares leaves, exchanges the differing cells.
+    pub(crate) async fn repair_range(
+        self: &Arc<Self>,
+        keyspace: &str,
+        range: TokenRange,
+        replicas: &[NodeId],
+    ) -> Result<RangeOutcome, String> {
+        self.repair.running.fetch_add(1, Relaxed);
+        self.repair.sessions.fetch_add(1, Relaxed);
+        let r = self.repair_range_inner(keyspace, range, replicas).await;
+        self.repair.running.fetch_sub(1, Relaxed);
+        match &r {
+            Ok(o) => {
+                if o.differed {
+                    self.repair.ranges_out_of_sync.fetch_add(1, Relaxed);
+                } else {
+                    self.repair.ranges_in_sync.fetch_add(1, Relaxed);
+                }
+                self.repair
+                    .cells_compared
+                    .fetch_add(o.cells_compared, Relaxed);
+                self.repair
+                    .bytes_compared
+                    .fetch_add(o.bytes_compared, Relaxed);
+                self.repair.cells_moved.fetch_add(o.cells_moved, Relaxed);
+                self.repair.bytes_moved.fetch_add(o.bytes_moved, Relaxed);
+            }
+            Err(e) => {
+                self.repair.sessions_failed.fetch_add(1, Relaxed);
+                tracing::warn!(%keyspace, ?range, error = %e, "repair session failed");
+            }
+        }
+        r
+    }
+
+    async fn repair_range_inner(
+        self: &Arc<Self>,
+        keyspace: &str,
+        range: TokenRange,
+        replicas: &[NodeId],
+    ) -> Result<RangeOutcome, String> {
+        if replicas.len() < 2 {
+            return Ok(RangeOutcome::default());
+        }
+        let gc_grace_ms = self.engine_gc_grace_ms(keyspace);
+        let now_us = self.hlc.clock().wall_micros();
+        // Writes younger than a write's deadline may still be arriving at some replicas:
+        // they are left out, or they would show as differences that are not.
+        let lag_us = self.config.write_timeout_ms * 1_000 + SNAPSHOT_MARGIN_US;
+        let snap = Snapshot {
+            now_ms: now_us / 1_000,
+            max_timestamp: Timestamp(now_us.saturating_sub(lag_us)),
+            gc_grace_ms,
+        };
+        // Round 1: roots and sizes.
+        let mut roots = Vec::with_capacity(replicas.len());
+        let mut out = RangeOutcome::default();
+        let mut max_cells = 0;
+        for n in replicas {
+            let (root, _, cells, bytes) = self
+                .replica_tree(*n, keyspace, range, 0, snap, false)
+                .await?;
+            roots.push(root);
+            out.cells_compared += cells;
+            out.bytes_compared += bytes;
+            max_cells = max_cells.max(cells);
+        }
+        if roots.iter().all(|r| *r == roots[0]) {
+            return Ok(out);
+        }
+        out.differed = true;
+        // Too much for one session: each half is its own session (retried alone on failure).
+        let halves = range.split_even(2);
+        if max_cells > self.config.repair.max_session_cells && halves.len() == 2 {
+            let mut out = RangeOutcome {
+                differed: true,
+                ..RangeOutcome::default()
+            };
+            for half in halves {
+                let o = Box::pin(self.repair_range_inner(keyspace, half, replicas)).await?;
+                out.add(&o);
+            }
+            // The halves compared their own cells again; keep their figures.
+            return Ok(out);
+        }
+        // Round 2: leaves at a depth sized to the range.
+        let depth = depth_for(max_cells);
+        let mut trees = Vec::with_capacity(replicas.len());
+        for n in replicas {
+            let (_, tree, _, _) = self
+                .replica_tree(*n, keyspace, range, depth, snap, true)
+                .await?;
+            trees.push(tree.ok_or("no tree")?);
+        }
+        let refs: Vec<&MerkleTree> = trees.iter().collect();
+        for slice in differing_ranges(&refs) {
+            let mut held = Vec::with_capacity(replicas.len());
+            for n in replicas {
+                held.push(self.replica_cells(*n, keyspace, slice).await?);
+            }
+            let plan = plan_sync(&held, &snap);
+            for (n, cells) in replicas.iter().zip(plan) {
+                if cells.is_empty() {
+                    continue;
+                }
+                out.cells_moved += cells.len() as u64;
+                out.bytes_moved += cells
+                    .iter()
+                    .map(|(k, c)| (k.key.len() + c.value_len()) as u64)
+                    .sum::<u64>();
+                self.push_cells(*n, keyspace, cells).await?;
+            }
+        }
+        Ok(out)
+    }
+
+    /// The engine's `gc_grace` for a keyspace (the default when it cannot say).
+    fn engine_gc_grace_ms(&self, keyspace: &str) -> u64 {
+        self.engine
+            .keyspace_options(keyspace)
+            .map(|o| o.gc_grace_ms)
+            .unwrap_or(hearsay_storage::config::DEFAULT_GC_GRACE_MS)
+    }
+
+    /// The ranges this node repairs for a request: for each keyspace, each vnode range
+    /// whose replicas include this node (cut to the requested range), with its replicas.
+    pub(crate) fn repair_ranges(
+        &self,
+        request: &RepairRequest,
+        primary_only: bool,
+    ) -> Vec<(String, TokenRange, Vec<NodeId>)> {
+        let view = self.current_view();
+        let mut out = Vec::new();
+        for (name, route) in &view.routes {
+            if request.keyspace.as_ref().is_some_and(|k| k != name) {
+                continue;
+            }
+            for (range, replicas) in route.map.natural().ranges() {
+                let mine = if primary_only {
+                    replicas.first() == Some(&self.id)
+                } else {
+                    replicas.contains(&self.id)
+                };
+                if !mine {
+                    continue;
+                }
+                let pieces = match request.range {
+                    Some((s, e)) => range.intersection(&TokenRange::new(Token(s), Token(e))),
+                    None => vec![range],
+                };
+                for p in pieces {
+                    out.push((name.clone(), p, replicas.to_vec()));
+                }
+            }
+        }
+        out
+    }
+
+    /// Persists a job's progress (local `system` keyspace).
+    async fn save_job(self: &Arc<Self>, job: &RepairJob) {
+        let cell = system_cell(
+            format!("{JOB_KEY_PREFIX}{:020}", job.id),
+            job,
+            self.hlc.now(),
+        );
+        let this = self.clone();
+        let _ =
+            tokio::task::spawn_blocking(move || this.engine.apply(SYSTEM_KEYSPACE, &[cell])).await;
+    }
+
+    /// Records a range's successful repair time.
+    async fn save_range_repaired(self: &Arc<Self>, keyspace: &str, range: &TokenRange) {
+        let now_ms = self.clock.wall_millis();
+        let cell = system_cell(stored_range_key(keyspace, range), &now_ms, self.hlc.now());
+        let this = self.clone();
+        let _ =
+            tokio::task::spawn_blocking(move || this.engine.apply(SYSTEM_KEYSPACE, &[cell])).await;
+    }
+
+    /// Every range's last successful repair time, by stored key.
+    fn repaired_at(&self) -> BTreeMap<String, u64> {
+        let mut out = BTreeMap::new();
+        let lower = std::ops::Bound::Included(CellKey::new(
+            Token(0),
+            Bytes::from_static(RANGE_KEY_PREFIX.as_bytes()),
+        ));
+        let Ok(iter) = self
+            .engine
+            .scan(SYSTEM_KEYSPACE, lower, std::ops::Bound::Unbounded)
+        else {
+            return out;
+        };
+        for (k, c) in iter.flatten() {
+            if !k.key.starts_with(RANGE_KEY_PREFIX.as_bytes()) {
+                break;
+            }
+            if let Some(ms) = decode_record::<u64>(&c) {
+                out.insert(String::from_utf8_lossy(&k.key).into_owned(), ms);
+            }
+        }
+        out
+    }
+
+    /// Jobs stored unfinished (a crash interrupted them), to resume.
+    fn stored_unfinished_jobs(&self) -> Vec<RepairJob> {
+        let lower = std::ops::Bound::Included(CellKey::new(
+            Token(0),
+            Bytes::from_static(JOB_KEY_PREFIX.as_bytes()),
+        ));
+        let Ok(iter) = self
+            .engine
+            .scan(SYSTEM_KEYSPACE, lower, std::ops::Bound::Unbounded)
+        else {
+            return Vec::new();
+        };
+        iter.flatten()
+            .take_while(|(k, _)| k.key.starts_with(JOB_KEY_PREFIX.as_bytes()))
+            .filter_map(|(_, c)| decode_record::<RepairJob>(&c))
+            .filter(|j| j.finished_ms.is_none())
+            .collect()
+    }
+
+    /// Runs a job from its first unfinished range to the end, persisting after each range.
+    async fn run_job(self: &Arc<Self>, mut job: RepairJob) {
+        tracing::info!(
+            job = job.id,
+            ranges = job.ranges.len(),
+            done = job.done,
+            "repair job running"
+        );
+        while job.done < job.ranges.len() {
+            if self.shutdown.is_cancelled() {
+                return;
+            }
+            let (ks, s, e) = job.ranges[job.done].clone();
+            let range = TokenRange::new(Token(s), Token(e));
+            // Replicas as placement says now (the ring may have changed since the job began).
+            let replicas: Vec<NodeId> = self
+                .current_view()
+                .routes
+                .get(&ks)
+                .map(|r| r.map.natural().replicas(range.end).to_vec())
+                .unwrap_or_default();
+            let alive = self.current_view().alive.clone();
+            let live: Vec<NodeId> = replicas
+                .iter()
+                .copied()
+                .filter(|n| alive.contains(n))
+                .collect();
+            let outcome = if live.len() < replicas.len() {
+                Err(format!(
+                    "{} of {} replicas are down",
+                    replicas.len() - live.len(),
+                    replicas.len()
+                ))
+            } else {
+                self.repair_range(&ks, range, &replicas).await
+            };
+            match outcome {
+                Ok(o) => {
+                    job.totals.add(&o);
+                    self.save_range_repaired(&ks, &range).await;
+                }
+                Err(e) => {
+                    job.failed += 1;
+                    job.last_error = Some(e);
+                }
+            }
+            job.done += 1;
+            self.repair.jobs.lock().insert(job.id, job.clone());
+            self.save_job(&job).await;
+        }
+        job.finished_ms = Some(self.clock.wall_millis());
+        tracing::info!(
+            job = job.id,
+            failed = job.failed,
+            cells_moved = job.totals.cells_moved,
+            "repair job finished"
+        );
+        self.repair.jobs.lock().insert(job.id, job.clone());
+        self.save_job(&job).await;
+        let mut jobs = self.repair.jobs.lock();
+        while jobs.values().filter(|j| j.finished_ms.is_some()).count() > MAX_FINISHED_JOBS {
+            let Some(oldest) = jobs
+                .values()
+                .filter(|j| j.finished_ms.is_some())
+                .map(|j| j.id)
+                .next()
+            else {
+                break;
+            };
+            jobs.remove(&oldest);
+        }
+    }
+}
+
+impl Node {
+    /// Starts a repair job of the ranges this node replicates (within the request); returns
+    /// its id. The job runs in the background; `repair_stats` shows its progress.
+    pub async fn start_repair(&self, request: RepairRequest) -> Result<u64, NodeError> {
+        self.inner.check_coordinator()?;
+        if let Some(ks) = &request.keyspace
+            && !self.inner.current_view().routes.contains_key(ks)
+        {
+            return Err(NodeError::NoSuchKeyspace(ks.clone()));
+        }
+        let ranges: Vec<(String, i64, i64)> = self
+            .inner
+            .repair_ranges(&request, false)
+            .into_iter()
+            .map(|(ks, r, _)| (ks, r.start.0, r.end.0))
+            .collect();
+        let id = self.inner.repair.next_job.fetch_add(1, Relaxed)
+            + self.inner.clock.wall_millis() * 1_000;
+        let job = RepairJob {
+            id,
+            request,
+            ranges,
+            done: 0,
+            failed: 0,
+            totals: RangeOutcome::default(),
+            started_ms: self.inner.clock.wall_millis(),
+            finished_ms: None,
+            last_error: None,
+        };
+        self.inner.repair.jobs.lock().insert(id, job.clone());
+        self.inner.save_job(&job).await;
+        let inner = self.inner.clone();
+        self.spawn(async move { inner.run_job(job).await });
+        Ok(id)
+    }
+
+    /// Repair counters, the node's primary ranges' repair ages, and recent jobs.
+    pub fn repair_stats(&self) -> RepairStats {
+        let inner = &self.inner;
+        let r = &inner.repair;
+        let repaired = inner.repaired_at();
+        let now = inner.clock.wall_millis();
+        let mut primary: BTreeMap<String, (usize, usize)> = BTreeMap::new();
+        let mut oldest: Option<u64> = Some(0);
+        for (ks, range, _) in inner.repair_ranges(&RepairRequest::default(), true) {
+            let e = primary.entry(ks.clone()).or_default();
+            e.0 += 1;
+            match repaired.get(&stored_range_key(&ks, &range)) {
+                Some(at) => {
+                    e.1 += 1;
+                    oldest = oldest.map(|o| o.max(now.saturating_sub(*at)));
+                }
+                None => oldest = None,
+            }
+        }
+        RepairStats {
+            enabled: inner.config.repair.enabled,
+            bytes_per_sec: r.throttle.rate(),
+            sessions: r.sessions.load(Relaxed),
+            sessions_failed: r.sessions_failed.load(Relaxed),
+            ranges_in_sync: r.ranges_in_sync.load(Relaxed),
+            ranges_out_of_sync: r.ranges_out_of_sync.load(Relaxed),
+            cells_compared: r.cells_compared.load(Relaxed),
+            bytes_compared: r.bytes_compared.load(Relaxed),
+            cells_moved: r.cells_moved.load(Relaxed),
+            bytes_moved: r.bytes_moved.load(Relaxed),
+            bytes_read: r.bytes_read.load(Relaxed),
+            running: r.running.load(Relaxed),
+            max_age_ms: if primary.is_empty() { None } else { oldest },
+            primary_ranges: primary,
+            jobs: r.jobs.lock().values().cloned().collect(),
+        }
+    }
+}
+
+/// Resumes jobs a crash interrupted, then runs the always-on repair: the node's primary
+/// ranges, the one repaired longest ago first (never-repaired ones before all), one every
+/// `interval / ranges` so each is repaired about once per interval.
+pub(crate) async fn run(inner: Arc<Inner>) {
+    for job in inner.stored_unfinished_jobs() {
+        tracing::info!(
+            job = job.id,
+            done = job.done,
+            of = job.ranges.len(),
+            "resuming an interrupted repair job"
+        );
+        inner.repair.jobs.lock().insert(job.id, job.clone());
+        let i = inner.clone();
+        tokio::spawn(async move { i.run_job(job).await });
+    }
+    if !inner.config.repair.enabled {
+        return;
+    }
+    let initial = Duration::from_millis(inner.config.repair.initial_delay_ms);
+    tokio::select! {
+        _ = inner.shutdown.cancelled() => return,
+        _ = tokio::time::sleep(initial) => {}
+    }
+    loop {
+        let ranges = inner.repair_ranges(&RepairRequest::default(), true);
+        let pause =
+            Duration::from_millis(inner.config.repair.interval_ms / (ranges.len().max(1) as u64));
+        let repaired = inner.repaired_at();
+        let next = ranges
+            .into_iter()
+            .min_by_key(|(ks, r, _)| repaired.get(&stored_range_key(ks, r)).copied().unwrap_or(0));
+        if let Some((ks, range, replicas)) = next {
+            let view = inner.current_view();
+            let all_up = replicas.iter().all(|n| view.alive.contains(n));
+            let due = repaired
+                .get(&stored_range_key(&ks, &range))
+                .is_none_or(|at| {
+                    inner.clock.wall_millis().saturating_sub(*at) >= inner.config.repair.interval_ms
+                });
+            if all_up
+                && due
+                && inner.ready.load(Relaxed)
+                && inner.repair_range(&ks, range, &replicas).await.is_ok()
+            {
+                inner.save_range_repaired(&ks, &range).await;
+            }
+        }
+        tokio::select! {
+            _ = inner.shutdown.cancelled() => return,
+            _ = tokio::time::sleep(pause) => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn depth_puts_about_the_target_in_a_leaf() {
+        assert_eq!(depth_for(0), 1);
+        assert_eq!(depth_for(64), 1);
+        assert_eq!(depth_for(100_000), 11);
+        assert_eq!(depth_for(u64::MAX), MAX_TREE_DEPTH);
+    }
+
+    #[test]
+    fn the_throttle_paces_to_its_rate() {
+        let t = Throttle::new(1_000);
+        assert_eq!(t.take(1_000), Duration::ZERO, "a second's worth at once");
+        let wait = t.take(500);
+        assert!(
+            wait > Duration::from_millis(400) && wait <= Duration::from_millis(500),
+            "{wait:?}"
+        );
+    }
+}
