@@ -4,7 +4,10 @@
 
 use hearsay_cluster::node::membership::{MemberInfo, Membership};
 use hearsay_cluster::node::peers::{PEERS_FILE, SavedRing};
-use hearsay_cluster::node::schema::{KeyspaceDef, def_from_cell, def_to_cell};
+use hearsay_cluster::node::schema::{
+    CompactionOption, CompressionOption, KeyspaceDef, KeyspaceOptions, TombstoneGc, def_from_cell,
+    def_to_cell,
+};
 use hearsay_cluster::node::tokens;
 use hearsay_ring::ReplicationStrategy;
 use hearsay_storage::Cell;
@@ -31,26 +34,56 @@ fn tokens_file_v1_loads() {
 
 #[test]
 fn keyspace_definition_v1_loads() {
+    // Written by the first format (no options); it reads as the default options.
     let expect = KeyspaceDef {
         name: "multi".into(),
         strategy: ReplicationStrategy::network_topology([("dc1", 3), ("dc2", 2)]),
         default_consistency: Some(ConsistencyLevel::LocalQuorum),
         timestamp: Timestamp(1_700_000_000_000_000),
         dropped: false,
+        options: KeyspaceOptions::default(),
     };
     let path = dir().join("keyspace_def.bin");
+    let bytes = std::fs::read(&path).unwrap();
+    assert_eq!(bytes[0], 1, "version byte");
+    let cell = Cell::value(bytes, expect.timestamp);
+    assert_eq!(def_from_cell(&cell), Some(expect));
+    // A version byte this code does not know is refused, not misread.
+    let mut bad = std::fs::read(&path).unwrap();
+    bad[0] = 9;
+    assert_eq!(def_from_cell(&Cell::value(bad, Timestamp(1))), None);
+}
+
+#[test]
+fn keyspace_definition_v2_loads() {
+    let expect = KeyspaceDef {
+        name: "tuned".into(),
+        strategy: ReplicationStrategy::simple(3),
+        default_consistency: Some(ConsistencyLevel::Quorum),
+        timestamp: Timestamp(1_700_000_000_000_001),
+        dropped: false,
+        options: KeyspaceOptions {
+            compaction: CompactionOption::Leveled {
+                sstable_target_bytes: 64 << 20,
+                level_size_multiplier: 10,
+            },
+            compression: CompressionOption::None,
+            gc_grace_ms: 3_600_000,
+            tombstone_gc: TombstoneGc::Timeout,
+            read_repair: false,
+        },
+    };
+    let path = dir().join("keyspace_def_v2.bin");
     if writing() {
         let (_, cell) = def_to_cell(&expect);
         std::fs::write(&path, cell.value.unwrap()).unwrap();
     }
     let bytes = std::fs::read(&path).unwrap();
-    assert_eq!(bytes[0], 1, "version byte");
-    let cell = Cell::value(bytes, expect.timestamp);
-    assert_eq!(def_from_cell(&cell), Some(expect));
-    // A flipped version byte is refused, not misread.
-    let mut bad = std::fs::read(&path).unwrap();
-    bad[0] = 2;
-    assert_eq!(def_from_cell(&Cell::value(bad, Timestamp(1))), None);
+    assert_eq!(bytes[0], 2, "version byte");
+    assert_eq!(
+        def_from_cell(&Cell::value(bytes, expect.timestamp)),
+        Some(expect)
+    );
 }
 
 #[test]

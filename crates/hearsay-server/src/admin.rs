@@ -673,6 +673,7 @@ fn single_node_status(ctx: &Ctx) -> NodeStatus {
                 default_consistency: None,
                 timestamp: Timestamp(0),
                 dropped: false,
+                options: Default::default(),
             })
             .collect(),
         members: vec![member],

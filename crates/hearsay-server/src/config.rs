@@ -7,7 +7,8 @@
 
 use crate::resp::RequestLimits;
 use hearsay_cluster::node::{
-    GossipSettings, HintSettings, NodeConfig as ClusterNodeConfig, RpcSettings, TestingSettings,
+    GossipSettings, HintSettings, NodeConfig as ClusterNodeConfig, RepairSettings, RpcSettings,
+    TestingSettings,
 };
 use hearsay_types::ConsistencyLevel;
 use serde::{Deserialize, Serialize};
@@ -249,6 +250,8 @@ pub struct ClusterConfig {
     pub hints: HintSettings,
     pub gossip: GossipSettings,
     pub rpc: RpcSettings,
+    /// Anti-entropy repair (`[cluster.repair]`; see `docs/repair.md`).
+    pub repair: RepairSettings,
     /// Test-only seams (`[cluster.testing]`: a planted bug, injected network faults); see
     /// `docs/testing.md`. Never set in production.
     pub testing: TestingSettings,
@@ -278,6 +281,7 @@ impl Default for ClusterConfig {
             hints: n.hints,
             gossip: n.gossip,
             rpc: n.rpc,
+            repair: n.repair,
             testing: n.testing,
         }
     }
@@ -341,6 +345,7 @@ impl NodeConfig {
             hints: c.hints.clone(),
             gossip: c.gossip.clone(),
             rpc: c.rpc.clone(),
+            repair: c.repair.clone(),
             testing: c.testing.clone(),
         }
     }

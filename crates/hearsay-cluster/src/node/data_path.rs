@@ -574,6 +574,8 @@ impl Inner {
                         && !res.stale.is_empty()
                         // Planted bug (test-only): no read repair.
                         && self.config.testing.plant != Some(super::PlantedBug::SkipReadRepair)
+                        // The keyspace may trade monotonic reads for latency.
+                        && view.routes[keyspace].def.options.read_repair
                     {
                         let repair = resolver.read_repair(&res);
                         self.read_repair(&view, keyspace, &cell_key, newest, repair)

@@ -1,4 +1,4 @@
-//! Internode messages of the data path and repair (method ids 16..=22, listed in docs/rpc.md and
+//! Internode messages of the data path and repair (method ids 16..=23, listed in docs/rpc.md and
 //! docs/cluster.md). Each names its response type ([`Rpc`]); bodies are postcard inside the
 //! RPC layer's versioned, checksummed frames, which bound their size before decoding.
 
@@ -117,6 +117,27 @@ impl Rpc for RepairTree {
     const METHOD: MethodId = 22;
     const NAME: &'static str = "RepairTree";
     type Response = RepairTreeReply;
+}
+
+/// A repair of `(start, end]` completed on every replica (method 23): each records the
+/// watermark, before which the range's deletions are known to be on every replica, so that
+/// with `tombstone_gc = repair` they may be purged.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct RepairDone {
+    pub keyspace: String,
+    pub start: i64,
+    pub end: i64,
+    pub watermark_ms: u64,
+}
+
+/// Answer to [`RepairDone`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RepairDoneAck {}
+
+impl Rpc for RepairDone {
+    const METHOD: MethodId = 23;
+    const NAME: &'static str = "RepairDone";
+    type Response = RepairDoneAck;
 }
 
 /// Read one key: its full cell, or only the cell's digest.

@@ -44,7 +44,10 @@ pub use data_path::WriteResult;
 pub use health::NodeHealth;
 pub use membership::{Live, MemberInfo, Membership, RingStatus, RingView};
 pub use scan::ScanResult;
-pub use schema::{DEFAULT_KEYSPACE, KeyspaceDef, SYSTEM_KEYSPACE, Schema};
+pub use schema::{
+    CompactionOption, CompressionOption, DEFAULT_KEYSPACE, KeyspaceChange, KeyspaceDef,
+    KeyspaceOptions, SYSTEM_KEYSPACE, Schema, TombstoneGc,
+};
 pub use stats::{CoordinatorStats, HintsStats, MemberRow, NodeStats, NodeStatus};
 
 use crate::hints::{HintScheduler, HintStore};
@@ -278,6 +281,7 @@ impl Node {
             .clock_baseline_us
             .store(inner.wall_minus_monotonic_us(), Relaxed);
         inner.ensure_engine_keyspaces();
+        inner.load_watermarks();
         let server = RpcServer::serve(rpc_ctx, Box::new(listener), registry(&inner))
             .map_err(|e| NodeError::Startup(format!("cannot start the RPC server: {e}")))?;
         let node = Node {

@@ -14,8 +14,11 @@
 //! last successful repair time is persisted too (the always-on worker repairs the oldest
 //! first, after any the hint store marked dirty).
 
-use super::messages::{RepairTree, RepairTreeReply, ScanRange, WireCell};
+use super::messages::{
+    RepairDone, RepairDoneAck, RepairTree, RepairTreeReply, ScanRange, WireCell,
+};
 use super::schema::SYSTEM_KEYSPACE;
+use super::schema::TombstoneGc;
 use super::{Inner, Node, NodeError};
 use crate::repair::{MAX_TREE_DEPTH, MerkleTree, Snapshot, differing_ranges, plan_sync};
 use crate::rpc::HandlerError;
@@ -203,6 +206,59 @@ pub(crate) struct RepairState {
     /// Jobs by id: running and recently finished.
     pub(crate) jobs: Mutex<BTreeMap<u64, RepairJob>>,
     pub(crate) next_job: AtomicU64,
+    /// Per keyspace: ranges this node knows were repaired on every replica, each with its
+    /// watermark (ms; deletions before it are on every replica). Loaded at start, updated
+    /// by every `RepairDone`.
+    pub(crate) watermarks: Arc<RepairedRanges>,
+}
+
+/// Ranges repaired on every replica and their watermarks, per keyspace: the purge horizon
+/// of `tombstone_gc = repair` (a token's horizon is the newest watermark of a range that
+/// covers it; 0, nothing purgeable, when none does).
+#[derive(Debug, Default)]
+pub struct RepairedRanges {
+    by_keyspace: Mutex<BTreeMap<String, BTreeMap<(i64, i64), u64>>>,
+}
+
+impl RepairedRanges {
+    /// Records a watermark for `(start, end]` (keeping the newer one).
+    pub fn record(&self, keyspace: &str, range: TokenRange, watermark_ms: u64) {
+        let mut m = self.by_keyspace.lock();
+        let e = m
+            .entry(keyspace.to_string())
+            .or_default()
+            .entry((range.start.0, range.end.0))
+            .or_insert(0);
+        *e = (*e).max(watermark_ms);
+    }
+
+    /// The newest watermark of a recorded range that covers `token` (0 when none does).
+    pub fn horizon(&self, keyspace: &str, token: Token) -> u64 {
+        let m = self.by_keyspace.lock();
+        m.get(keyspace)
+            .map(|ranges| {
+                ranges
+                    .iter()
+                    .filter(|((s, e), _)| TokenRange::new(Token(*s), Token(*e)).contains(token))
+                    .map(|(_, w)| *w)
+                    .max()
+                    .unwrap_or(0)
+            })
+            .unwrap_or(0)
+    }
+
+    /// The watermark of exactly this range, if recorded.
+    pub fn of(&self, keyspace: &str, range: &TokenRange) -> Option<u64> {
+        self.by_keyspace
+            .lock()
+            .get(keyspace)
+            .and_then(|r| r.get(&(range.start.0, range.end.0)).copied())
+    }
+
+    /// Forgets a dropped keyspace.
+    pub fn forget(&self, keyspace: &str) {
+        self.by_keyspace.lock().remove(keyspace);
+    }
 }
 
 impl RepairState {
@@ -221,6 +277,7 @@ impl RepairState {
             running: AtomicU64::new(0),
             jobs: Mutex::new(BTreeMap::new()),
             next_job: AtomicU64::new(1),
+            watermarks: Arc::default(),
         }
     }
 }
@@ -500,19 +557,10 @@ impl Inner {
         range: TokenRange,
         replicas: &[NodeId],
     ) -> Result<RangeOutcome, String> {
+        let snap = self.snapshot_for(keyspace, &range);
         if replicas.len() < 2 {
             return Ok(RangeOutcome::default());
         }
-        let gc_grace_ms = self.engine_gc_grace_ms(keyspace);
-        let now_us = self.hlc.clock().wall_micros();
-        // Writes younger than a write's deadline may still be arriving at some replicas:
-        // they are left out, or they would show as differences that are not.
-        let lag_us = self.config.write_timeout_ms * 1_000 + SNAPSHOT_MARGIN_US;
-        let snap = Snapshot {
-            now_ms: now_us / 1_000,
-            max_timestamp: Timestamp(now_us.saturating_sub(lag_us)),
-            gc_grace_ms,
-        };
         // Round 1: roots and sizes.
         let mut roots = Vec::with_capacity(replicas.len());
         let mut out = RangeOutcome::default();
@@ -575,12 +623,100 @@ impl Inner {
         Ok(out)
     }
 
-    /// The engine's `gc_grace` for a keyspace (the default when it cannot say).
-    fn engine_gc_grace_ms(&self, keyspace: &str) -> u64 {
-        self.engine
-            .keyspace_options(keyspace)
-            .map(|o| o.gc_grace_ms)
-            .unwrap_or(hearsay_storage::config::DEFAULT_GC_GRACE_MS)
+    /// The snapshot a session of `range` compares at: now, minus the writes still in flight;
+    /// tombstones purgeable per the keyspace's `tombstone_gc`.
+    fn snapshot_for(&self, keyspace: &str, range: &TokenRange) -> Snapshot {
+        let now_us = self.hlc.clock().wall_micros();
+        let now_ms = now_us / 1_000;
+        // Writes younger than a write's deadline may still be arriving at some replicas:
+        // they are left out, or they would show as differences that are not.
+        let lag_us = self.config.write_timeout_ms * 1_000 + SNAPSHOT_MARGIN_US;
+        let options = self
+            .schema
+            .lock()
+            .get(keyspace)
+            .map(|d| d.options.clone())
+            .unwrap_or_default();
+        let purge_before_ms = match options.tombstone_gc {
+            TombstoneGc::Timeout => now_ms.saturating_sub(options.gc_grace_ms),
+            TombstoneGc::Repair => self.repair.watermarks.of(keyspace, range).unwrap_or(0),
+        };
+        Snapshot {
+            now_ms,
+            max_timestamp: Timestamp(now_us.saturating_sub(lag_us)),
+            purge_before_ms,
+        }
+    }
+
+    /// Tells every replica (this node too) that `range` is repaired up to `watermark_ms`;
+    /// returns how many acknowledged.
+    async fn announce_repaired(
+        self: &Arc<Self>,
+        keyspace: &str,
+        range: TokenRange,
+        replicas: &[NodeId],
+        watermark_ms: u64,
+    ) -> usize {
+        let m = RepairDone {
+            keyspace: keyspace.to_string(),
+            start: range.start.0,
+            end: range.end.0,
+            watermark_ms,
+        };
+        let mut acked = 0;
+        for n in replicas {
+            let ok = if *n == self.id {
+                self.handle_repair_done(m.clone()).await.is_ok()
+            } else if let Some(addr) = self.current_view().addr_of(*n) {
+                self.rpc
+                    .call(addr, &m, Duration::from_millis(REPAIR_CALL_TIMEOUT_MS))
+                    .await
+                    .is_ok()
+            } else {
+                false
+            };
+            acked += usize::from(ok);
+        }
+        acked
+    }
+
+    /// Records a peer's (or our own) completed repair of a range.
+    pub(super) async fn handle_repair_done(
+        self: &Arc<Self>,
+        m: RepairDone,
+    ) -> Result<RepairDoneAck, HandlerError> {
+        let range = TokenRange::new(Token(m.start), Token(m.end));
+        self.repair
+            .watermarks
+            .record(&m.keyspace, range, m.watermark_ms);
+        let cell = system_cell(
+            stored_range_key(&m.keyspace, &range),
+            &m.watermark_ms,
+            self.hlc.now(),
+        );
+        let this = self.clone();
+        tokio::task::spawn_blocking(move || this.engine.apply(SYSTEM_KEYSPACE, &[cell]))
+            .await
+            .map_err(|e| HandlerError::new(e.to_string()))?
+            .map_err(|e| HandlerError::new(e.to_string()))?;
+        Ok(RepairDoneAck {})
+    }
+
+    /// Loads the stored watermarks (at start).
+    pub(crate) fn load_watermarks(&self) {
+        for (key, ms) in self.repaired_at() {
+            let rest = &key[RANGE_KEY_PREFIX.len()..];
+            let mut parts = rest.rsplitn(3, '/');
+            let (Some(e), Some(s), Some(ks)) = (parts.next(), parts.next(), parts.next()) else {
+                continue;
+            };
+            let (Ok(s), Ok(e)) = (s.parse::<i64>(), e.parse::<i64>()) else {
+                continue;
+            };
+            self.repair
+                .watermarks
+                .record(ks, TokenRange::new(Token(s), Token(e)), ms);
+        }
     }
 
     /// The ranges this node repairs for a request: for each keyspace, each vnode range
@@ -629,13 +765,19 @@ impl Inner {
             tokio::task::spawn_blocking(move || this.engine.apply(SYSTEM_KEYSPACE, &[cell])).await;
     }
 
-    /// Records a range's successful repair time.
-    async fn save_range_repaired(self: &Arc<Self>, keyspace: &str, range: &TokenRange) {
-        let now_ms = self.clock.wall_millis();
-        let cell = system_cell(stored_range_key(keyspace, range), &now_ms, self.hlc.now());
-        let this = self.clone();
-        let _ =
-            tokio::task::spawn_blocking(move || this.engine.apply(SYSTEM_KEYSPACE, &[cell])).await;
+    /// Repairs `range` and announces its watermark to every replica (the repair covered
+    /// them all: a session fails when any replica fails).
+    async fn repair_and_record(
+        self: &Arc<Self>,
+        keyspace: &str,
+        range: TokenRange,
+        replicas: &[NodeId],
+    ) -> Result<RangeOutcome, String> {
+        let watermark_ms = self.snapshot_for(keyspace, &range).max_timestamp.millis();
+        let o = self.repair_range(keyspace, range, replicas).await?;
+        self.announce_repaired(keyspace, range, replicas, watermark_ms)
+            .await;
+        Ok(o)
     }
 
     /// Every range's last successful repair time, by stored key.
@@ -715,12 +857,11 @@ impl Inner {
                     replicas.len()
                 ))
             } else {
-                self.repair_range(&ks, range, &replicas).await
+                self.repair_and_record(&ks, range, &replicas).await
             };
             match outcome {
                 Ok(o) => {
                     job.totals.add(&o);
-                    self.save_range_repaired(&ks, &range).await;
                 }
                 Err(e) => {
                     job.failed += 1;
@@ -869,12 +1010,8 @@ pub(crate) async fn run(inner: Arc<Inner>) {
                 .is_none_or(|at| {
                     inner.clock.wall_millis().saturating_sub(*at) >= inner.config.repair.interval_ms
                 });
-            if all_up
-                && due
-                && inner.ready.load(Relaxed)
-                && inner.repair_range(&ks, range, &replicas).await.is_ok()
-            {
-                inner.save_range_repaired(&ks, &range).await;
+            if all_up && due && inner.ready.load(Relaxed) {
+                let _ = inner.repair_and_record(&ks, range, &replicas).await;
             }
         }
         tokio::select! {

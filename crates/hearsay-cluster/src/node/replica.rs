@@ -50,6 +50,12 @@ pub(super) fn registry(inner: &Arc<Inner>) -> Registry {
     })
     .unwrap_or_else(dup);
     let i = inner.clone();
+    r.register_fn::<super::messages::RepairDone, _, _>(move |_ctx, m| {
+        let i = i.clone();
+        async move { i.handle_repair_done(m).await }
+    })
+    .unwrap_or_else(dup);
+    let i = inner.clone();
     r.register_fn::<Read, _, _>(move |_ctx, m: Read| {
         let i = i.clone();
         async move { i.handle_read(m).await }

@@ -20,8 +20,11 @@ use std::collections::BTreeMap;
 pub const SYSTEM_KEYSPACE: &str = "system";
 /// The keyspace that always exists (the engine's, re-exported: one name everywhere).
 pub use hearsay_storage::DEFAULT_KEYSPACE;
-/// Version byte in front of every stored definition.
-pub const SCHEMA_RECORD_VERSION: u8 = 1;
+/// Version byte in front of every stored definition written now. Version 1 (no options)
+/// is still read, as a definition with the default options.
+pub const SCHEMA_RECORD_VERSION: u8 = 2;
+/// The first format: a definition without [`KeyspaceOptions`].
+const SCHEMA_RECORD_V1: u8 = 1;
 /// Most keyspaces (live or dropped) a schema holds: definitions travel whole in a
 /// `SchemaPull` answer, and the engine has its own cap on keyspaces.
 pub const MAX_KEYSPACE_DEFS: usize = 1_024;
@@ -40,6 +43,197 @@ pub struct KeyspaceDef {
     pub timestamp: Timestamp,
     /// A drop: the keyspace is gone; kept so older definitions cannot bring it back.
     pub dropped: bool,
+    /// Storage and repair options (version 2).
+    pub options: KeyspaceOptions,
+}
+
+/// A keyspace's storage and repair options, as `KEYSPACE CREATE/ALTER` set them (see
+/// `docs/resp.md`). Every node applies them to its engine keyspace.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyspaceOptions {
+    pub compaction: CompactionOption,
+    pub compression: CompressionOption,
+    /// How long a tombstone is kept before compaction may purge it, with `tombstone_gc =
+    /// timeout`, in ms. Default ten days (Cassandra's `gc_grace_seconds`).
+    pub gc_grace_ms: u64,
+    pub tombstone_gc: TombstoneGc,
+    /// Whether reads repair the stale replicas they contacted (blocking read repair). Off
+    /// trades monotonic QUORUM reads for lower read latency. Default on.
+    pub read_repair: bool,
+}
+
+impl Default for KeyspaceOptions {
+    fn default() -> Self {
+        KeyspaceOptions {
+            compaction: CompactionOption::SizeTiered {
+                min_threshold: 4,
+                max_threshold: 32,
+            },
+            compression: CompressionOption::Lz4,
+            gc_grace_ms: hearsay_storage::config::DEFAULT_GC_GRACE_MS,
+            tombstone_gc: TombstoneGc::Repair,
+            read_repair: true,
+        }
+    }
+}
+
+/// Compaction strategy of a keyspace (the engine's strategies, in a stable wire form).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum CompactionOption {
+    /// Cassandra's STCS: merge runs of similar-sized tables.
+    SizeTiered {
+        min_threshold: u64,
+        max_threshold: u64,
+    },
+    /// Cassandra's LCS: levels of non-overlapping tables.
+    Leveled {
+        sstable_target_bytes: u64,
+        level_size_multiplier: u64,
+    },
+    /// Cassandra's TWCS: one table per closed time window.
+    TimeWindow { window_ms: u64 },
+}
+
+/// SSTable block compression of a keyspace.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum CompressionOption {
+    None,
+    Lz4,
+}
+
+/// When tombstones may be purged (ScyllaDB's `tombstone_gc`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum TombstoneGc {
+    /// After `gc_grace`, as Cassandra: a replica that missed the delete for longer than that
+    /// (and was not repaired) can bring the value back.
+    Timeout,
+    /// Only once a repair that covered the tombstone completed on every replica of its
+    /// range: no resurrection, whatever the downtime; tombstones of ranges that cannot be
+    /// repaired (a replica down for good) are kept until they can. The default.
+    Repair,
+}
+
+impl KeyspaceOptions {
+    /// The engine's options for this keyspace.
+    pub fn engine_options(&self) -> hearsay_storage::KeyspaceOptions {
+        use hearsay_storage::{CompactionStrategy, Compression};
+        hearsay_storage::KeyspaceOptions {
+            compaction: match self.compaction {
+                CompactionOption::SizeTiered {
+                    min_threshold,
+                    max_threshold,
+                } => CompactionStrategy::SizeTiered {
+                    min_threshold: min_threshold as usize,
+                    max_threshold: max_threshold as usize,
+                },
+                CompactionOption::Leveled {
+                    sstable_target_bytes,
+                    level_size_multiplier,
+                } => CompactionStrategy::Leveled {
+                    sstable_target_bytes,
+                    level_size_multiplier,
+                },
+                CompactionOption::TimeWindow { window_ms } => {
+                    CompactionStrategy::TimeWindow { window_ms }
+                }
+            },
+            gc_grace_ms: self.gc_grace_ms,
+            compression: match self.compression {
+                CompressionOption::None => Compression::None,
+                CompressionOption::Lz4 => Compression::Lz4,
+            },
+        }
+    }
+
+    /// The definition form of an engine keyspace's options (a keyspace of a node that runs
+    /// alone, which has no definition): `tombstone_gc` timeout, read repair on.
+    pub fn from_engine(o: &hearsay_storage::KeyspaceOptions) -> KeyspaceOptions {
+        use hearsay_storage::{CompactionStrategy, Compression};
+        KeyspaceOptions {
+            compaction: match o.compaction {
+                CompactionStrategy::SizeTiered {
+                    min_threshold,
+                    max_threshold,
+                } => CompactionOption::SizeTiered {
+                    min_threshold: min_threshold as u64,
+                    max_threshold: max_threshold as u64,
+                },
+                CompactionStrategy::Leveled {
+                    sstable_target_bytes,
+                    level_size_multiplier,
+                } => CompactionOption::Leveled {
+                    sstable_target_bytes,
+                    level_size_multiplier,
+                },
+                CompactionStrategy::TimeWindow { window_ms } => {
+                    CompactionOption::TimeWindow { window_ms }
+                }
+            },
+            compression: match o.compression {
+                Compression::None => CompressionOption::None,
+                Compression::Lz4 => CompressionOption::Lz4,
+            },
+            gc_grace_ms: o.gc_grace_ms,
+            tombstone_gc: TombstoneGc::Timeout,
+            read_repair: true,
+        }
+    }
+
+    /// Rejects options the engine would refuse, naming the option.
+    pub fn validate(&self) -> Result<(), String> {
+        self.engine_options()
+            .validate()
+            .map_err(|e| format!("invalid compaction option: {e}"))
+    }
+}
+
+/// What `KEYSPACE ALTER` changes: each field given replaces the current one, the rest stay.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct KeyspaceChange {
+    pub strategy: Option<ReplicationStrategy>,
+    pub default_consistency: Option<ConsistencyLevel>,
+    pub compaction: Option<CompactionOption>,
+    pub compression: Option<CompressionOption>,
+    pub gc_grace_ms: Option<u64>,
+    pub tombstone_gc: Option<TombstoneGc>,
+    pub read_repair: Option<bool>,
+}
+
+impl KeyspaceChange {
+    /// Whether the change names nothing.
+    pub fn is_empty(&self) -> bool {
+        *self == KeyspaceChange::default()
+    }
+
+    /// Applies the option fields to `options`.
+    pub fn apply_to(&self, options: &mut KeyspaceOptions) {
+        if let Some(c) = self.compaction {
+            options.compaction = c;
+        }
+        if let Some(c) = self.compression {
+            options.compression = c;
+        }
+        if let Some(g) = self.gc_grace_ms {
+            options.gc_grace_ms = g;
+        }
+        if let Some(t) = self.tombstone_gc {
+            options.tombstone_gc = t;
+        }
+        if let Some(r) = self.read_repair {
+            options.read_repair = r;
+        }
+    }
+}
+
+/// The first stored form of a definition (record version 1).
+#[derive(Deserialize)]
+struct KeyspaceDefV1 {
+    name: String,
+    #[serde(with = "strategy_wire")]
+    strategy: ReplicationStrategy,
+    default_consistency: Option<ConsistencyLevel>,
+    timestamp: Timestamp,
+    dropped: bool,
 }
 
 /// `ReplicationStrategy` is internally tagged for JSON/TOML, which postcard (not
@@ -116,6 +310,7 @@ impl Schema {
                 default_consistency: None,
                 timestamp: Timestamp(0),
                 dropped: false,
+                options: KeyspaceOptions::default(),
             },
         );
         s
@@ -190,6 +385,18 @@ pub fn def_from_cell(cell: &Cell) -> Option<KeyspaceDef> {
     let v = cell.value.as_ref()?;
     match v.split_first() {
         Some((&SCHEMA_RECORD_VERSION, body)) => postcard::from_bytes(body).ok(),
+        Some((&SCHEMA_RECORD_V1, body)) => {
+            postcard::from_bytes::<KeyspaceDefV1>(body)
+                .ok()
+                .map(|d| KeyspaceDef {
+                    name: d.name,
+                    strategy: d.strategy,
+                    default_consistency: d.default_consistency,
+                    timestamp: d.timestamp,
+                    dropped: d.dropped,
+                    options: KeyspaceOptions::default(),
+                })
+        }
         _ => {
             tracing::warn!("unreadable keyspace definition in the system keyspace; ignored");
             None
@@ -208,6 +415,7 @@ mod tests {
             default_consistency: None,
             timestamp: Timestamp(ts),
             dropped,
+            options: KeyspaceOptions::default(),
         }
     }
 

@@ -4,11 +4,13 @@
 //! schema (merge rule, version hash, stored form) is in [`super::schema`].
 
 use super::messages::SchemaPull;
-use super::schema::{self, DEFAULT_KEYSPACE, KeyspaceDef, SYSTEM_KEYSPACE, Schema};
+use super::schema::{
+    self, DEFAULT_KEYSPACE, KeyspaceChange, KeyspaceDef, KeyspaceOptions, SYSTEM_KEYSPACE, Schema,
+};
 use super::{Inner, Node, NodeError, storage_err};
 use hearsay_gossip::StateKey;
 use hearsay_ring::ReplicationStrategy;
-use hearsay_storage::{Engine, KeyspaceOptions};
+use hearsay_storage::Engine;
 use hearsay_types::ConsistencyLevel;
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
@@ -21,7 +23,7 @@ const SCHEMA_PULL_INTERVAL_MS: u64 = 1_000;
 pub(super) fn load_schema(engine: &Engine, default_rf: usize) -> Result<Schema, NodeError> {
     let mut schema = Schema::with_default(default_rf);
     if !engine.keyspaces().iter().any(|k| k == SYSTEM_KEYSPACE) {
-        match engine.create_keyspace(SYSTEM_KEYSPACE, KeyspaceOptions::default()) {
+        match engine.create_keyspace(SYSTEM_KEYSPACE, hearsay_storage::KeyspaceOptions::default()) {
             Ok(()) | Err(hearsay_storage::Error::KeyspaceExists(_)) => {}
             Err(e) => return Err(storage_err(e)),
         }
@@ -43,12 +45,30 @@ pub(super) fn load_schema(engine: &Engine, default_rf: usize) -> Result<Schema, 
 }
 
 impl Node {
-    /// Creates a keyspace cluster-wide (the definition spreads by schema pull).
+    /// Creates a keyspace cluster-wide with the default options (the definition spreads by
+    /// schema pull).
     pub async fn create_keyspace(
         &self,
         name: &str,
         strategy: ReplicationStrategy,
         default_consistency: Option<ConsistencyLevel>,
+    ) -> Result<(), NodeError> {
+        self.create_keyspace_with(
+            name,
+            strategy,
+            default_consistency,
+            KeyspaceOptions::default(),
+        )
+        .await
+    }
+
+    /// Creates a keyspace cluster-wide with `options`.
+    pub async fn create_keyspace_with(
+        &self,
+        name: &str,
+        strategy: ReplicationStrategy,
+        default_consistency: Option<ConsistencyLevel>,
+        options: KeyspaceOptions,
     ) -> Result<(), NodeError> {
         // Schema changes are last-write-wins by timestamp: a skewed clock must not mint them.
         self.inner.check_write_coordinator()?;
@@ -60,6 +80,7 @@ impl Node {
         strategy
             .validate()
             .map_err(|e| NodeError::Invalid(e.to_string()))?;
+        options.validate().map_err(NodeError::Invalid)?;
         if self.inner.schema.lock().get(name).is_some() {
             return Err(NodeError::KeyspaceExists(name.to_string()));
         }
@@ -70,6 +91,7 @@ impl Node {
                 default_consistency,
                 timestamp: self.inner.hlc.now(),
                 dropped: false,
+                options,
             }])
             .await;
         Ok(())
@@ -84,9 +106,26 @@ impl Node {
         strategy: Option<ReplicationStrategy>,
         default_consistency: Option<ConsistencyLevel>,
     ) -> Result<(), NodeError> {
+        self.alter_keyspace_with(
+            name,
+            KeyspaceChange {
+                strategy,
+                default_consistency,
+                ..KeyspaceChange::default()
+            },
+        )
+        .await
+    }
+
+    /// Changes what `change` names of a keyspace's definition, and nothing else.
+    pub async fn alter_keyspace_with(
+        &self,
+        name: &str,
+        change: KeyspaceChange,
+    ) -> Result<(), NodeError> {
         // Schema changes are last-write-wins by timestamp: a skewed clock must not mint them.
         self.inner.check_write_coordinator()?;
-        if let Some(s) = &strategy {
+        if let Some(s) = &change.strategy {
             s.validate()
                 .map_err(|e| NodeError::Invalid(e.to_string()))?;
         }
@@ -97,13 +136,17 @@ impl Node {
             .get(name)
             .cloned()
             .ok_or_else(|| NodeError::NoSuchKeyspace(name.to_string()))?;
+        let mut options = current.options.clone();
+        change.apply_to(&mut options);
+        options.validate().map_err(NodeError::Invalid)?;
         self.inner
             .apply_defs(vec![KeyspaceDef {
                 name: name.to_string(),
-                strategy: strategy.unwrap_or(current.strategy),
-                default_consistency: default_consistency.or(current.default_consistency),
+                strategy: change.strategy.unwrap_or(current.strategy),
+                default_consistency: change.default_consistency.or(current.default_consistency),
                 timestamp: self.inner.hlc.now(),
                 dropped: false,
+                options,
             }])
             .await;
         Ok(())
@@ -160,7 +203,7 @@ impl Inner {
             if !def.dropped && !exists {
                 match self
                     .engine
-                    .create_keyspace(&def.name, KeyspaceOptions::default())
+                    .create_keyspace(&def.name, def.options.engine_options())
                 {
                     Ok(()) | Err(hearsay_storage::Error::KeyspaceExists(_)) => {}
                     Err(e) => {

@@ -11,11 +11,13 @@
 //! - a value: key, timestamp, value bytes, expiry;
 //! - an expired value: the tombstone compaction turns it into (key, timestamp, deletion
 //!   time = its expiry) — so a replica that compacted it and one that did not hash equal;
-//! - a tombstone whose deletion time is older than `gc_grace` (purgeable): nothing. One
-//!   replica may have purged it and another not; both hash equal, and such a tombstone is
-//!   never copied (it would only be purged again). This is also why a delete missed by a
-//!   replica for longer than `gc_grace` can come back: the repair-driven tombstone GC
-//!   (`tombstone_gc = repair`) closes that gap.
+//! - a tombstone purgeable at the snapshot (its deletion time before `purge_before_ms`:
+//!   older than `gc_grace` with `tombstone_gc = timeout`, older than the range's last
+//!   completed repair with `tombstone_gc = repair`): nothing. One replica may have purged it
+//!   and another not; both hash equal, and such a tombstone is copied only to a replica whose
+//!   older version it shadows. With `timeout`, a delete a replica missed for longer than
+//!   `gc_grace` (and that no repair brought it) can come back; with `repair` it cannot, since
+//!   a tombstone is purgeable only once a repair put it on every replica.
 //! - cells newer than the snapshot timestamp: nothing (writes in flight during the
 //!   comparison would otherwise show as differences that are not).
 //!
@@ -32,13 +34,12 @@ pub const MAX_TREE_DEPTH: u8 = 16;
 /// What is hashed, and what counts as the same data, at one comparison.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Snapshot {
-    /// Wall-clock ms the comparison treats as now (expiry, gc_grace).
+    /// Wall-clock ms the comparison treats as now (expiry).
     pub now_ms: u64,
     /// Cells with a newer timestamp are left out (writes in flight).
     pub max_timestamp: Timestamp,
-    /// Tombstones whose deletion time is older than this many ms before `now_ms` are left
-    /// out (purgeable).
-    pub gc_grace_ms: u64,
+    /// Tombstones whose deletion time (ms) is before this are left out (purgeable).
+    pub purge_before_ms: u64,
 }
 
 /// A cell's contribution to a tree at `snap`, or `None` when it is left out.
@@ -48,7 +49,7 @@ pub fn cell_hash(key: &CellKey, cell: &Cell, snap: &Snapshot) -> Option<u128> {
     }
     let expired = cell.is_expired(snap.now_ms);
     let tombstone = cell.is_tombstone() || expired;
-    if tombstone && cell.deletion_time_ms().saturating_add(snap.gc_grace_ms) < snap.now_ms {
+    if tombstone && cell.deletion_time_ms() < snap.purge_before_ms {
         return None;
     }
     let mut buf = Vec::with_capacity(40 + key.key.len() + cell.value_len());
@@ -291,7 +292,7 @@ mod tests {
     const SNAP: Snapshot = Snapshot {
         now_ms: 1_000_000,
         max_timestamp: Timestamp(u64::MAX),
-        gc_grace_ms: 10_000,
+        purge_before_ms: 990_000,
     };
 
     fn key(t: i64, k: &str) -> CellKey {

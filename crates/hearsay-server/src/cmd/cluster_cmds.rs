@@ -6,6 +6,9 @@ use super::{ServerState, Session, parse_int, store_error, text, unknown_subcomma
 use crate::resp::Reply;
 use crate::store::{KeyspaceAlter, KeyspaceSpec};
 use bytes::Bytes;
+use hearsay_cluster::node::{
+    CompactionOption, CompressionOption, KeyspaceChange, KeyspaceOptions, TombstoneGc,
+};
 use hearsay_ring::ReplicationStrategy;
 use hearsay_types::ConsistencyLevel;
 use std::collections::BTreeMap;
@@ -60,20 +63,26 @@ fn strategy_text(s: &ReplicationStrategy) -> String {
     }
 }
 
-/// The options of `KEYSPACE CREATE/ALTER`, each `None` when not given.
+/// `KEYSPACE CREATE/ALTER` arguments: the name and whatever was given.
 #[derive(Debug, Default)]
-struct KeyspaceOptions {
+struct ParsedKeyspace {
     name: String,
-    strategy: Option<ReplicationStrategy>,
-    default_consistency: Option<ConsistencyLevel>,
+    change: KeyspaceChange,
 }
 
-/// Parses `name [RF n | DC name n ...] [CONSISTENCY level]`. Each option may be given once.
-fn parse_keyspace_options(args: &[Bytes]) -> Result<KeyspaceOptions, String> {
+/// Largest `GC_GRACE`, in seconds: ten years (Cassandra's `gc_grace_seconds` has no real
+/// upper bound; ours keeps the milliseconds far from overflow).
+const MAX_GC_GRACE_SECS: i64 = 10 * 365 * 86_400;
+
+/// Parses `name [RF n | DC name n ...] [CONSISTENCY level] [COMPACTION size-tiered [min max]
+/// | leveled [target_mb multiplier] | time-window window_secs] [COMPRESSION none|lz4]
+/// [GC_GRACE secs] [TOMBSTONE_GC repair|timeout] [READ_REPAIR on|off]`. Each option may be
+/// given once; a bad value is an error naming the option.
+fn parse_keyspace_options(args: &[Bytes]) -> Result<ParsedKeyspace, String> {
     let name = text(&args[0]);
     let mut rf: Option<usize> = None;
     let mut dc_rf: BTreeMap<String, usize> = BTreeMap::new();
-    let mut level = None;
+    let mut c = KeyspaceChange::default();
     let mut i = 1;
     let count = |b: &Bytes| -> Result<usize, String> {
         match parse_int(b) {
@@ -87,38 +96,152 @@ fn parse_keyspace_options(args: &[Bytes]) -> Result<KeyspaceOptions, String> {
         }
     };
     let twice = |opt: &str| format!("ERR option {opt} given more than once");
+    let bad = |opt: &str, want: &str, got: &Bytes| {
+        format!("ERR invalid {opt} value '{}': expected {want}", text(got))
+    };
+    let arg = |j: usize| args.get(j);
+    // A positive integer argument at `j`, if there is one.
+    let int_at = |j: usize| arg(j).and_then(|b| parse_int(b)).filter(|n| *n > 0);
     while i < args.len() {
         let opt = text(&args[i]).to_ascii_uppercase();
+        let has = |n: usize| i + n < args.len();
         match opt.as_str() {
-            "RF" | "REPLICATION_FACTOR" if i + 1 < args.len() => {
+            "RF" | "REPLICATION_FACTOR" if has(1) => {
                 if rf.is_some() {
                     return Err(twice("RF"));
                 }
                 rf = Some(count(&args[i + 1])?);
                 i += 2;
             }
-            "DC" if i + 2 < args.len() => {
+            "DC" if has(2) => {
                 let dc = text(&args[i + 1]);
                 if dc_rf.insert(dc.clone(), count(&args[i + 2])?).is_some() {
                     return Err(twice(&format!("DC {dc}")));
                 }
                 i += 3;
             }
-            "CONSISTENCY" if i + 1 < args.len() => {
-                if level.is_some() {
+            "CONSISTENCY" if has(1) => {
+                if c.default_consistency.is_some() {
                     return Err(twice("CONSISTENCY"));
                 }
-                level = Some(
+                c.default_consistency = Some(
                     text(&args[i + 1])
                         .parse::<ConsistencyLevel>()
                         .map_err(|_| IMPROPER_CONSISTENCY.to_string())?,
                 );
                 i += 2;
             }
+            "COMPACTION" if has(1) => {
+                if c.compaction.is_some() {
+                    return Err(twice("COMPACTION"));
+                }
+                let kind = text(&args[i + 1]).to_ascii_lowercase();
+                match kind.as_str() {
+                    "size-tiered" | "stcs" => {
+                        let (min, max) = match (int_at(i + 2), int_at(i + 3)) {
+                            (Some(a), Some(b)) => {
+                                i += 4;
+                                (a as u64, b as u64)
+                            }
+                            _ => {
+                                i += 2;
+                                (4, 32)
+                            }
+                        };
+                        c.compaction = Some(CompactionOption::SizeTiered {
+                            min_threshold: min,
+                            max_threshold: max,
+                        });
+                    }
+                    "leveled" | "lcs" => {
+                        let (mb, mult) = match (int_at(i + 2), int_at(i + 3)) {
+                            (Some(a), Some(b)) => {
+                                i += 4;
+                                (a as u64, b as u64)
+                            }
+                            _ => {
+                                i += 2;
+                                (64, 10)
+                            }
+                        };
+                        c.compaction = Some(CompactionOption::Leveled {
+                            sstable_target_bytes: mb.saturating_mul(1 << 20),
+                            level_size_multiplier: mult,
+                        });
+                    }
+                    "time-window" | "twcs" => {
+                        let Some(secs) = int_at(i + 2) else {
+                            return Err("ERR invalid COMPACTION value: time-window needs a window in seconds".into());
+                        };
+                        c.compaction = Some(CompactionOption::TimeWindow {
+                            window_ms: (secs as u64).saturating_mul(1_000),
+                        });
+                        i += 3;
+                    }
+                    _ => {
+                        return Err(bad(
+                            "COMPACTION",
+                            "size-tiered, leveled or time-window",
+                            &args[i + 1],
+                        ));
+                    }
+                }
+            }
+            "COMPRESSION" if has(1) => {
+                if c.compression.is_some() {
+                    return Err(twice("COMPRESSION"));
+                }
+                c.compression = Some(match text(&args[i + 1]).to_ascii_lowercase().as_str() {
+                    "none" | "off" => CompressionOption::None,
+                    "lz4" => CompressionOption::Lz4,
+                    _ => return Err(bad("COMPRESSION", "none or lz4", &args[i + 1])),
+                });
+                i += 2;
+            }
+            "GC_GRACE" | "GC_GRACE_SECONDS" if has(1) => {
+                if c.gc_grace_ms.is_some() {
+                    return Err(twice("GC_GRACE"));
+                }
+                match parse_int(&args[i + 1]) {
+                    Some(n) if (0..=MAX_GC_GRACE_SECS).contains(&n) => {
+                        c.gc_grace_ms = Some(n as u64 * 1_000);
+                    }
+                    _ => {
+                        return Err(bad(
+                            "GC_GRACE",
+                            &format!("seconds in 0..={MAX_GC_GRACE_SECS}"),
+                            &args[i + 1],
+                        ));
+                    }
+                }
+                i += 2;
+            }
+            "TOMBSTONE_GC" if has(1) => {
+                if c.tombstone_gc.is_some() {
+                    return Err(twice("TOMBSTONE_GC"));
+                }
+                c.tombstone_gc = Some(match text(&args[i + 1]).to_ascii_lowercase().as_str() {
+                    "repair" => TombstoneGc::Repair,
+                    "timeout" => TombstoneGc::Timeout,
+                    _ => return Err(bad("TOMBSTONE_GC", "repair or timeout", &args[i + 1])),
+                });
+                i += 2;
+            }
+            "READ_REPAIR" if has(1) => {
+                if c.read_repair.is_some() {
+                    return Err(twice("READ_REPAIR"));
+                }
+                c.read_repair = Some(match text(&args[i + 1]).to_ascii_lowercase().as_str() {
+                    "on" | "true" | "yes" => true,
+                    "off" | "false" | "no" => false,
+                    _ => return Err(bad("READ_REPAIR", "on or off", &args[i + 1])),
+                });
+                i += 2;
+            }
             _ => return Err(super::SYNTAX_ERR.to_string()),
         }
     }
-    let strategy = match (rf, dc_rf.is_empty()) {
+    c.strategy = match (rf, dc_rf.is_empty()) {
         (Some(_), false) => {
             return Err("ERR give either RF (SimpleStrategy) or DC entries (NetworkTopologyStrategy), not both".into());
         }
@@ -126,34 +249,59 @@ fn parse_keyspace_options(args: &[Bytes]) -> Result<KeyspaceOptions, String> {
         (None, true) => None,
         (None, false) => Some(ReplicationStrategy::NetworkTopology { dc_rf }),
     };
-    Ok(KeyspaceOptions {
-        name,
-        strategy,
-        default_consistency: level,
-    })
+    let mut check = KeyspaceOptions::default();
+    c.apply_to(&mut check);
+    check.validate().map_err(|e| format!("ERR {e}"))?;
+    Ok(ParsedKeyspace { name, change: c })
 }
 
-/// `CREATE`: a keyspace without replication options gets one replica (SimpleStrategy RF 1).
+/// `CREATE`: a keyspace without replication options gets one replica (SimpleStrategy RF 1);
+/// options not given get their defaults.
 fn parse_create(args: &[Bytes]) -> Result<KeyspaceSpec, String> {
-    let o = parse_keyspace_options(args)?;
+    let p = parse_keyspace_options(args)?;
+    let mut options = KeyspaceOptions::default();
+    p.change.apply_to(&mut options);
     Ok(KeyspaceSpec {
-        name: o.name,
-        strategy: o.strategy.unwrap_or(ReplicationStrategy::Simple { rf: 1 }),
-        default_consistency: o.default_consistency,
+        name: p.name,
+        strategy: p
+            .change
+            .strategy
+            .unwrap_or(ReplicationStrategy::Simple { rf: 1 }),
+        default_consistency: p.change.default_consistency,
+        options,
     })
 }
 
 /// `ALTER`: changes only what it names; naming nothing is a syntax error.
 fn parse_alter(args: &[Bytes]) -> Result<KeyspaceAlter, String> {
-    let o = parse_keyspace_options(args)?;
-    if o.strategy.is_none() && o.default_consistency.is_none() {
+    let p = parse_keyspace_options(args)?;
+    if p.change.is_empty() {
         return Err(super::SYNTAX_ERR.to_string());
     }
     Ok(KeyspaceAlter {
-        name: o.name,
-        strategy: o.strategy,
-        default_consistency: o.default_consistency,
+        name: p.name,
+        change: p.change,
     })
+}
+
+/// `KEYSPACE INFO`'s text for a compaction option.
+fn compaction_text(c: &CompactionOption) -> String {
+    match c {
+        CompactionOption::SizeTiered {
+            min_threshold,
+            max_threshold,
+        } => format!("size-tiered min={min_threshold} max={max_threshold}"),
+        CompactionOption::Leveled {
+            sstable_target_bytes,
+            level_size_multiplier,
+        } => format!(
+            "leveled target_mb={} multiplier={level_size_multiplier}",
+            sstable_target_bytes >> 20
+        ),
+        CompactionOption::TimeWindow { window_ms } => {
+            format!("time-window window_secs={}", window_ms / 1_000)
+        }
+    }
 }
 
 /// `KEYSPACE LIST | INFO name | CREATE name ... | ALTER name ... | DROP name | CURRENT | HELP`.
@@ -179,7 +327,8 @@ pub async fn keyspace(
                 out.error(&format!("ERR Keyspace '{name}' does not exist"));
                 return;
             };
-            out.map(3);
+            let o = &k.options;
+            out.map(8);
             out.bulk(b"name");
             out.bulk(k.name.as_bytes());
             out.bulk(b"replication");
@@ -191,6 +340,26 @@ pub async fn keyspace(
                     .name()
                     .as_bytes(),
             );
+            out.bulk(b"compaction");
+            out.bulk(compaction_text(&o.compaction).as_bytes());
+            out.bulk(b"compression");
+            out.bulk(match o.compression {
+                CompressionOption::None => b"none".as_slice(),
+                CompressionOption::Lz4 => b"lz4".as_slice(),
+            });
+            out.bulk(b"gc_grace_seconds");
+            out.bulk((o.gc_grace_ms / 1_000).to_string().as_bytes());
+            out.bulk(b"tombstone_gc");
+            out.bulk(match o.tombstone_gc {
+                TombstoneGc::Repair => b"repair".as_slice(),
+                TombstoneGc::Timeout => b"timeout".as_slice(),
+            });
+            out.bulk(b"read_repair");
+            out.bulk(if o.read_repair {
+                b"on".as_slice()
+            } else {
+                b"off".as_slice()
+            });
         }
         ("create", n) if n >= 3 => match parse_create(&args[2..]) {
             Err(e) => out.error(&e),
@@ -358,47 +527,115 @@ mod tests {
             .collect()
     }
 
-    fn alter(line: &str) -> Result<KeyspaceAlter, String> {
-        parse_alter(&args(line))
+    fn alter(line: &str) -> Result<KeyspaceChange, String> {
+        parse_alter(&args(line)).map(|a| {
+            assert_eq!(a.name, line.split_whitespace().next().unwrap());
+            a.change
+        })
     }
 
     #[test]
     fn alter_changes_only_what_it_names() {
         assert_eq!(
             alter("default CONSISTENCY QUORUM"),
-            Ok(KeyspaceAlter {
-                name: "default".into(),
-                strategy: None,
+            Ok(KeyspaceChange {
                 default_consistency: Some(ConsistencyLevel::Quorum),
+                ..Default::default()
             }),
             "the issue's case: the RF is left alone"
         );
         assert_eq!(
             alter("ks RF 3"),
-            Ok(KeyspaceAlter {
-                name: "ks".into(),
+            Ok(KeyspaceChange {
                 strategy: Some(ReplicationStrategy::simple(3)),
-                default_consistency: None,
+                ..Default::default()
             })
         );
         assert_eq!(
             alter("ks DC dc1 3 DC dc2 2"),
-            Ok(KeyspaceAlter {
-                name: "ks".into(),
+            Ok(KeyspaceChange {
                 strategy: Some(ReplicationStrategy::network_topology([
                     ("dc1", 3),
                     ("dc2", 2)
                 ])),
-                default_consistency: None,
+                ..Default::default()
             })
         );
         assert_eq!(
             alter("ks rf 2 consistency all"),
-            Ok(KeyspaceAlter {
-                name: "ks".into(),
+            Ok(KeyspaceChange {
                 strategy: Some(ReplicationStrategy::simple(2)),
                 default_consistency: Some(ConsistencyLevel::All),
+                ..Default::default()
             })
+        );
+    }
+
+    #[test]
+    fn storage_and_repair_options_parse_alone_and_together() {
+        assert_eq!(
+            alter("ks COMPACTION leveled"),
+            Ok(KeyspaceChange {
+                compaction: Some(CompactionOption::Leveled {
+                    sstable_target_bytes: 64 << 20,
+                    level_size_multiplier: 10
+                }),
+                ..Default::default()
+            })
+        );
+        assert_eq!(
+            alter("ks COMPACTION time-window 3600 COMPRESSION none"),
+            Ok(KeyspaceChange {
+                compaction: Some(CompactionOption::TimeWindow {
+                    window_ms: 3_600_000
+                }),
+                compression: Some(CompressionOption::None),
+                ..Default::default()
+            })
+        );
+        assert_eq!(
+            alter(
+                "ks compaction size-tiered 2 8 gc_grace 60 tombstone_gc timeout read_repair off rf 3"
+            ),
+            Ok(KeyspaceChange {
+                strategy: Some(ReplicationStrategy::simple(3)),
+                compaction: Some(CompactionOption::SizeTiered {
+                    min_threshold: 2,
+                    max_threshold: 8
+                }),
+                gc_grace_ms: Some(60_000),
+                tombstone_gc: Some(TombstoneGc::Timeout),
+                read_repair: Some(false),
+                ..Default::default()
+            })
+        );
+        let spec = parse_create(&args("ks RF 3 TOMBSTONE_GC timeout")).unwrap();
+        assert_eq!(spec.options.tombstone_gc, TombstoneGc::Timeout);
+        assert_eq!(
+            spec.options.compaction,
+            KeyspaceOptions::default().compaction,
+            "not given: the default"
+        );
+    }
+
+    #[test]
+    fn bad_option_values_name_the_option() {
+        for (line, option) in [
+            ("ks COMPACTION fastest", "COMPACTION"),
+            ("ks COMPACTION time-window", "COMPACTION"),
+            ("ks COMPRESSION zstd", "COMPRESSION"),
+            ("ks GC_GRACE -1", "GC_GRACE"),
+            ("ks TOMBSTONE_GC never", "TOMBSTONE_GC"),
+            ("ks READ_REPAIR maybe", "READ_REPAIR"),
+        ] {
+            let e = alter(line).unwrap_err();
+            assert!(e.starts_with("ERR") && e.contains(option), "{line}: {e}");
+        }
+        let e = alter("ks COMPACTION size-tiered 1 8").unwrap_err();
+        assert!(e.contains("compaction"), "{e}");
+        assert_eq!(
+            alter("ks COMPRESSION lz4 COMPRESSION none"),
+            Err("ERR option COMPRESSION given more than once".to_string())
         );
     }
 
@@ -428,5 +665,6 @@ mod tests {
         let spec = parse_create(&args("ks CONSISTENCY QUORUM")).unwrap();
         assert_eq!(spec.strategy, ReplicationStrategy::simple(1));
         assert_eq!(spec.default_consistency, Some(ConsistencyLevel::Quorum));
+        assert_eq!(spec.options, KeyspaceOptions::default());
     }
 }

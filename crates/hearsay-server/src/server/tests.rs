@@ -213,6 +213,7 @@ async fn gets_before_auth_are_refused_and_read_errors_reach_each_get() {
         name: "gone".into(),
         strategy: hearsay_ring::ReplicationStrategy::Simple { rf: 1 },
         default_consistency: None,
+        options: Default::default(),
     };
     server.state.store.create_keyspace(spec).await.unwrap();
     exchange(&mut s, &req(&[b"USE", b"gone"]), b"+OK\r\n").await;

@@ -538,6 +538,7 @@ impl Store for ClusterStore {
                 name: d.name,
                 strategy: d.strategy,
                 default_consistency: d.default_consistency,
+                options: d.options,
             })
             .collect()
     }
@@ -545,7 +546,12 @@ impl Store for ClusterStore {
     fn create_keyspace<'a>(&'a self, spec: KeyspaceSpec) -> BoxFuture<'a, Result<(), StoreError>> {
         Box::pin(async move {
             self.node
-                .create_keyspace(&spec.name, spec.strategy, spec.default_consistency)
+                .create_keyspace_with(
+                    &spec.name,
+                    spec.strategy,
+                    spec.default_consistency,
+                    spec.options,
+                )
                 .await
                 .map_err(node_error)
         })
@@ -554,7 +560,7 @@ impl Store for ClusterStore {
     fn alter_keyspace<'a>(&'a self, spec: KeyspaceAlter) -> BoxFuture<'a, Result<(), StoreError>> {
         Box::pin(async move {
             self.node
-                .alter_keyspace(&spec.name, spec.strategy, spec.default_consistency)
+                .alter_keyspace_with(&spec.name, spec.change)
                 .await
                 .map_err(node_error)
         })

@@ -681,6 +681,11 @@ impl Store for LocalStore {
             .keyspaces()
             .into_iter()
             .map(|name| super::KeyspaceInfo {
+                options: self
+                    .engine
+                    .keyspace_options(&name)
+                    .map(|o| hearsay_cluster::node::KeyspaceOptions::from_engine(&o))
+                    .unwrap_or_default(),
                 name,
                 strategy: hearsay_ring::ReplicationStrategy::Simple { rf: 1 },
                 default_consistency: None,
@@ -695,7 +700,7 @@ impl Store for LocalStore {
         let engine = self.engine.clone();
         Box::pin(async move {
             tokio::task::spawn_blocking(move || {
-                engine.create_keyspace(&spec.name, hearsay_storage::KeyspaceOptions::default())
+                engine.create_keyspace(&spec.name, spec.options.engine_options())
             })
             .await
             .map_err(|e| StoreError::Storage(e.to_string()))?

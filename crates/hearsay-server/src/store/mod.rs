@@ -26,7 +26,7 @@ pub use cluster::{ClusterStore, ClusterStoreStats, node_error};
 pub use local::{LocalStore, LocalStoreStats, WriterConfig};
 
 use bytes::Bytes;
-use hearsay_cluster::node::Node;
+use hearsay_cluster::node::{KeyspaceChange, KeyspaceOptions, Node};
 use hearsay_ring::ReplicationStrategy;
 use hearsay_types::{ConsistencyLevel, Token};
 use std::future::Future;
@@ -187,6 +187,8 @@ pub struct KeyspaceInfo {
     pub name: String,
     pub strategy: ReplicationStrategy,
     pub default_consistency: Option<ConsistencyLevel>,
+    /// Storage and repair options.
+    pub options: KeyspaceOptions,
 }
 
 /// What `KEYSPACE CREATE` asks for.
@@ -195,14 +197,14 @@ pub struct KeyspaceSpec {
     pub name: String,
     pub strategy: ReplicationStrategy,
     pub default_consistency: Option<ConsistencyLevel>,
+    pub options: KeyspaceOptions,
 }
 
 /// What `KEYSPACE ALTER` changes: only the fields given (`None` keeps the current value).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct KeyspaceAlter {
     pub name: String,
-    pub strategy: Option<ReplicationStrategy>,
-    pub default_consistency: Option<ConsistencyLevel>,
+    pub change: KeyspaceChange,
 }
 
 /// The operations the front ends need. Object-safe: the server holds an `Arc<dyn Store>`.
@@ -273,6 +275,7 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
             name: "default".into(),
             strategy: ReplicationStrategy::Simple { rf: 1 },
             default_consistency: None,
+            options: KeyspaceOptions::default(),
         }]
     }
 
