@@ -217,8 +217,11 @@ pub(crate) struct RepairState {
 /// covers it; 0, nothing purgeable, when none does).
 #[derive(Debug, Default)]
 pub struct RepairedRanges {
-    by_keyspace: Mutex<BTreeMap<String, BTreeMap<(i64, i64), u64>>>,
+    by_keyspace: Mutex<BTreeMap<String, Watermarks>>,
 }
+
+/// One keyspace's watermarks: `(start, end)` of a range → ms.
+type Watermarks = BTreeMap<(i64, i64), u64>;
 
 impl RepairedRanges {
     /// Records a watermark for `(start, end]` (keeping the newer one).
