@@ -1374,3 +1374,93 @@ async fn repair_brings_a_replica_that_missed_writes_and_deletes_up_to_date() {
         n.node.shutdown().await;
     }
 }
+
+/// Issue 20, acceptance 3 (in process): C's data files are deleted (its identity kept);
+/// after restart it knows it lost its data, serves no reads until repaired, and a repair it
+/// starts by itself brings every key back, moving about the missing data and no more.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_node_that_lost_its_data_is_repaired_before_it_serves_reads() {
+    let dir = tempfile::tempdir().unwrap();
+    let any = SocketAddr::from(([127, 0, 0, 1], 0));
+    let cfg = |d: &str, seeds: Vec<SocketAddr>| {
+        let mut c = config(&dir.path().join(d), any, seeds);
+        c.repair.initial_delay_ms = 0;
+        c
+    };
+    let a = start_with(cfg("a", vec![])).await;
+    let seed = a.node.cluster_addr();
+    let b = start_with(cfg("b", vec![seed])).await;
+    let c = start_with(cfg("c", vec![seed])).await;
+    let mut nodes = vec![a, b, c];
+    wait_for_ring(&nodes, 3).await;
+    let keys: Vec<String> = (0..2_000).map(|i| format!("k-{i}")).collect();
+    let mut data_bytes = 0u64;
+    for chunk in keys.chunks(100) {
+        let cells: Vec<_> = chunk.iter().map(|k| cell(k, "some value")).collect();
+        data_bytes += cells
+            .iter()
+            .map(|(k, c)| (k.key.len() + c.value_len()) as u64)
+            .sum::<u64>();
+        nodes[0].node.write("default", cells, ALL).await.unwrap();
+    }
+    let old_c = nodes.pop().unwrap();
+    old_c.node.shutdown().await;
+    let _ = old_c.engine.close();
+    let (data, mut config) = (old_c.data.clone(), old_c.config.clone());
+    config.cluster_addr = old_c.node.cluster_addr();
+    drop(old_c);
+    // The disk is replaced: the engine's files go, the cluster identity (node id, tokens,
+    // saved ring) stays.
+    let mut wiped = false;
+    wait_for("C's engine to be wiped", CONVERGE, || {
+        wiped = std::fs::remove_dir_all(data.join("engine")).is_ok();
+        wiped
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(c_write_lag(&config))).await;
+    let engine = open_engine(&data);
+    let node = Node::start(config.clone(), engine.clone(), Arc::new(SystemClock))
+        .await
+        .unwrap();
+    let c = TestNode {
+        node: Arc::new(node),
+        engine,
+        data,
+        config,
+    };
+    assert!(c.node.health().needs_repair, "{:?}", c.node.health());
+    let start = Instant::now();
+    wait_for("C to be repaired", Duration::from_secs(60), || {
+        !c.node.health().needs_repair
+    })
+    .await;
+    eprintln!("C repaired {:?} after its restart", start.elapsed());
+    for k in &keys {
+        assert_eq!(live(stored(&c.engine, k)), Some("some value".into()), "{k}");
+    }
+    let stats = c.node.repair_stats();
+    eprintln!(
+        "moved {} bytes of {} missing (compared {}), jobs {:?}",
+        stats.bytes_moved, data_bytes, stats.bytes_compared, stats.jobs
+    );
+    assert!(
+        stats.bytes_moved <= 2 * data_bytes,
+        "moved {} for {} missing",
+        stats.bytes_moved,
+        data_bytes
+    );
+    assert!(
+        !c.data
+            .join(hearsay_cluster::node::repair::NEEDS_REPAIR_FILE)
+            .exists()
+    );
+    for n in nodes.iter().chain([&c]) {
+        n.node.shutdown().await;
+    }
+}
+
+/// How long to wait after the last write before a repair compares it (writes younger than a
+/// write's deadline are left out of a comparison).
+fn c_write_lag(config: &NodeConfig) -> u64 {
+    config.write_timeout_ms + 600
+}

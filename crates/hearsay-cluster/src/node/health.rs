@@ -32,16 +32,24 @@ pub const CLOCK_SKEW: &str = "clock_skew";
 pub const STORAGE_POISONED: &str = "storage_poisoned";
 /// Health code: the data disk is full (writes fail until space returns).
 pub const DISK_FULL: &str = "disk_full";
+/// Health code: the node lost its data and serves no reads until a repair restores it.
+pub const NEEDS_REPAIR: &str = "needs_repair";
 /// Longest a clock probe waits for one peer's Pong, in ms: a peer slower than this gives no
 /// usable measurement anyway (the estimate is off by half the round trip).
 const CLOCK_PROBE_TIMEOUT_MS: u64 = 1_000;
 
-/// Whether a node with these health codes should be left out of replica sets when others
-/// can serve (its storage cannot take writes, so it also misses them).
+/// Whether a node with these health codes should be left out of writes when the other
+/// replicas can serve (its storage cannot take them; it is hinted instead).
 pub fn unfit_replica(codes: &[String]) -> bool {
     codes
         .iter()
         .any(|c| c == STORAGE_POISONED || c == DISK_FULL)
+}
+
+/// Whether a node with these health codes should be read only when the other replicas
+/// cannot meet the level: it misses writes (storage) or lost its data (needs repair).
+pub fn unfit_for_reads(codes: &[String]) -> bool {
+    unfit_replica(codes) || codes.iter().any(|c| c == NEEDS_REPAIR)
 }
 
 /// What is wrong with this node, as `/v1/health`, `hearsay status` and metrics show it.
@@ -55,6 +63,8 @@ pub struct NodeHealth {
     pub storage_poisoned: Option<String>,
     /// Why the storage engine's writes fail for lack of space, if they do.
     pub disk_full: Option<String>,
+    /// The node lost its data and serves no reads until a repair restores it.
+    pub needs_repair: bool,
 }
 
 impl NodeHealth {
@@ -69,6 +79,9 @@ impl NodeHealth {
         }
         if self.disk_full.is_some() {
             c.push(DISK_FULL);
+        }
+        if self.needs_repair {
+            c.push(NEEDS_REPAIR);
         }
         c
     }
@@ -92,6 +105,9 @@ impl NodeHealth {
         }
         if let Some(s) = &self.disk_full {
             r.push(format!("disk full: {s}"));
+        }
+        if self.needs_repair {
+            r.push("lost its data: serves no reads until a repair of its ranges completes".into());
         }
         r
     }
@@ -123,6 +139,7 @@ impl Inner {
                 .disk_full
                 .filter(|d| d.writes_failing)
                 .map(|d| d.to_string()),
+            needs_repair: self.needs_repair.load(Relaxed),
         }
     }
 

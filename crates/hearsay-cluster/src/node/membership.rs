@@ -284,8 +284,11 @@ pub struct RingView {
     /// Members gossip shows UP (hint replay waits for UP, not merely not-DOWN).
     pub up: BTreeSet<NodeId>,
     /// Members whose storage cannot take writes (poisoned, disk full; see `node::health`):
-    /// left out of reads and writes while other replicas can serve.
+    /// left out of writes (hinted) while other replicas can serve.
     pub unfit: BTreeSet<NodeId>,
+    /// Members read only when the others cannot meet the level: `unfit` ones, and those
+    /// that lost their data and are not repaired yet.
+    pub read_unfit: BTreeSet<NodeId>,
 }
 
 impl RingView {
@@ -327,6 +330,12 @@ impl RingView {
             .filter(|m| super::health::unfit_replica(&m.health))
             .map(|m| m.id)
             .collect();
+        let read_unfit = membership
+            .members
+            .values()
+            .filter(|m| super::health::unfit_for_reads(&m.health))
+            .map(|m| m.id)
+            .collect();
         RingView {
             local,
             membership,
@@ -335,6 +344,7 @@ impl RingView {
             alive,
             up,
             unfit,
+            read_unfit,
         }
     }
 
@@ -346,8 +356,8 @@ impl RingView {
     /// `replicas` with the unfit ones moved to the end (order otherwise kept), so that a read
     /// plan takes them only when the others cannot meet the level.
     pub fn by_fitness(&self, mut replicas: Vec<NodeId>) -> Vec<NodeId> {
-        if !self.unfit.is_empty() {
-            replicas.sort_by_key(|n| self.unfit.contains(n));
+        if !self.read_unfit.is_empty() {
+            replicas.sort_by_key(|n| self.read_unfit.contains(n));
         }
         replicas
     }

@@ -150,6 +150,8 @@ pub(crate) struct Inner {
     pub(crate) clock_probe_wake: tokio::sync::Notify,
     /// Anti-entropy repair: budget, counters, jobs.
     pub(crate) repair: repair::RepairState,
+    /// This node lost its data and serves no reads until a repair restores it.
+    pub(crate) needs_repair: std::sync::atomic::AtomicBool,
 }
 
 /// A running node. Share it as `Arc<Node>`; every method takes `&self`.
@@ -221,6 +223,22 @@ impl Node {
         // a node alone (no other seed, no known peer) has nobody to wait for.
         let has_peers =
             saved_ring.has_peers(id) || config.seeds.iter().any(|s| *s != config.cluster_addr);
+        // A node that owned ranges in a cluster (saved tokens and peers) but whose engine
+        // holds nothing lost its data (a replaced disk): until a repair restores its
+        // ranges it serves no reads (a QUORUM read must not pair it with one stale replica).
+        let marker = config.data_dir.join(repair::NEEDS_REPAIR_FILE);
+        let lost_data = saved_tokens.is_some()
+            && saved_ring.has_peers(id)
+            && engine
+                .stats()
+                .keyspaces
+                .iter()
+                .filter(|(name, _)| name.as_str() != SYSTEM_KEYSPACE)
+                .all(|(_, k)| k.sstable_bytes == 0 && k.memtable_bytes == 0);
+        if lost_data && let Err(e) = std::fs::write(&marker, b"lost data\n") {
+            tracing::warn!(error = %e, "cannot record that this node needs repair");
+        }
+        let needs_repair = lost_data || marker.exists();
         let hints = if config.hints.enabled {
             Some(Arc::new(
                 HintStore::open(
@@ -276,6 +294,7 @@ impl Node {
             clock_baseline_us: std::sync::atomic::AtomicI64::new(0),
             clock_probe_wake: tokio::sync::Notify::new(),
             repair: repair::RepairState::new(config_repair_rate),
+            needs_repair: std::sync::atomic::AtomicBool::new(needs_repair),
         });
         inner
             .clock_baseline_us

@@ -909,25 +909,9 @@ impl Node {
         {
             return Err(NodeError::NoSuchKeyspace(ks.clone()));
         }
-        let ranges: Vec<(String, i64, i64)> = self
-            .inner
-            .repair_ranges(&request, false)
-            .into_iter()
-            .map(|(ks, r, _)| (ks, r.start.0, r.end.0))
-            .collect();
-        let id = self.inner.repair.next_job.fetch_add(1, Relaxed)
-            + self.inner.clock.wall_millis() * 1_000;
-        let job = RepairJob {
-            id,
-            request,
-            ranges,
-            done: 0,
-            failed: 0,
-            totals: RangeOutcome::default(),
-            started_ms: self.inner.clock.wall_millis(),
-            finished_ms: None,
-            last_error: None,
-        };
+        let ranges = self.inner.repair_ranges(&request, false);
+        let job = self.inner.new_job(request, ranges);
+        let id = job.id;
         self.inner.repair.jobs.lock().insert(id, job.clone());
         self.inner.save_job(&job).await;
         let inner = self.inner.clone();
@@ -989,6 +973,9 @@ pub(crate) async fn run(inner: Arc<Inner>) {
         let i = inner.clone();
         tokio::spawn(async move { i.run_job(job).await });
     }
+    if inner.needs_repair.load(Relaxed) {
+        inner.repair_lost_data().await;
+    }
     if !inner.config.repair.enabled {
         return;
     }
@@ -997,29 +984,169 @@ pub(crate) async fn run(inner: Arc<Inner>) {
         _ = inner.shutdown.cancelled() => return,
         _ = tokio::time::sleep(initial) => {}
     }
+    // Tokens of hints that were dropped (their replicas missed writes no hint will bring):
+    // repaired before anything else. Lost on a restart; the regular schedule covers them.
+    let mut dirty: std::collections::BTreeSet<Token> = std::collections::BTreeSet::new();
+    let mut last_purge = Instant::now();
     loop {
+        if let Some(h) = inner.hints.clone()
+            && last_purge.elapsed() >= Duration::from_millis(HINT_PURGE_INTERVAL_MS)
+        {
+            last_purge = Instant::now();
+            // Expired hints are dropped on this timer too, not only when replayed: a target
+            // that never comes back must not hold the disk, and its ranges go dirty.
+            let _ = tokio::task::spawn_blocking(move || h.purge_expired()).await;
+        }
+        dirty.extend(inner.take_dirty_tokens());
         let ranges = inner.repair_ranges(&RepairRequest::default(), true);
         let pause =
             Duration::from_millis(inner.config.repair.interval_ms / (ranges.len().max(1) as u64));
         let repaired = inner.repaired_at();
-        let next = ranges
-            .into_iter()
-            .min_by_key(|(ks, r, _)| repaired.get(&stored_range_key(ks, r)).copied().unwrap_or(0));
-        if let Some((ks, range, replicas)) = next {
-            let view = inner.current_view();
-            let all_up = replicas.iter().all(|n| view.alive.contains(n));
-            let due = repaired
-                .get(&stored_range_key(&ks, &range))
-                .is_none_or(|at| {
-                    inner.clock.wall_millis().saturating_sub(*at) >= inner.config.repair.interval_ms
-                });
-            if all_up && due && inner.ready.load(Relaxed) {
-                let _ = inner.repair_and_record(&ks, range, &replicas).await;
-            }
+        let view = inner.current_view();
+        let all_up = |replicas: &[NodeId]| replicas.iter().all(|n| view.alive.contains(n));
+        // A dirty token's ranges first (whoever's primary they are), then the primary range
+        // repaired longest ago, when it is due.
+        let dirty_next = dirty.iter().next().copied();
+        let next = if let Some(t) = dirty_next {
+            dirty.remove(&t);
+            inner
+                .ranges_of_token(t)
+                .into_iter()
+                .find(|(_, _, replicas)| all_up(replicas))
+        } else {
+            ranges
+                .into_iter()
+                .min_by_key(|(ks, r, _)| {
+                    repaired.get(&stored_range_key(ks, r)).copied().unwrap_or(0)
+                })
+                .filter(|(ks, r, _)| {
+                    repaired.get(&stored_range_key(ks, r)).is_none_or(|at| {
+                        inner.clock.wall_millis().saturating_sub(*at)
+                            >= inner.config.repair.interval_ms
+                    })
+                })
+                .filter(|(_, _, replicas)| all_up(replicas))
+        };
+        if let Some((ks, range, replicas)) = next
+            && inner.ready.load(Relaxed)
+        {
+            let _ = inner.repair_and_record(&ks, range, &replicas).await;
+        }
+        if !dirty.is_empty() {
+            continue;
         }
         tokio::select! {
             _ = inner.shutdown.cancelled() => return,
             _ = tokio::time::sleep(pause) => {}
+        }
+    }
+}
+
+/// How often expired hints are purged, in ms.
+const HINT_PURGE_INTERVAL_MS: u64 = 60_000;
+/// File in the data directory that says this node lost its data and must be repaired
+/// before it serves reads again; it holds the id of the repair job that restores it.
+pub const NEEDS_REPAIR_FILE: &str = "needs_repair";
+
+impl Inner {
+    /// The tokens of dropped hints since the last call (the hint store's dirty ranges).
+    fn take_dirty_tokens(&self) -> Vec<Token> {
+        let Some(h) = &self.hints else {
+            return Vec::new();
+        };
+        let d = h.take_dirty_ranges();
+        let mut out: Vec<Token> = d.tokens.into_iter().map(|(_, t)| t).collect();
+        if !d.whole_targets.is_empty() {
+            // Too many to remember one by one: every range those targets replicate.
+            let view = self.current_view();
+            for route in view.routes.values() {
+                for (range, replicas) in route.map.natural().ranges() {
+                    if replicas.iter().any(|n| d.whole_targets.contains(n)) {
+                        out.push(range.end);
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    /// The vnode ranges (every keyspace) that contain `token`, with their replicas.
+    fn ranges_of_token(&self, token: Token) -> Vec<(String, TokenRange, Vec<NodeId>)> {
+        let view = self.current_view();
+        let mut out = Vec::new();
+        for (ks, route) in &view.routes {
+            if let Some((range, replicas)) = route
+                .map
+                .natural()
+                .ranges()
+                .find(|(r, _)| r.contains(token))
+            {
+                out.push((ks.clone(), range, replicas.to_vec()));
+            }
+        }
+        out
+    }
+
+    /// A node that lost its data: repairs every range it replicates, in one job, retried
+    /// until it succeeds, then serves reads again.
+    async fn repair_lost_data(self: &Arc<Self>) {
+        tracing::warn!(node = %self.id, "this node lost its data: it serves no reads until a repair of its ranges completes");
+        loop {
+            if self.shutdown.is_cancelled() {
+                return;
+            }
+            // Wait to be routed to, and for the replicas of our ranges to be up.
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            if !self.ready.load(Relaxed) {
+                continue;
+            }
+            let ranges = self.repair_ranges(&RepairRequest::default(), false);
+            let view = self.current_view();
+            if ranges
+                .iter()
+                .any(|(_, _, r)| r.iter().any(|n| !view.alive.contains(n)))
+            {
+                continue;
+            }
+            let job = self.new_job(RepairRequest::default(), ranges);
+            let id = job.id;
+            self.repair.jobs.lock().insert(id, job.clone());
+            self.run_job(job).await;
+            let ok = self
+                .repair
+                .jobs
+                .lock()
+                .get(&id)
+                .is_some_and(|j| j.failed == 0 && j.finished_ms.is_some());
+            if ok {
+                let _ = std::fs::remove_file(self.config.data_dir.join(NEEDS_REPAIR_FILE));
+                self.needs_repair.store(false, Relaxed);
+                tracing::info!(node = %self.id, job = id, "lost data restored by repair; serving reads again");
+                return;
+            }
+        }
+    }
+
+    /// A new job over `ranges`.
+    fn new_job(
+        &self,
+        request: RepairRequest,
+        ranges: Vec<(String, TokenRange, Vec<NodeId>)>,
+    ) -> RepairJob {
+        let id = self.repair.next_job.fetch_add(1, Relaxed) + self.clock.wall_millis() * 1_000;
+        RepairJob {
+            id,
+            request,
+            ranges: ranges
+                .into_iter()
+                .map(|(ks, r, _)| (ks, r.start.0, r.end.0))
+                .collect(),
+            done: 0,
+            failed: 0,
+            totals: RangeOutcome::default(),
+            started_ms: self.clock.wall_millis(),
+            finished_ms: None,
+            last_error: None,
         }
     }
 }
