@@ -428,6 +428,7 @@ mod tests {
             clock_skew: Some("x".into()),
             storage_poisoned: None,
             disk_full: Some("y".into()),
+            needs_repair: false,
         };
         assert_eq!(h.codes(), vec![CLOCK_SKEW, DISK_FULL]);
         assert!(!h.is_ok());
@@ -435,6 +436,10 @@ mod tests {
         assert_eq!(parsed, vec!["clock_skew", "disk_full"]);
         assert!(unfit_replica(&parsed));
         assert!(!unfit_replica(&parse_codes("clock_skew")));
+        assert!(!unfit_replica(&parse_codes("needs_repair")));
+        assert!(unfit_for_reads(&parse_codes("needs_repair")));
+        assert!(unfit_for_reads(&parse_codes("storage_poisoned")));
+        assert!(!unfit_for_reads(&parse_codes("clock_skew")));
         assert!(parse_codes("ok").is_empty());
         assert!(parse_codes("").is_empty());
         assert!(
