@@ -75,7 +75,7 @@ impl Model {
             .map(|i| {
                 let k = (i * 7 + r * 31) % 300;
                 let ts = Timestamp(clock.wall_micros() + i);
-                let cell = if (i + r) % 5 == 0 {
+                let cell = if (i + r).is_multiple_of(5) {
                     Cell::tombstone(ts)
                 } else {
                     // Part noise (LZ4 finds nothing in it), part run (it compresses well).
