@@ -15,7 +15,8 @@
 //! periodic sync mode one commit-log sync thread.
 //!
 //! Lock order (outermost first): `manifest` → keyspace `state`; `write` → keyspaces map →
-//! keyspace `state`; the commit log's own locks are innermost.
+//! keyspace `state`; a keyspace's `options` and `purge_horizon` are leaves (nothing is taken
+//! under them); the commit log's own locks are innermost.
 
 pub(crate) mod background;
 pub(crate) mod codec;
