@@ -33,6 +33,9 @@ pub const DEFAULT_GC_GRACE_MS: u64 = 10 * 24 * 3_600 * 1_000;
 pub const MIN_COMMITLOG_SEGMENT_BYTES: u64 = 64 << 10;
 /// Longest periodic interval accepted; a longer one is almost surely a unit mistake.
 pub const MAX_SYNC_INTERVAL_MS: u64 = 10 * 60 * 1_000;
+/// Smallest `sstable_target_bytes` leveled compaction accepts: smaller outputs would be a
+/// handful of blocks each, and a level of them mostly index and bloom overhead.
+pub const MIN_LEVELED_SSTABLE_TARGET_BYTES: u64 = 4096;
 /// Longest keyspace name; names become directory entries in the manifest.
 pub const MAX_KEYSPACE_NAME_BYTES: usize = 128;
 
@@ -90,37 +93,58 @@ impl Default for CompactionStrategy {
 }
 
 impl CompactionStrategy {
+    /// Rejects parameters the strategy cannot work with; the error names the option.
     fn validate(&self) -> Result<()> {
+        let bad = |m: String| Err(Error::InvalidArgument(m));
         match *self {
             CompactionStrategy::SizeTiered {
                 min_threshold,
                 max_threshold,
             } => {
-                if min_threshold < 2 || max_threshold < min_threshold {
-                    return Err(Error::InvalidArgument(format!(
-                        "size-tiered compaction needs 2 <= min_threshold ({min_threshold}) <= max_threshold ({max_threshold})"
-                    )));
+                if min_threshold < 2 {
+                    return bad(format!(
+                        "compaction (size-tiered): min_threshold must be at least 2, got {min_threshold}"
+                    ));
+                }
+                if max_threshold < min_threshold {
+                    return bad(format!(
+                        "compaction (size-tiered): max_threshold ({max_threshold}) must be at least min_threshold ({min_threshold})"
+                    ));
                 }
             }
             CompactionStrategy::Leveled {
                 sstable_target_bytes,
                 level_size_multiplier,
             } => {
-                if sstable_target_bytes < 4096 || level_size_multiplier < 2 {
-                    return Err(Error::InvalidArgument(format!(
-                        "leveled compaction needs sstable_target_bytes >= 4096 ({sstable_target_bytes}) and level_size_multiplier >= 2 ({level_size_multiplier})"
-                    )));
+                if sstable_target_bytes < MIN_LEVELED_SSTABLE_TARGET_BYTES {
+                    return bad(format!(
+                        "compaction (leveled): sstable_target_bytes must be at least {MIN_LEVELED_SSTABLE_TARGET_BYTES}, got {sstable_target_bytes}"
+                    ));
+                }
+                if level_size_multiplier < 2 {
+                    return bad(format!(
+                        "compaction (leveled): level_size_multiplier must be at least 2, got {level_size_multiplier}"
+                    ));
                 }
             }
             CompactionStrategy::TimeWindow { window_ms } => {
                 if window_ms == 0 {
-                    return Err(Error::InvalidArgument(
-                        "time-window compaction needs window_ms > 0".into(),
-                    ));
+                    return bad(
+                        "compaction (time-window): window_ms must be greater than 0, got 0".into(),
+                    );
                 }
             }
         }
         Ok(())
+    }
+
+    /// A short name for logs and errors: `size-tiered`, `leveled` or `time-window`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            CompactionStrategy::SizeTiered { .. } => "size-tiered",
+            CompactionStrategy::Leveled { .. } => "leveled",
+            CompactionStrategy::TimeWindow { .. } => "time-window",
+        }
     }
 }
 
@@ -128,7 +152,9 @@ impl CompactionStrategy {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct KeyspaceOptions {
     pub compaction: CompactionStrategy,
-    /// How long a tombstone (or expired cell) is kept before compaction may purge it.
+    /// How long a tombstone (or expired cell) is kept before compaction may purge it, unless
+    /// the keyspace has a purge horizon (`Engine::set_purge_horizon`), which replaces it.
+    /// Any value is valid; a very large one (`u64::MAX`) means "never by time alone".
     pub gc_grace_ms: u64,
     pub compression: Compression,
 }
@@ -144,7 +170,9 @@ impl Default for KeyspaceOptions {
 }
 
 impl KeyspaceOptions {
-    /// Rejects contradictory options.
+    /// Rejects options the engine cannot work with, naming the option in the error.
+    /// (`gc_grace_ms` takes any value and `compression` is an enum, so only the compaction
+    /// parameters can be wrong.)
     pub fn validate(&self) -> Result<()> {
         self.compaction.validate()
     }

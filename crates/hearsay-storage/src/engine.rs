@@ -15,7 +15,8 @@
 //! periodic sync mode one commit-log sync thread.
 //!
 //! Lock order (outermost first): `manifest` → keyspace `state`; `write` → keyspaces map →
-//! keyspace `state`; the commit log's own locks are innermost.
+//! keyspace `state`; a keyspace's `options` and `purge_horizon` are leaves (nothing is taken
+//! under them); the commit log's own locks are innermost.
 
 pub(crate) mod background;
 pub(crate) mod codec;
@@ -26,12 +27,12 @@ pub(crate) mod poison;
 use crate::cache::{BlockCache, CacheStats};
 use crate::cell::{Cell, CellKey};
 use crate::commitlog::{self, CommitLog};
-use crate::compaction::TableInfo;
+use crate::compaction::{PurgeHorizon, TableInfo};
 use crate::config::{EngineConfig, KeyspaceOptions, SyncMode, validate_keyspace_name};
 use crate::error::{Error, Result};
 use crate::manifest::{KeyspaceRecord, Manifest, TableRecord};
 use crate::memtable::{Memtable, MemtableIter};
-use crate::sstable::{ReadStats, ReadStatsSnapshot, Sstable, sstable_path};
+use crate::sstable::{Compression, ReadStats, ReadStatsSnapshot, Sstable, sstable_path};
 pub use disk_full::DiskFull;
 use disk_full::{Activity, DiskFullLatch};
 use merge::{MergeIter, Source};
@@ -81,11 +82,13 @@ impl Signal {
     }
 }
 
-/// One live SSTable and its level.
+/// One live SSTable, its level and the compression it was written with (both recorded in
+/// the manifest).
 #[derive(Clone)]
 pub(crate) struct TableHandle {
     pub table: Arc<Sstable>,
     pub level: u32,
+    pub compression: Compression,
 }
 
 impl std::fmt::Debug for TableHandle {
@@ -140,15 +143,52 @@ impl Version {
 pub(crate) struct Keyspace {
     pub id: u32,
     pub name: String,
-    pub options: KeyspaceOptions,
+    /// The current options (`alter_keyspace` changes them). Read through [`Self::options`]
+    /// when a flush or compaction starts; a leaf lock.
+    options: Mutex<KeyspaceOptions>,
+    /// Replaces `gc_grace` for this keyspace's compactions while set (not persisted: the node
+    /// sets it after every start). A leaf lock.
+    purge_horizon: RwLock<Option<Arc<dyn PurgeHorizon>>>,
     pub dir: PathBuf,
     pub state: RwLock<Arc<Version>>,
     pub dropped: AtomicBool,
+    pub counters: KeyspaceCounters,
+}
+
+/// Per-keyspace counters (since open).
+#[derive(Debug, Default)]
+pub(crate) struct KeyspaceCounters {
+    pub tombstones_purged: AtomicU64,
+    pub tombstones_purged_by_horizon: AtomicU64,
+    pub tombstones_kept_by_horizon: AtomicU64,
 }
 
 impl Keyspace {
+    fn new(id: u32, name: &str, options: KeyspaceOptions, dir: PathBuf, version: Version) -> Self {
+        Keyspace {
+            id,
+            name: name.into(),
+            options: Mutex::new(options),
+            purge_horizon: RwLock::new(None),
+            dir,
+            state: RwLock::new(Arc::new(version)),
+            dropped: AtomicBool::new(false),
+            counters: KeyspaceCounters::default(),
+        }
+    }
+
     pub fn version(&self) -> Arc<Version> {
         self.state.read().clone()
+    }
+
+    /// The keyspace's options now.
+    pub fn options(&self) -> KeyspaceOptions {
+        *self.options.lock()
+    }
+
+    /// The keyspace's purge horizon now, if it has one.
+    pub fn purge_horizon(&self) -> Option<Arc<dyn PurgeHorizon>> {
+        self.purge_horizon.read().clone()
     }
 }
 
@@ -176,6 +216,8 @@ pub(crate) struct Counters {
     pub flush_blocks_warmed: AtomicU64,
     pub compaction_bytes_written: AtomicU64,
     pub tombstones_purged: AtomicU64,
+    pub tombstones_purged_by_horizon: AtomicU64,
+    pub tombstones_kept_by_horizon: AtomicU64,
     pub expired_converted: AtomicU64,
     pub replayed_records: AtomicU64,
     pub replay_torn_tails: AtomicU64,
@@ -248,6 +290,16 @@ pub struct KeyspaceStats {
     /// Cells and tombstones in SSTables (a key in several tables counts in each).
     pub sstable_entries: u64,
     pub sstable_tombstones: u64,
+    /// Tombstones compactions of this keyspace purged since open (by `gc_grace` or horizon).
+    pub tombstones_purged: u64,
+    /// Of those, the ones purged under a purge horizon.
+    pub tombstones_purged_by_horizon: u64,
+    /// Tombstones compactions kept (rewrote) because the purge horizon of their token had not
+    /// passed their deletion time, since open. The same tombstone counts again in every
+    /// compaction that keeps it.
+    pub tombstones_kept_by_horizon: u64,
+    /// Whether the keyspace has a purge horizon now (`Engine::set_purge_horizon`).
+    pub purge_horizon: bool,
 }
 
 /// One live SSTable, as [`Engine::tables`] reports it.
@@ -263,6 +315,10 @@ pub struct TableSummary {
     pub max_key: CellKey,
     pub min_timestamp: hearsay_types::Timestamp,
     pub max_timestamp: hearsay_types::Timestamp,
+    /// The compression the table was written with: the keyspace's option when it was
+    /// flushed or compacted. (With LZ4 a block is stored compressed only when that saves an
+    /// eighth of it, see `storage-format.md`.)
+    pub compression: Compression,
 }
 
 /// Engine statistics, for the server's INFO and metrics.
@@ -298,7 +354,13 @@ pub struct EngineStats {
     /// Data blocks flushes put into the block cache (`flush_warm_cache`).
     pub flush_blocks_warmed: u64,
     pub compaction_bytes_written: u64,
+    /// Tombstones (and expired values) compactions purged, by `gc_grace` or purge horizon.
     pub tombstones_purged: u64,
+    /// Of `tombstones_purged`, those purged under a keyspace's purge horizon.
+    pub tombstones_purged_by_horizon: u64,
+    /// Tombstones compactions kept because their token's purge horizon had not passed their
+    /// deletion time (each compaction that keeps one counts it).
+    pub tombstones_kept_by_horizon: u64,
     pub expired_converted: u64,
     pub replayed_records: u64,
     pub replay_torn_tails: u64,
@@ -434,6 +496,7 @@ impl Engine {
                 tables.push(TableHandle {
                     table,
                     level: t.level,
+                    compression: t.compression,
                 });
             }
             sort_tables(&mut tables);
@@ -441,18 +504,17 @@ impl Engine {
             next_memtable_id += 1;
             keyspaces.insert(
                 rec.name.clone(),
-                Arc::new(Keyspace {
-                    id: rec.id,
-                    name: rec.name.clone(),
-                    options: rec.options,
-                    dir: kdir,
-                    state: RwLock::new(Arc::new(Version {
+                Arc::new(Keyspace::new(
+                    rec.id,
+                    &rec.name,
+                    rec.options,
+                    kdir,
+                    Version {
                         active,
                         immutable: Vec::new(),
                         tables,
-                    })),
-                    dropped: AtomicBool::new(false),
-                }),
+                    },
+                )),
             );
         }
 
@@ -591,19 +653,118 @@ impl Engine {
         };
         inner.keyspaces.write().insert(
             name.into(),
-            Arc::new(Keyspace {
+            Arc::new(Keyspace::new(
                 id,
-                name: name.into(),
-                options: opts,
-                dir: kdir,
-                state: RwLock::new(Arc::new(Version {
+                name,
+                opts,
+                kdir,
+                Version {
                     active: Arc::new(Memtable::new(mem_id)),
                     immutable: Vec::new(),
                     tables: Vec::new(),
-                })),
-                dropped: AtomicBool::new(false),
-            }),
+                },
+            )),
         );
+        Ok(())
+    }
+
+    /// Changes a live keyspace's options (Cassandra's `ALTER TABLE … WITH compaction`):
+    /// validates them (`InvalidArgument` naming the option), records them in the manifest
+    /// (atomically, with any table the switch moves), and makes them take effect without a
+    /// restart:
+    ///
+    /// - `compression`: flushes and compactions that start from now on write with it;
+    ///   existing tables keep theirs until compacted ([`TableSummary::compression`]).
+    /// - `compaction`: the next compaction pick uses the new strategy, which re-organises
+    ///   the existing tables over time (a major compaction, [`Self::compact`], does it at
+    ///   once). A switch to leveled keeps tables where they are, except any table of level 1
+    ///   or deeper that overlaps another of its level, which goes to level 0
+    ///   ([`crate::compaction::relevel_for`]); the other strategies ignore levels.
+    /// - `gc_grace_ms`: applies from the next compaction that starts.
+    ///
+    /// A compaction already running finishes under the options it started with (its
+    /// compression, `gc_grace` and output level). Reads are unaffected: they never depend on
+    /// levels or the strategy. Options equal to the current ones change nothing (and write
+    /// nothing). Like `create_keyspace`, this rewrites the manifest, so it fails on a full disk
+    /// (without poisoning) and leaves the old options in place.
+    pub fn alter_keyspace(&self, name: &str, opts: KeyspaceOptions) -> Result<()> {
+        opts.validate().map_err(|e| match e {
+            Error::InvalidArgument(why) => {
+                Error::InvalidArgument(format!("options of keyspace '{name}': {why}"))
+            }
+            other => other,
+        })?;
+        let inner = &self.inner;
+        inner.check_open()?;
+        inner.poison.check()?;
+        let mut m = inner.manifest.lock();
+        let ks = self.keyspace(name)?;
+        let old = ks.options();
+        if old == opts {
+            return Ok(());
+        }
+        // Under the manifest lock the table set cannot change (flushes and compactions
+        // install under it), so the moves computed here apply to exactly these tables.
+        let tables = ks.version().tables.clone();
+        let infos: Vec<TableInfo> = tables.iter().map(|t| t.info()).collect();
+        let moves = crate::compaction::relevel_for(&opts.compaction, &infos);
+        let moved = |t: &TableHandle| {
+            let id = t.table.meta().id;
+            let level = moves
+                .iter()
+                .find(|(m, _)| *m == id)
+                .map_or(t.level, |(_, l)| *l);
+            TableHandle { level, ..t.clone() }
+        };
+        let mut next = m.clone();
+        let rec = next.keyspace_mut(ks.id).ok_or_else(|| {
+            // The keyspaces map and the manifest change together under the manifest lock.
+            Error::NoSuchKeyspace(name.into())
+        })?;
+        rec.options = opts;
+        rec.tables = table_records(&tables.iter().map(moved).collect::<Vec<_>>());
+        inner.store_manifest(&next)?;
+        *m = next;
+        {
+            let mut st = ks.state.write();
+            if !moves.is_empty() {
+                // Memtables may have rotated since; the tables have not (manifest lock).
+                let mut v: Version = (**st).clone();
+                v.tables = v.tables.iter().map(moved).collect();
+                *st = Arc::new(v);
+            }
+            *ks.options.lock() = opts;
+        }
+        drop(m);
+        tracing::info!(
+            keyspace = name,
+            from = old.compaction.name(),
+            to = opts.compaction.name(),
+            tables_to_level_0 = moves.len(),
+            ?opts,
+            "keyspace options changed"
+        );
+        inner.compaction_wake.notify();
+        Ok(())
+    }
+
+    /// Sets (or, with `None`, removes) the keyspace's purge horizon: while it has one,
+    /// compaction purges a tombstone iff its deletion time is before the horizon of its
+    /// token (and, as always, it shadows nothing outside the compaction); `gc_grace` plays
+    /// no part. Without one, `gc_grace` applies. Takes effect from the next compaction that
+    /// starts; a running one finishes under the rule it started with. Not persisted: the
+    /// caller sets it again after every open (see `docs/storage-engine.md` for the window
+    /// before it does).
+    pub fn set_purge_horizon(
+        &self,
+        keyspace: &str,
+        horizon: Option<Arc<dyn PurgeHorizon>>,
+    ) -> Result<()> {
+        self.inner.check_open()?;
+        let ks = self.keyspace(keyspace)?;
+        let set = horizon.is_some();
+        *ks.purge_horizon.write() = horizon;
+        tracing::info!(keyspace, set, "purge horizon changed");
         Ok(())
     }
 
@@ -652,9 +813,10 @@ impl Engine {
         self.inner.keyspaces.read().keys().cloned().collect()
     }
 
-    /// The options a keyspace was created with.
+    /// A keyspace's current options: those it was created with, or last given to
+    /// [`Self::alter_keyspace`].
     pub fn keyspace_options(&self, name: &str) -> Result<KeyspaceOptions> {
-        Ok(self.keyspace(name)?.options)
+        Ok(self.keyspace(name)?.options())
     }
 
     /// The live SSTables of a keyspace, newest first (for admin views and tests).
@@ -674,6 +836,7 @@ impl Engine {
                     max_key: m.max_key.clone(),
                     min_timestamp: m.min_timestamp,
                     max_timestamp: m.max_timestamp,
+                    compression: t.compression,
                 }
             })
             .collect())
@@ -928,6 +1091,10 @@ impl Engine {
                 memtable_bytes: v.memtables().map(|m| m.size_bytes()).sum(),
                 memtables_awaiting_flush: v.immutable.len() as u64,
                 sstable_count: v.tables.len() as u64,
+                tombstones_purged: ld(&ks.counters.tombstones_purged),
+                tombstones_purged_by_horizon: ld(&ks.counters.tombstones_purged_by_horizon),
+                tombstones_kept_by_horizon: ld(&ks.counters.tombstones_kept_by_horizon),
+                purge_horizon: ks.purge_horizon.read().is_some(),
                 ..KeyspaceStats::default()
             };
             for t in &v.tables {
@@ -971,6 +1138,8 @@ impl Engine {
             flush_blocks_warmed: ld(&c.flush_blocks_warmed),
             compaction_bytes_written: ld(&c.compaction_bytes_written),
             tombstones_purged: ld(&c.tombstones_purged),
+            tombstones_purged_by_horizon: ld(&c.tombstones_purged_by_horizon),
+            tombstones_kept_by_horizon: ld(&c.tombstones_kept_by_horizon),
             expired_converted: ld(&c.expired_converted),
             replayed_records: ld(&c.replayed_records),
             replay_torn_tails: ld(&c.replay_torn_tails),
@@ -1364,6 +1533,7 @@ pub(crate) fn table_records(tables: &[TableHandle]) -> Vec<TableRecord> {
         .map(|t| TableRecord {
             id: t.table.meta().id,
             level: t.level,
+            compression: t.compression,
         })
         .collect()
 }

@@ -7,7 +7,9 @@
 //! [`Cell::reconcile_cmp`].
 //!
 //! Entry point: [`Engine`] (open with an [`EngineConfig`]; `apply` / `get` / `scan` /
-//! `flush` / `compact` / `stats`). Invariants: a batch is one checksummed commit-log record
+//! `flush` / `compact` / `stats`; a keyspace's options change live with
+//! `alter_keyspace`, and its tombstones can be purged by a repair-driven [`PurgeHorizon`]
+//! instead of `gc_grace`). Invariants: a batch is one checksummed commit-log record
 //! (all or nothing across a crash) and one sequence number (all or nothing for a scan); an
 //! acknowledged write survives a process crash in every sync mode and a power loss in
 //! `Batch` mode; a failed fsync poisons the engine for writes, a full disk does not (writes
@@ -39,6 +41,7 @@ pub mod manifest;
 pub mod memtable;
 mod prefetch;
 
+pub use compaction::PurgeHorizon;
 pub use config::{CompactionStrategy, EngineConfig, KeyspaceOptions, SyncMode};
 pub use engine::{
     DEFAULT_KEYSPACE, DiskFull, Engine, EngineHealth, EngineStats, KeyspaceStats, ScanIter,

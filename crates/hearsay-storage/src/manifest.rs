@@ -2,12 +2,18 @@
 //! each keyspace's live SSTables (id and level), plus the id counters. Anything on disk not
 //! named here is garbage from an interrupted flush or compaction and is deleted on open.
 //!
-//! Format v1, file `MANIFEST`: magic `HSMF`, format version (u32), body length (u64),
+//! Format v2, file `MANIFEST`: magic `HSMF`, format version (u32), body length (u64),
 //! CRC32C of the body (u32), body. Body: next keyspace id (u32), next table id (u64),
 //! keyspace count (u32), then per keyspace: id (u32), name (u32 length + bytes), compaction
 //! tag (u8: 0 size-tiered, 1 leveled, 2 time-window) and its two u64 parameters, gc_grace_ms
 //! (u64), compression (u8: 0 none, 1 lz4), table count (u32), then per table: id (u64),
-//! level (u32). All little-endian.
+//! level (u32), compression it was written with (u8: 0 none, 1 lz4). All little-endian.
+//!
+//! Version 1 is version 2 without the per-table compression byte. It is still read: a v1
+//! table's compression is its keyspace's, exactly, since a keyspace's options could not
+//! change before v2 (`Engine::alter_keyspace` came with it). A v1 manifest is not rewritten
+//! at open (opening writes nothing, so that it works on a full disk); the next flush,
+//! compaction or keyspace change writes v2.
 //!
 //! Updates are atomic: the whole manifest is written to `MANIFEST.tmp`, fsynced, renamed over
 //! `MANIFEST`, and the directory fsynced. It changes only on flush, compaction and keyspace
@@ -25,7 +31,9 @@ use std::path::{Path, PathBuf};
 /// Manifest file magic.
 pub const MANIFEST_MAGIC: [u8; 4] = *b"HSMF";
 /// The manifest format this build writes and the newest it reads.
-pub const MANIFEST_FORMAT_VERSION: u32 = 1;
+pub const MANIFEST_FORMAT_VERSION: u32 = 2;
+/// The oldest manifest format this build reads (and migrates, see the module docs).
+pub const MANIFEST_OLDEST_READABLE_VERSION: u32 = 1;
 /// The manifest's file name.
 pub const MANIFEST_FILE: &str = "MANIFEST";
 const MANIFEST_TMP_FILE: &str = "MANIFEST.tmp";
@@ -44,6 +52,9 @@ pub struct TableRecord {
     pub id: u64,
     /// 0 for flushed tables; leveled compaction uses 1.. for its levels.
     pub level: u32,
+    /// The compression the table was written with (its keyspace's option at the time; the
+    /// blocks record what each of them actually uses, see `storage-format.md`).
+    pub compression: Compression,
 }
 
 /// One keyspace.
@@ -105,14 +116,12 @@ impl Manifest {
             b.u64(p1);
             b.u64(p2);
             b.u64(ks.options.gc_grace_ms);
-            b.u8(match ks.options.compression {
-                Compression::None => 0,
-                Compression::Lz4 => 1,
-            });
+            b.u8(compression_tag(ks.options.compression));
             b.u32(ks.tables.len() as u32);
             for t in &ks.tables {
                 b.u64(t.id);
                 b.u32(t.level);
+                b.u8(compression_tag(t.compression));
             }
         }
         let mut out = Vec::with_capacity(MANIFEST_HEADER_BYTES + b.buf.len());
@@ -135,7 +144,7 @@ impl Manifest {
             return Err(corrupt(0, "not a manifest (bad magic)".into()));
         }
         let version = r.u32().map_err(|e| corrupt(e.offset, e.reason))?;
-        if version == 0 || version > MANIFEST_FORMAT_VERSION {
+        if !(MANIFEST_OLDEST_READABLE_VERSION..=MANIFEST_FORMAT_VERSION).contains(&version) {
             return Err(Error::UnsupportedVersion {
                 path: path.to_path_buf(),
                 found: version,
@@ -197,11 +206,8 @@ impl Manifest {
                 t => return Err(corrupt(off, format!("unknown compaction strategy tag {t}"))),
             };
             let gc_grace_ms = r.u64().map_err(at)?;
-            let compression = match r.u8().map_err(at)? {
-                0 => Compression::None,
-                1 => Compression::Lz4,
-                c => return Err(corrupt(off, format!("unknown compression tag {c}"))),
-            };
+            let compression =
+                compression_from_tag(r.u8().map_err(at)?).map_err(|why| corrupt(off, why))?;
             let options = KeyspaceOptions {
                 compaction,
                 gc_grace_ms,
@@ -211,20 +217,31 @@ impl Manifest {
                 .validate()
                 .map_err(|e| corrupt(off, format!("invalid keyspace options: {e}")))?;
             let n = r.u32().map_err(at)? as usize;
-            if n > MAX_TABLES_PER_KEYSPACE || n > r.remaining() / 12 {
+            let table_record_bytes = if version >= 2 { 13 } else { 12 };
+            if n > MAX_TABLES_PER_KEYSPACE || n > r.remaining() / table_record_bytes {
                 return Err(corrupt(off, format!("table count {n} out of range")));
             }
             let mut tables = Vec::with_capacity(n);
             for _ in 0..n {
                 let id = r.u64().map_err(at)?;
                 let level = r.u32().map_err(at)?;
+                let table_compression = if version >= 2 {
+                    compression_from_tag(r.u8().map_err(at)?).map_err(|why| corrupt(off, why))?
+                } else {
+                    // v1: options never changed, so every table was written with these.
+                    options.compression
+                };
                 if id >= next_table_id {
                     return Err(corrupt(
                         off,
                         format!("table id {id} not below next table id {next_table_id}"),
                     ));
                 }
-                tables.push(TableRecord { id, level });
+                tables.push(TableRecord {
+                    id,
+                    level,
+                    compression: table_compression,
+                });
             }
             if id >= next_keyspace_id {
                 return Err(corrupt(
@@ -330,6 +347,21 @@ impl Manifest {
     }
 }
 
+fn compression_tag(c: Compression) -> u8 {
+    match c {
+        Compression::None => 0,
+        Compression::Lz4 => 1,
+    }
+}
+
+fn compression_from_tag(tag: u8) -> std::result::Result<Compression, String> {
+    match tag {
+        0 => Ok(Compression::None),
+        1 => Ok(Compression::Lz4),
+        c => Err(format!("unknown compression tag {c}")),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -343,7 +375,11 @@ mod tests {
                     id: 1,
                     name: "default".into(),
                     options: KeyspaceOptions::default(),
-                    tables: vec![TableRecord { id: 4, level: 0 }],
+                    tables: vec![TableRecord {
+                        id: 4,
+                        level: 0,
+                        compression: Compression::Lz4,
+                    }],
                 },
                 KeyspaceRecord {
                     id: 2,
@@ -354,8 +390,16 @@ mod tests {
                         compression: Compression::None,
                     },
                     tables: vec![
-                        TableRecord { id: 7, level: 2 },
-                        TableRecord { id: 9, level: 1 },
+                        TableRecord {
+                            id: 7,
+                            level: 2,
+                            compression: Compression::Lz4,
+                        },
+                        TableRecord {
+                            id: 9,
+                            level: 1,
+                            compression: Compression::None,
+                        },
                     ],
                 },
             ],
@@ -376,5 +420,63 @@ mod tests {
             bad[i] ^= 0x10;
             assert!(Manifest::decode(p, &bad).is_err(), "flip at {i} accepted");
         }
+    }
+
+    /// The v1 encoding (no per-table compression byte), as the v1 build wrote it.
+    fn encode_v1(m: &Manifest) -> Vec<u8> {
+        let v2 = m.encode();
+        // Re-encode the body without each table's last byte: walk it as the decoder does.
+        let mut b = Writer::default();
+        b.u32(m.next_keyspace_id);
+        b.u64(m.next_table_id);
+        b.u32(m.keyspaces.len() as u32);
+        for ks in &m.keyspaces {
+            let one = Manifest {
+                next_keyspace_id: m.next_keyspace_id,
+                next_table_id: m.next_table_id,
+                keyspaces: vec![KeyspaceRecord {
+                    tables: Vec::new(),
+                    ..ks.clone()
+                }],
+            }
+            .encode();
+            // Header (20) + ids and count (16), then this keyspace up to its table count.
+            let ks_bytes = &one[MANIFEST_HEADER_BYTES + 16..one.len() - 4];
+            b.buf.extend_from_slice(ks_bytes);
+            b.u32(ks.tables.len() as u32);
+            for t in &ks.tables {
+                b.u64(t.id);
+                b.u32(t.level);
+            }
+        }
+        let mut out = v2[..MANIFEST_HEADER_BYTES].to_vec();
+        out[4..8].copy_from_slice(&1u32.to_le_bytes());
+        out[8..16].copy_from_slice(&(b.buf.len() as u64).to_le_bytes());
+        out[16..20].copy_from_slice(&crc32c::crc32c(&b.buf).to_le_bytes());
+        out.extend_from_slice(&b.buf);
+        out
+    }
+
+    #[test]
+    fn v1_is_read_with_each_table_at_its_keyspace_compression() {
+        let mut m = sample();
+        // What a v1 engine could have written: every table at its keyspace's compression.
+        for ks in &mut m.keyspaces {
+            let c = ks.options.compression;
+            for t in &mut ks.tables {
+                t.compression = c;
+            }
+        }
+        let v1 = encode_v1(&m);
+        assert_eq!(u32::from_le_bytes([v1[4], v1[5], v1[6], v1[7]]), 1);
+        assert_eq!(v1.len() + 3, m.encode().len(), "one byte less per table");
+        assert_eq!(Manifest::decode(Path::new("MANIFEST"), &v1).unwrap(), m);
+        // A version from the future is refused as such.
+        let mut v3 = m.encode();
+        v3[4..8].copy_from_slice(&3u32.to_le_bytes());
+        assert!(matches!(
+            Manifest::decode(Path::new("MANIFEST"), &v3),
+            Err(Error::UnsupportedVersion { found: 3, .. })
+        ));
     }
 }

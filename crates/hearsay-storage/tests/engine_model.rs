@@ -1,6 +1,8 @@
 //! Acceptance 1: random interleavings of put, delete, put-with-expiry, get, range scan,
-//! flush, compaction, clock advance and close/reopen give the same visible results as a
-//! `BTreeMap` model, under each compaction strategy.
+//! flush, compaction, clock advance, close/reopen, a change of the keyspace's options
+//! (`alter_keyspace`: any strategy, either compression) and (monotone regime) a change of its
+//! purge horizon give the same visible results as a `BTreeMap` model, starting from each
+//! compaction strategy.
 //!
 //! Two timestamp regimes: "monotone" (timestamps follow the clock, tombstones may be purged
 //! after a small gc_grace) and "shuffled" (writes arrive out of timestamp order; gc_grace is
@@ -8,8 +10,10 @@
 //! documented gc_grace hazard, not a bug).
 
 use bytes::Bytes;
+use hearsay_storage::sstable::Compression;
 use hearsay_storage::{
-    Cell, CellKey, CompactionStrategy, Engine, EngineConfig, KeyspaceOptions, SyncMode,
+    Cell, CellKey, CompactionStrategy, Engine, EngineConfig, KeyspaceOptions, PurgeHorizon,
+    SyncMode,
 };
 use hearsay_types::{Clock, ManualClock, Timestamp, Token};
 use proptest::prelude::*;
@@ -29,6 +33,25 @@ enum Op {
     Compact,
     Advance(u16),
     Reopen,
+    /// Switch to strategy `.0 % 3`, compressed or not.
+    Alter(u8, bool),
+    /// Set a purge horizon lagging the clock by this much (per token a little more), or
+    /// remove it.
+    Horizon(Option<u16>),
+}
+
+/// A horizon `lag_ms` behind the clock, and 3 ms more per token step, so tokens differ.
+#[derive(Debug)]
+struct Lagging {
+    clock: Arc<ManualClock>,
+    lag_ms: u64,
+}
+
+impl PurgeHorizon for Lagging {
+    fn purge_before_ms(&self, token: Token) -> u64 {
+        let extra = (token.0 + 2).unsigned_abs() * 3;
+        self.clock.wall_millis().saturating_sub(self.lag_ms + extra)
+    }
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -42,6 +65,8 @@ fn op() -> impl Strategy<Value = Op> {
         1 => Just(Op::Compact),
         2 => (0u16..30).prop_map(Op::Advance),
         1 => Just(Op::Reopen),
+        1 => (0u8..3, any::<bool>()).prop_map(|(s, c)| Op::Alter(s, c)),
+        1 => proptest::option::of(0u16..40).prop_map(Op::Horizon),
     ]
 }
 
@@ -66,7 +91,15 @@ fn strategy(i: u8) -> CompactionStrategy {
 
 const START_MICROS: u64 = 1_700_000_000_000_000;
 
-fn run(strategy_ix: u8, monotone: bool, gc_grace_ms: u64, ops: Vec<(Op, u16)>) {
+/// `horizon_lag_ms`: in the monotone regime, a purge horizon this far behind the clock from
+/// the start (`Op::Horizon` moves or removes it).
+fn run(
+    strategy_ix: u8,
+    monotone: bool,
+    gc_grace_ms: u64,
+    horizon_lag_ms: Option<u16>,
+    ops: Vec<(Op, u16)>,
+) {
     let dir = tempfile::tempdir().unwrap();
     let clock = ManualClock::new(START_MICROS);
     let mut config = EngineConfig::new(dir.path());
@@ -82,6 +115,18 @@ fn run(strategy_ix: u8, monotone: bool, gc_grace_ms: u64, ops: Vec<(Op, u16)>) {
         ..KeyspaceOptions::default()
     };
     let mut engine = Some(Engine::open(config.clone()).unwrap());
+    // The horizon is not persisted: set again after each reopen, as the node does.
+    let lagging = |lag_ms: u16| {
+        Arc::new(Lagging {
+            clock: clock.clone(),
+            lag_ms: u64::from(lag_ms),
+        }) as Arc<dyn PurgeHorizon>
+    };
+    let mut horizon: Option<Arc<dyn PurgeHorizon>> =
+        horizon_lag_ms.filter(|_| monotone).map(lagging);
+    if let Some(e) = &engine {
+        e.set_purge_horizon("default", horizon.clone()).unwrap();
+    }
     let mut model: BTreeMap<CellKey, Cell> = BTreeMap::new();
     let mut last_ts = 0u64;
     for (n, (op, jitter)) in ops.into_iter().enumerate() {
@@ -152,7 +197,26 @@ fn run(strategy_ix: u8, monotone: bool, gc_grace_ms: u64, ops: Vec<(Op, u16)>) {
             Op::Advance(ms) => clock.advance(Duration::from_millis(u64::from(ms))),
             Op::Reopen => {
                 engine.take().unwrap().close().unwrap();
-                engine = Some(Engine::open(config.clone()).unwrap());
+                let e = Engine::open(config.clone()).unwrap();
+                e.set_purge_horizon("default", horizon.clone()).unwrap();
+                engine = Some(e);
+            }
+            Op::Alter(s, compressed) => {
+                let mut opts = e.keyspace_options("default").unwrap();
+                opts.compaction = strategy(s);
+                opts.compression = if compressed {
+                    Compression::Lz4
+                } else {
+                    Compression::None
+                };
+                e.alter_keyspace("default", opts).unwrap();
+            }
+            // Shuffled timestamps: purging a tombstone and then taking an older write is the
+            // documented hazard of any purge, horizon or gc_grace; gc_grace is infinite there.
+            Op::Horizon(_) if !monotone => {}
+            Op::Horizon(lag) => {
+                horizon = lag.map(lagging);
+                e.set_purge_horizon("default", horizon.clone()).unwrap();
             }
         }
     }
@@ -184,6 +248,7 @@ fn run(strategy_ix: u8, monotone: bool, gc_grace_ms: u64, ops: Vec<(Op, u16)>) {
         if round == 0 {
             engine.take().unwrap().close().unwrap();
             let e = Engine::open(config.clone()).unwrap();
+            e.set_purge_horizon("default", horizon.clone()).unwrap();
             e.compact("default").unwrap();
             engine = Some(e);
         }
@@ -195,26 +260,26 @@ proptest! {
 
     #[test]
     fn engine_matches_model_size_tiered(
-        monotone in any::<bool>(), gc in 0u64..30,
+        monotone in any::<bool>(), gc in 0u64..30, lag in proptest::option::of(0u16..40),
         ops in proptest::collection::vec((op(), any::<u16>()), 1..80),
     ) {
-        run(0, monotone, gc, ops);
+        run(0, monotone, gc, lag, ops);
     }
 
     #[test]
     fn engine_matches_model_leveled(
-        monotone in any::<bool>(), gc in 0u64..30,
+        monotone in any::<bool>(), gc in 0u64..30, lag in proptest::option::of(0u16..40),
         ops in proptest::collection::vec((op(), any::<u16>()), 1..80),
     ) {
-        run(1, monotone, gc, ops);
+        run(1, monotone, gc, lag, ops);
     }
 
     #[test]
     fn engine_matches_model_time_window(
-        monotone in any::<bool>(), gc in 0u64..30,
+        monotone in any::<bool>(), gc in 0u64..30, lag in proptest::option::of(0u16..40),
         ops in proptest::collection::vec((op(), any::<u16>()), 1..80),
     ) {
-        run(2, monotone, gc, ops);
+        run(2, monotone, gc, lag, ops);
     }
 }
 

@@ -4,13 +4,18 @@
 //!
 //! What compaction does with the cells is the engine's business and the same for every
 //! strategy: versions are reconciled by the conflict rule, expired values become tombstones,
-//! and a tombstone is purged only after `gc_grace` and only when no table outside the
-//! compaction could hold an older version of its key.
+//! and a tombstone is purged only once its time has come ([`TombstoneGc`]: after `gc_grace`,
+//! or before the keyspace's [`PurgeHorizon`] when it has one) and only when no table outside
+//! the compaction could hold an older version of its key.
+//!
+//! A keyspace's strategy can change while it has tables ([`relevel_for`] says which tables
+//! the switch moves); every strategy here copes with tables placed by another one.
 
 use crate::cell::CellKey;
 use crate::config::CompactionStrategy;
-use hearsay_types::Timestamp;
+use hearsay_types::{Timestamp, Token};
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 /// Size-tiered: tables below this size all fall into one bucket (Cassandra's
 /// `min_sstable_size`), so a stream of small flushes still gets merged.
@@ -108,6 +113,130 @@ pub fn major(strategy: &CompactionStrategy, tables: &[TableInfo]) -> Vec<Compact
                 reason: "major (one time window)",
             })
             .collect(),
+    }
+}
+
+/// The tables a switch to `strategy` moves, with their new level, given the keyspace's
+/// tables as they are (placed by whatever strategy ran before).
+///
+/// Only leveled compaction gives levels a meaning: tables of a level >= 1 must not overlap.
+/// Leveled compaction is the only writer of levels >= 1 and keeps that, and the other
+/// strategies only take tables out of levels (their outputs go to level 0), so the tables a
+/// switch back to leveled finds there still do not overlap and keep their places, as
+/// Cassandra keeps an SSTable's level across strategy changes. Should a level >= 1 hold
+/// overlapping tables anyway, each table overlapping one before it (in key order) goes to
+/// level 0, where overlap is allowed and from where leveled compaction merges it up again
+/// (Cassandra sends such tables back to L0 too). Nothing is rewritten; reads do not depend on
+/// levels at all. Switching to size-tiered or time-window moves nothing: they ignore levels.
+pub fn relevel_for(strategy: &CompactionStrategy, tables: &[TableInfo]) -> Vec<(u64, u32)> {
+    if !matches!(strategy, CompactionStrategy::Leveled { .. }) {
+        return Vec::new();
+    }
+    let mut by_level: BTreeMap<u32, Vec<&TableInfo>> = BTreeMap::new();
+    for t in tables.iter().filter(|t| t.level >= 1) {
+        by_level.entry(t.level).or_default().push(t);
+    }
+    let mut moves = Vec::new();
+    for level in by_level.values_mut() {
+        level.sort_by(|a, b| (&a.min_key, a.id).cmp(&(&b.min_key, b.id)));
+        let mut last_max: Option<&CellKey> = None;
+        for t in level.iter() {
+            if last_max.is_some_and(|m| t.min_key <= *m) {
+                moves.push((t.id, 0));
+            } else {
+                last_max = Some(&t.max_key);
+            }
+        }
+    }
+    moves.sort_unstable();
+    moves
+}
+
+/// Where tombstones may be purged: a deletion may go once every replica of its range is
+/// known to hold it, which the cluster learns from repair (`tombstone_gc = repair`).
+///
+/// Set per keyspace with `Engine::set_purge_horizon`; while a keyspace has one, it replaces
+/// `gc_grace` for that keyspace's compactions. Laws an implementation keeps:
+/// - It answers for the moment it is asked: a compaction asks once per token it meets with a
+///   tombstone, and may purge on the answer, so a time returned must already be safe. It may
+///   move backwards (a range gains a replica that has not been repaired).
+/// - A deletion's time is the tombstone's write timestamp (ms), or, for an expired value, its
+///   expiry. A returned time should allow for the clock skew between the nodes that assign
+///   those timestamps and the one that ran the repair.
+/// - It is cheap (a map lookup): it runs on the compaction thread, under no engine lock.
+pub trait PurgeHorizon: Send + Sync + std::fmt::Debug {
+    /// Tombstones of keys with this token whose deletion time (ms) is before the returned
+    /// time may be purged; 0 means none may be.
+    fn purge_before_ms(&self, token: Token) -> u64;
+}
+
+/// Whether a tombstone's time to be purged has come, by its keyspace's rule (what
+/// [`TombstoneGc::check`] answers; the check that nothing outside the compaction is shadowed
+/// comes after).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PurgeTime {
+    /// Old enough: purge, unless it shadows something outside the compaction.
+    Due,
+    /// Within `gc_grace` (no horizon): keep.
+    WithinGcGrace,
+    /// At or after the keyspace's purge horizon for its token: keep.
+    HeldByHorizon,
+}
+
+/// The rule one compaction purges tombstones by, fixed when it starts: `gc_grace` counted
+/// from `now_ms`, or a [`PurgeHorizon`]. A horizon past `now_ms` is taken as `now_ms`: a
+/// deletion that has not happened yet by this node's clock cannot have been repaired.
+#[derive(Debug)]
+pub struct TombstoneGc {
+    now_ms: u64,
+    gc_grace_ms: u64,
+    horizon: Option<Arc<dyn PurgeHorizon>>,
+    /// The last token asked about and its answer: cells come in token order, so a token's
+    /// cells ask the horizon once.
+    last: Option<(Token, u64)>,
+}
+
+impl TombstoneGc {
+    pub fn new(now_ms: u64, gc_grace_ms: u64, horizon: Option<Arc<dyn PurgeHorizon>>) -> Self {
+        TombstoneGc {
+            now_ms,
+            gc_grace_ms,
+            horizon,
+            last: None,
+        }
+    }
+
+    /// Whether this rule uses a purge horizon (so `gc_grace` plays no part).
+    pub fn has_horizon(&self) -> bool {
+        self.horizon.is_some()
+    }
+
+    /// Whether a tombstone of `token` deleted at `deletion_time_ms` may be purged by time.
+    pub fn check(&mut self, token: Token, deletion_time_ms: u64) -> PurgeTime {
+        match &self.horizon {
+            None => {
+                if deletion_time_ms.saturating_add(self.gc_grace_ms) <= self.now_ms {
+                    PurgeTime::Due
+                } else {
+                    PurgeTime::WithinGcGrace
+                }
+            }
+            Some(h) => {
+                let before_ms = match self.last {
+                    Some((t, before_ms)) if t == token => before_ms,
+                    _ => {
+                        let before_ms = h.purge_before_ms(token).min(self.now_ms);
+                        self.last = Some((token, before_ms));
+                        before_ms
+                    }
+                };
+                if deletion_time_ms < before_ms {
+                    PurgeTime::Due
+                } else {
+                    PurgeTime::HeldByHorizon
+                }
+            }
+        }
     }
 }
 
@@ -255,6 +384,87 @@ mod tests {
         min_threshold: 4,
         max_threshold: 6,
     };
+
+    #[derive(Debug, Default)]
+    struct Horizon {
+        by_token: BTreeMap<i64, u64>,
+        asked: std::sync::atomic::AtomicU64,
+    }
+
+    impl PurgeHorizon for Horizon {
+        fn purge_before_ms(&self, token: Token) -> u64 {
+            self.asked
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            self.by_token.get(&token.0).copied().unwrap_or(0)
+        }
+    }
+
+    #[test]
+    fn gc_grace_without_a_horizon_and_only_the_horizon_with_one() {
+        let mut gc = TombstoneGc::new(10_000, 1_000, None);
+        assert!(!gc.has_horizon());
+        assert_eq!(gc.check(Token(1), 9_000), PurgeTime::Due);
+        assert_eq!(gc.check(Token(1), 9_001), PurgeTime::WithinGcGrace);
+        // gc_grace is ignored under a horizon: only the horizon of the token counts, and a
+        // deletion exactly at the horizon stays.
+        let h = Arc::new(Horizon {
+            by_token: [(1, 5_000), (2, 8_000), (3, 50_000)].into_iter().collect(),
+            ..Horizon::default()
+        });
+        let mut gc = TombstoneGc::new(10_000, 1_000, Some(h.clone()));
+        assert!(gc.has_horizon());
+        assert_eq!(gc.check(Token(1), 4_999), PurgeTime::Due);
+        assert_eq!(gc.check(Token(1), 5_000), PurgeTime::HeldByHorizon);
+        assert_eq!(gc.check(Token(1), 9_000), PurgeTime::HeldByHorizon);
+        assert_eq!(gc.check(Token(2), 7_999), PurgeTime::Due);
+        assert_eq!(gc.check(Token(4), 1), PurgeTime::HeldByHorizon, "0: none");
+        // A horizon past the clock counts as now.
+        assert_eq!(gc.check(Token(3), 9_999), PurgeTime::Due);
+        assert_eq!(gc.check(Token(3), 10_000), PurgeTime::HeldByHorizon);
+        // Asked once per run of one token, not per tombstone.
+        assert_eq!(h.asked.load(std::sync::atomic::Ordering::Relaxed), 4);
+    }
+
+    #[test]
+    fn a_switch_to_leveled_sends_only_overlapping_tables_of_a_level_to_l0() {
+        let lcs = CompactionStrategy::Leveled {
+            sstable_target_bytes: 4096,
+            level_size_multiplier: 10,
+        };
+        // What leveled compaction leaves (levels that do not overlap) stays where it is,
+        // as do level 0 tables, which may overlap.
+        let clean = vec![
+            t(1, 0, 10, 0, 100, 1),
+            t(2, 0, 10, 0, 100, 1),
+            t(3, 1, 10, 0, 9, 1),
+            t(4, 1, 10, 10, 19, 1),
+            t(5, 2, 10, 5, 15, 1),
+        ];
+        assert_eq!(relevel_for(&lcs, &clean), vec![]);
+        // Overlap within a level: each table overlapping one before it goes to level 0.
+        let mut messy = clean.clone();
+        messy.push(t(6, 1, 10, 15, 25, 1));
+        messy.push(t(7, 1, 10, 20, 22, 1));
+        messy.push(t(8, 2, 10, 0, 4, 1));
+        messy.push(t(9, 2, 10, 16, 30, 1));
+        assert_eq!(relevel_for(&lcs, &messy), vec![(6, 0)]);
+        // Once moved, the level is clean.
+        let moved: Vec<TableInfo> = messy
+            .iter()
+            .map(|x| {
+                let mut x = x.clone();
+                if x.id == 6 {
+                    x.level = 0;
+                }
+                x
+            })
+            .collect();
+        assert_eq!(relevel_for(&lcs, &moved), vec![]);
+        // Size-tiered and time-window ignore levels: nothing moves.
+        assert_eq!(relevel_for(&STCS, &messy), vec![]);
+        let tw = CompactionStrategy::TimeWindow { window_ms: 1000 };
+        assert_eq!(relevel_for(&tw, &messy), vec![]);
+    }
 
     #[test]
     fn size_tiered_waits_for_min_threshold_and_caps_at_max() {

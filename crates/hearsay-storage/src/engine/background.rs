@@ -6,7 +6,7 @@
 use super::{Inner, Keyspace, TableHandle, Version, table_records};
 use crate::cache::CacheTally;
 use crate::cell::{Cell, CellKey};
-use crate::compaction::{self, CompactionTask};
+use crate::compaction::{self, CompactionTask, PurgeTime, TombstoneGc};
 use crate::config::SyncMode;
 use crate::engine::merge::{MergeIter, Source};
 use crate::error::{Error, Result};
@@ -164,7 +164,7 @@ impl Inner {
     fn sstable_options(&self, ks: &Keyspace) -> SstableOptions {
         SstableOptions {
             block_size_bytes: self.config.sstable_block_size_bytes,
-            compression: ks.options.compression,
+            compression: ks.options().compression,
             bloom_bits_per_key: self.config.bloom_bits_per_key,
             ..SstableOptions::default()
         }
@@ -285,7 +285,11 @@ fn flush_memtable(inner: &Arc<Inner>, ks: &Arc<Keyspace>, mem: &Arc<Memtable>) -
             inner.read_stats.clone(),
             uid,
         )?;
-        added.push(TableHandle { table, level: 0 });
+        added.push(TableHandle {
+            table,
+            level: 0,
+            compression: opts.compression,
+        });
     }
     let installed = inner.install_or_discard(ks, &[], Some(mem.id), &added)?;
     if !installed {
@@ -330,7 +334,7 @@ fn compaction_loop(inner: Arc<Inner>, handoff: Option<Handoff>) {
         let now_ms = inner.config.clock.wall_millis();
         let work = inner.keyspaces.read().values().find_map(|ks| {
             let infos: Vec<_> = ks.version().tables.iter().map(|t| t.info()).collect();
-            compaction::pick(&ks.options.compaction, &infos, now_ms).map(|t| (ks.clone(), t))
+            compaction::pick(&ks.options().compaction, &infos, now_ms).map(|t| (ks.clone(), t))
         });
         match work {
             Some((ks, task)) => {
@@ -440,7 +444,7 @@ fn backlog_behind(inner: &Inner, ks: &Keyspace, inputs: &[u64]) -> bool {
             .filter(|t| k.id != ks.id || !inputs.contains(&t.table.meta().id))
             .map(|t| t.info())
             .collect();
-        compaction::pick(&k.options.compaction, &infos, now_ms).is_some()
+        compaction::pick(&k.options().compaction, &infos, now_ms).is_some()
     })
 }
 
@@ -507,7 +511,8 @@ fn run_major(inner: &Arc<Inner>, keyspace: &str) -> Result<()> {
     inner.poison.check()?;
     let ks = inner.keyspace(keyspace)?;
     let infos: Vec<_> = ks.version().tables.iter().map(|t| t.info()).collect();
-    for task in compaction::major(&ks.options.compaction, &infos) {
+    // The strategy as of now: an `alter_keyspace` meanwhile leaves these tasks as they are.
+    for task in compaction::major(&ks.options().compaction, &infos) {
         run_compaction(inner, &ks, &task)?;
     }
     Ok(())
@@ -597,7 +602,8 @@ struct CompactionRun {
     ks: Arc<Keyspace>,
     task: CompactionTask,
     now_ms: u64,
-    gc_grace_ms: u64,
+    /// When a tombstone's time has come: `gc_grace` or the purge horizon, as of the start.
+    gc: TombstoneGc,
     expected: u64,
     bytes_in: u64,
     opts: SstableOptions,
@@ -616,6 +622,10 @@ struct CompactionRun {
     outputs: Vec<(SstableMeta, u64)>,
     blocks_warmed: u64,
     purged: u64,
+    /// Of `purged`, those purged under a purge horizon.
+    purged_by_horizon: u64,
+    /// Tombstones kept because the horizon of their token had not passed them.
+    kept_by_horizon: u64,
     converted: u64,
 }
 
@@ -657,11 +667,14 @@ impl CompactionRun {
                 Box::new(it) as Source
             })
             .collect();
+        // Options and horizon as of now: a change while this runs applies to the next run.
+        let now_ms = inner.config.clock.wall_millis();
+        let gc = TombstoneGc::new(now_ms, ks.options().gc_grace_ms, ks.purge_horizon());
         Ok(Some(CompactionRun {
             ks: ks.clone(),
             task: task.clone(),
-            now_ms: inner.config.clock.wall_millis(),
-            gc_grace_ms: ks.options.gc_grace_ms,
+            now_ms,
+            gc,
             expected: inputs.iter().map(|t| t.table.meta().entry_count).sum(),
             bytes_in: inputs.iter().map(|t| t.table.meta().size_bytes).sum(),
             opts: inner.sstable_options(ks),
@@ -679,6 +692,8 @@ impl CompactionRun {
             outputs: Vec::new(),
             blocks_warmed: 0,
             purged: 0,
+            purged_by_horizon: 0,
+            kept_by_horizon: 0,
             converted: 0,
         }))
     }
@@ -704,12 +719,20 @@ impl CompactionRun {
                 cell.value = None;
                 self.converted += 1;
             }
-            if cell.is_tombstone()
-                && cell.deletion_time_ms().saturating_add(self.gc_grace_ms) <= self.now_ms
-                && !shadows_something(&key, &cell, &self.others, &self.mems)
-            {
-                self.purged += 1;
-                continue;
+            if cell.is_tombstone() {
+                match self.gc.check(key.token, cell.deletion_time_ms()) {
+                    PurgeTime::Due => {
+                        if !shadows_something(&key, &cell, &self.others, &self.mems) {
+                            self.purged += 1;
+                            if self.gc.has_horizon() {
+                                self.purged_by_horizon += 1;
+                            }
+                            continue;
+                        }
+                    }
+                    PurgeTime::HeldByHorizon => self.kept_by_horizon += 1,
+                    PurgeTime::WithinGcGrace => {}
+                }
             }
             if self.writer.is_none() {
                 let id = inner.next_table_id();
@@ -775,6 +798,7 @@ impl CompactionRun {
             added.push(TableHandle {
                 table,
                 level: self.task.output_level,
+                compression: self.opts.compression,
             });
         }
         let installed = inner.install_or_discard(ks, &self.task.inputs, None, &added)?;
@@ -794,11 +818,22 @@ impl CompactionRun {
             .fetch_add(bytes_out, Ordering::Relaxed);
         c.tombstones_purged
             .fetch_add(self.purged, Ordering::Relaxed);
+        c.tombstones_purged_by_horizon
+            .fetch_add(self.purged_by_horizon, Ordering::Relaxed);
+        c.tombstones_kept_by_horizon
+            .fetch_add(self.kept_by_horizon, Ordering::Relaxed);
+        let k = &ks.counters;
+        k.tombstones_purged
+            .fetch_add(self.purged, Ordering::Relaxed);
+        k.tombstones_purged_by_horizon
+            .fetch_add(self.purged_by_horizon, Ordering::Relaxed);
+        k.tombstones_kept_by_horizon
+            .fetch_add(self.kept_by_horizon, Ordering::Relaxed);
         c.expired_converted
             .fetch_add(self.converted, Ordering::Relaxed);
         c.compaction_blocks_warmed
             .fetch_add(self.blocks_warmed, Ordering::Relaxed);
-        tracing::debug!(keyspace = %ks.name, reason = self.task.reason, inputs = self.task.inputs.len(), outputs = self.outputs.len(), purged = self.purged, "compaction done");
+        tracing::debug!(keyspace = %ks.name, reason = self.task.reason, inputs = self.task.inputs.len(), outputs = self.outputs.len(), purged = self.purged, kept_by_horizon = self.kept_by_horizon, "compaction done");
         Ok(())
     }
 
