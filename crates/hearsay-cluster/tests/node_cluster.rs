@@ -1464,3 +1464,123 @@ async fn a_node_that_lost_its_data_is_repaired_before_it_serves_reads() {
 fn c_write_lag(config: &NodeConfig) -> u64 {
     config.write_timeout_ms + 600
 }
+
+/// Issue 20, acceptance 4 (in process): with `tombstone_gc = repair`, a delete C missed is
+/// not purged from A and B when `gc_grace` passes (no repair covered it yet), so the repair
+/// after C returns brings C the delete instead of bringing the value back; once that repair
+/// completed everywhere, compaction purges the delete, and the value stays gone. The same
+/// sequence with `tombstone_gc = timeout` brings the value back (the hazard repair mode
+/// closes).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_missed_delete_does_not_come_back_with_tombstone_gc_repair() {
+    use hearsay_cluster::node::{KeyspaceOptions, TombstoneGc};
+    for (mode, resurrects) in [(TombstoneGc::Repair, false), (TombstoneGc::Timeout, true)] {
+        let dir = tempfile::tempdir().unwrap();
+        let any = SocketAddr::from(([127, 0, 0, 1], 0));
+        let cfg = |d: &str, seeds: Vec<SocketAddr>| {
+            let mut c = config(&dir.path().join(d), any, seeds);
+            c.hints.enabled = false;
+            c.repair.enabled = false;
+            c
+        };
+        let a = start_with(cfg("a", vec![])).await;
+        let seed = a.node.cluster_addr();
+        let b = start_with(cfg("b", vec![seed])).await;
+        let c = start_with(cfg("c", vec![seed])).await;
+        let mut nodes = vec![a, b, c];
+        wait_for_ring(&nodes, 3).await;
+        let options = KeyspaceOptions {
+            gc_grace_ms: 1_000,
+            tombstone_gc: mode,
+            ..KeyspaceOptions::default()
+        };
+        nodes[0]
+            .node
+            .create_keyspace_with("ks", ReplicationStrategy::simple(3), None, options)
+            .await
+            .unwrap();
+        wait_for("ks everywhere", CONVERGE, || {
+            nodes
+                .iter()
+                .all(|n| n.node.view().routes.contains_key("ks"))
+        })
+        .await;
+        nodes[0]
+            .node
+            .write("ks", vec![cell("k", "v")], ALL)
+            .await
+            .unwrap();
+        let old_c = nodes.pop().unwrap();
+        old_c.node.shutdown().await;
+        let (k, _) = cell("k", "");
+        nodes[0]
+            .node
+            .write("ks", vec![(k, Cell::tombstone(Timestamp(0)))], QUORUM)
+            .await
+            .unwrap();
+        // gc_grace passes; A and B compact.
+        tokio::time::sleep(Duration::from_millis(1_500)).await;
+        for n in &nodes {
+            n.engine.flush(Some("ks")).unwrap();
+            n.engine.compact("ks").unwrap();
+        }
+        let c = restart(&old_c, |_| {}).await;
+        drop(old_c);
+        tokio::time::sleep(Duration::from_millis(c_write_lag(&c.config))).await;
+        wait_for("C to be ready", CONVERGE, || c.node.is_ready()).await;
+        let job = c
+            .node
+            .start_repair(hearsay_cluster::node::repair::RepairRequest {
+                keyspace: Some("ks".into()),
+                range: None,
+            })
+            .await
+            .unwrap();
+        wait_for("the repair", Duration::from_secs(60), || {
+            c.node
+                .repair_stats()
+                .jobs
+                .iter()
+                .any(|j| j.id == job && j.finished_ms.is_some())
+        })
+        .await;
+        let all: Vec<&TestNode> = nodes.iter().chain([&c]).collect();
+        // After the repair, every node compacts (purging what its rules allow).
+        for n in &all {
+            n.engine.flush(Some("ks")).unwrap();
+            n.engine.compact("ks").unwrap();
+        }
+        let read = |n: &TestNode| {
+            n.engine
+                .get(
+                    "ks",
+                    &CellKey::new(token_of(b"k"), Bytes::from_static(b"k")),
+                )
+                .unwrap()
+                .and_then(|c| c.value)
+        };
+        let back: Vec<bool> = all.iter().map(|n| read(n).is_some()).collect();
+        if resurrects {
+            assert!(
+                back.iter().any(|b| *b),
+                "{mode:?}: timeout mode lets the value back"
+            );
+        } else {
+            assert_eq!(back, vec![false; 3], "{mode:?}: the value came back");
+            assert_eq!(
+                live(all[0].node.read("ks", b"k", ALL).await.unwrap()),
+                None,
+                "{mode:?}"
+            );
+            // The delete itself is gone too once every replica had it: compaction purged it.
+            let purged: u64 = all
+                .iter()
+                .map(|n| n.engine.stats().keyspaces["ks"].tombstones_purged)
+                .sum();
+            assert!(purged > 0, "the repaired tombstone was purged somewhere");
+        }
+        for n in all {
+            n.node.shutdown().await;
+        }
+    }
+}

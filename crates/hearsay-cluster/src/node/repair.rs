@@ -212,6 +212,28 @@ pub(crate) struct RepairState {
     pub(crate) watermarks: Arc<RepairedRanges>,
 }
 
+/// One keyspace's purge horizon for the engine (`tombstone_gc = repair`).
+#[derive(Debug)]
+pub(crate) struct KeyspaceHorizon {
+    ranges: Arc<RepairedRanges>,
+    keyspace: String,
+}
+
+impl KeyspaceHorizon {
+    pub(crate) fn new(ranges: Arc<RepairedRanges>, keyspace: &str) -> KeyspaceHorizon {
+        KeyspaceHorizon {
+            ranges,
+            keyspace: keyspace.to_string(),
+        }
+    }
+}
+
+impl hearsay_storage::PurgeHorizon for KeyspaceHorizon {
+    fn purge_before_ms(&self, token: Token) -> u64 {
+        self.ranges.horizon(&self.keyspace, token)
+    }
+}
+
 /// Ranges repaired on every replica and their watermarks, per keyspace: the purge horizon
 /// of `tombstone_gc = repair` (a token's horizon is the newest watermark of a range that
 /// covers it; 0, nothing purgeable, when none does).

@@ -137,7 +137,12 @@ impl KeyspaceOptions {
                     CompactionStrategy::TimeWindow { window_ms }
                 }
             },
-            gc_grace_ms: self.gc_grace_ms,
+            // With `tombstone_gc = repair` the engine purges by the node's purge horizon; until
+            // the node has set it (just after the engine opens), nothing may go by age.
+            gc_grace_ms: match self.tombstone_gc {
+                TombstoneGc::Timeout => self.gc_grace_ms,
+                TombstoneGc::Repair => u64::MAX,
+            },
             compression: match self.compression {
                 CompressionOption::None => Compression::None,
                 CompressionOption::Lz4 => Compression::Lz4,

@@ -6,6 +6,7 @@
 use super::messages::SchemaPull;
 use super::schema::{
     self, DEFAULT_KEYSPACE, KeyspaceChange, KeyspaceDef, KeyspaceOptions, SYSTEM_KEYSPACE, Schema,
+    TombstoneGc,
 };
 use super::{Inner, Node, NodeError, storage_err};
 use hearsay_gossip::StateKey;
@@ -216,7 +217,34 @@ impl Inner {
                 && let Err(e) = self.engine.drop_keyspace(&def.name)
             {
                 tracing::error!(keyspace = %def.name, error = %e, "cannot drop keyspace");
+            } else if !def.dropped && exists {
+                // Options changed by an ALTER take effect live (a no-op when equal).
+                let want = def.options.engine_options();
+                if self.engine.keyspace_options(&def.name).ok() != Some(want)
+                    && let Err(e) = self.engine.alter_keyspace(&def.name, want)
+                {
+                    tracing::error!(keyspace = %def.name, error = %e, "cannot change keyspace options");
+                }
             }
+            if !def.dropped {
+                self.install_purge_horizon(def);
+            }
+        }
+    }
+
+    /// `tombstone_gc = repair`: the engine purges a keyspace's tombstones only below the
+    /// watermarks of completed repairs; `timeout`: by `gc_grace`.
+    pub(super) fn install_purge_horizon(&self, def: &KeyspaceDef) {
+        let horizon: Option<Arc<dyn hearsay_storage::PurgeHorizon>> = match def.options.tombstone_gc
+        {
+            TombstoneGc::Repair => Some(Arc::new(super::repair::KeyspaceHorizon::new(
+                self.repair.watermarks.clone(),
+                &def.name,
+            ))),
+            TombstoneGc::Timeout => None,
+        };
+        if let Err(e) = self.engine.set_purge_horizon(&def.name, horizon) {
+            tracing::debug!(keyspace = %def.name, error = %e, "cannot set the purge horizon");
         }
     }
 
