@@ -1584,3 +1584,77 @@ async fn a_missed_delete_does_not_come_back_with_tombstone_gc_repair() {
         }
     }
 }
+
+/// Issue 20, acceptance 5 (in process): a node stopped in the middle of a repair job resumes
+/// it after restart from its first unfinished range (ranges already done are not compared
+/// again) and completes it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_interrupted_repair_resumes_where_it_stopped() {
+    let dir = tempfile::tempdir().unwrap();
+    let any = SocketAddr::from(([127, 0, 0, 1], 0));
+    let cfg = |d: &str, seeds: Vec<SocketAddr>| {
+        let mut c = config(&dir.path().join(d), any, seeds);
+        c.hints.enabled = false;
+        c.repair.enabled = false;
+        // Slow enough that the job is caught midway.
+        c.repair.bytes_per_sec = 64 * 1024;
+        c
+    };
+    let a = start_with(cfg("a", vec![])).await;
+    let seed = a.node.cluster_addr();
+    let b = start_with(cfg("b", vec![seed])).await;
+    let c = start_with(cfg("c", vec![seed])).await;
+    let mut nodes = vec![a, b, c];
+    wait_for_ring(&nodes, 3).await;
+    let c_old = nodes.pop().unwrap();
+    c_old.node.shutdown().await;
+    let keys: Vec<String> = (0..4_000).map(|i| format!("r-{i}")).collect();
+    for chunk in keys.chunks(200) {
+        let cells = chunk.iter().map(|k| cell(k, &"x".repeat(100))).collect();
+        nodes[0].node.write("default", cells, ONE).await.unwrap();
+    }
+    let c = restart(&c_old, |_| {}).await;
+    drop(c_old);
+    tokio::time::sleep(Duration::from_millis(c_write_lag(&c.config))).await;
+    wait_for("C to be ready", CONVERGE, || c.node.is_ready()).await;
+    let job = c.node.start_repair(Default::default()).await.unwrap();
+    let progress = |n: &Node| {
+        n.repair_stats()
+            .jobs
+            .into_iter()
+            .find(|j| j.id == job)
+            .map(|j| (j.done, j.ranges.len(), j.finished_ms))
+    };
+    wait_for("the job to be partly done", Duration::from_secs(60), || {
+        progress(&c.node).is_some_and(|(done, of, _)| done >= 3 && done < of)
+    })
+    .await;
+    // Stop C mid-job (as a crash would, as far as the job is concerned: its progress is on
+    // disk after every range).
+    c.node.shutdown().await;
+    let (done_before, of, _) = progress(&c.node).unwrap();
+    assert!(done_before < of);
+    let c2 = restart(&c, |cfg| cfg.repair.bytes_per_sec = 64 * 1024 * 1024).await;
+    drop(c);
+    wait_for("the resumed job to finish", Duration::from_secs(60), || {
+        progress(&c2.node).is_some_and(|(_, _, finished)| finished.is_some())
+    })
+    .await;
+    let stats = c2.node.repair_stats();
+    let j = stats.jobs.iter().find(|j| j.id == job).unwrap();
+    assert_eq!((j.done, j.failed), (of, 0), "{j:?}");
+    // Only the ranges left were compared after the restart: one session each.
+    assert_eq!(
+        stats.sessions,
+        (of - done_before) as u64,
+        "sessions after the restart: {} for {} ranges left of {of}",
+        stats.sessions,
+        of - done_before
+    );
+    for k in &keys {
+        assert!(live(stored(&c2.engine, k)).is_some(), "{k}");
+    }
+    for n in nodes.iter().chain([&c2]) {
+        n.node.shutdown().await;
+    }
+}
