@@ -1532,7 +1532,7 @@ async fn a_missed_delete_does_not_come_back_with_tombstone_gc_repair() {
             .node
             .start_repair(hearsay_cluster::node::repair::RepairRequest {
                 keyspace: Some("ks".into()),
-                range: None,
+                ..Default::default()
             })
             .await
             .unwrap();

@@ -49,6 +49,8 @@ const REPAIR_CALL_TIMEOUT_MS: u64 = 60_000;
 /// Margin added to the write timeout to get a session's snapshot lag, in µs (see
 /// `repair_range_inner`).
 const SNAPSHOT_MARGIN_US: u64 = 500_000;
+/// Slices a naive (`full`) session reads a range in, so one fetch holds a sixteenth of it.
+const FULL_MODE_SLICES: usize = 16;
 /// Most finished jobs kept for `repair --status`.
 const MAX_FINISHED_JOBS: usize = 32;
 /// Key prefixes in the local `system` keyspace.
@@ -143,6 +145,11 @@ pub struct RepairRequest {
     pub keyspace: Option<String>,
     /// Only the part of this node's ranges within `(start, end]`.
     pub range: Option<(i64, i64)>,
+    /// Compare every cell of every replica, without trees: the naive full comparison (reads
+    /// and fetches all data), for when the trees themselves are in doubt and as the
+    /// baseline the tree comparison is measured against.
+    #[serde(default)]
+    pub full: bool,
 }
 
 /// The state of one repair job.
@@ -547,10 +554,15 @@ impl Inner {
         keyspace: &str,
         range: TokenRange,
         replicas: &[NodeId],
+        full: bool,
     ) -> Result<RangeOutcome, String> {
         self.repair.running.fetch_add(1, Relaxed);
         self.repair.sessions.fetch_add(1, Relaxed);
-        let r = self.repair_range_inner(keyspace, range, replicas).await;
+        let r = if full {
+            self.repair_range_full(keyspace, range, replicas).await
+        } else {
+            self.repair_range_inner(keyspace, range, replicas).await
+        };
         self.repair.running.fetch_sub(1, Relaxed);
         match &r {
             Ok(o) => {
@@ -574,6 +586,61 @@ impl Inner {
             }
         }
         r
+    }
+
+    /// The naive comparison: every replica's cells of the range, slice by slice, exchanged
+    /// by the same plan (no trees).
+    async fn repair_range_full(
+        self: &Arc<Self>,
+        keyspace: &str,
+        range: TokenRange,
+        replicas: &[NodeId],
+    ) -> Result<RangeOutcome, String> {
+        let snap = self.snapshot_for(keyspace, &range);
+        let mut out = RangeOutcome::default();
+        if replicas.len() < 2 {
+            return Ok(out);
+        }
+        for slice in range.split_even(FULL_MODE_SLICES) {
+            self.exchange_slice(keyspace, slice, replicas, &snap, &mut out)
+                .await?;
+        }
+        Ok(out)
+    }
+
+    /// Reads every replica's cells of `slice`, sends each what it lacks; adds to `out`.
+    async fn exchange_slice(
+        self: &Arc<Self>,
+        keyspace: &str,
+        slice: TokenRange,
+        replicas: &[NodeId],
+        snap: &Snapshot,
+        out: &mut RangeOutcome,
+    ) -> Result<(), String> {
+        let mut held = Vec::with_capacity(replicas.len());
+        for n in replicas {
+            let cells = self.replica_cells(*n, keyspace, slice).await?;
+            out.cells_compared += cells.len() as u64;
+            out.bytes_compared += cells
+                .iter()
+                .map(|(k, c)| (k.key.len() + c.value_len()) as u64)
+                .sum::<u64>();
+            held.push(cells);
+        }
+        let plan = plan_sync(&held, snap);
+        for (n, cells) in replicas.iter().zip(plan) {
+            if cells.is_empty() {
+                continue;
+            }
+            out.differed = true;
+            out.cells_moved += cells.len() as u64;
+            out.bytes_moved += cells
+                .iter()
+                .map(|(k, c)| (k.key.len() + c.value_len()) as u64)
+                .sum::<u64>();
+            self.push_cells(*n, keyspace, cells).await?;
+        }
+        Ok(())
     }
 
     async fn repair_range_inner(
@@ -627,24 +694,14 @@ impl Inner {
             trees.push(tree.ok_or("no tree")?);
         }
         let refs: Vec<&MerkleTree> = trees.iter().collect();
+        // The trees already counted what was compared; the slices' figures are moves only.
+        let mut moved = RangeOutcome::default();
         for slice in differing_ranges(&refs) {
-            let mut held = Vec::with_capacity(replicas.len());
-            for n in replicas {
-                held.push(self.replica_cells(*n, keyspace, slice).await?);
-            }
-            let plan = plan_sync(&held, &snap);
-            for (n, cells) in replicas.iter().zip(plan) {
-                if cells.is_empty() {
-                    continue;
-                }
-                out.cells_moved += cells.len() as u64;
-                out.bytes_moved += cells
-                    .iter()
-                    .map(|(k, c)| (k.key.len() + c.value_len()) as u64)
-                    .sum::<u64>();
-                self.push_cells(*n, keyspace, cells).await?;
-            }
+            self.exchange_slice(keyspace, slice, replicas, &snap, &mut moved)
+                .await?;
         }
+        out.cells_moved += moved.cells_moved;
+        out.bytes_moved += moved.bytes_moved;
         Ok(out)
     }
 
@@ -797,9 +854,10 @@ impl Inner {
         keyspace: &str,
         range: TokenRange,
         replicas: &[NodeId],
+        full: bool,
     ) -> Result<RangeOutcome, String> {
         let watermark_ms = self.snapshot_for(keyspace, &range).max_timestamp.millis();
-        let o = self.repair_range(keyspace, range, replicas).await?;
+        let o = self.repair_range(keyspace, range, replicas, full).await?;
         self.announce_repaired(keyspace, range, replicas, watermark_ms)
             .await;
         Ok(o)
@@ -882,7 +940,8 @@ impl Inner {
                     replicas.len()
                 ))
             } else {
-                self.repair_and_record(&ks, range, &replicas).await
+                self.repair_and_record(&ks, range, &replicas, job.request.full)
+                    .await
             };
             match outcome {
                 Ok(o) => {
@@ -1052,7 +1111,7 @@ pub(crate) async fn run(inner: Arc<Inner>) {
         if let Some((ks, range, replicas)) = next
             && inner.ready.load(Relaxed)
         {
-            let _ = inner.repair_and_record(&ks, range, &replicas).await;
+            let _ = inner.repair_and_record(&ks, range, &replicas, false).await;
         }
         if !dirty.is_empty() {
             continue;
