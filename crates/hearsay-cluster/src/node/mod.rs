@@ -71,6 +71,9 @@ use view::view_worker;
 
 /// Directory under `data_dir` for hint files.
 const HINTS_DIR: &str = "hints";
+/// The system-keyspace key an engine holding this node's data carries (written at the first
+/// start); a node with saved tokens and peers whose engine lacks it lost its disk.
+const BOOTSTRAPPED_KEY: &[u8] = b"local:bootstrapped";
 
 /// A replica and its internode address (if gossip knows it).
 pub type Endpoint = (NodeId, Option<SocketAddr>);
@@ -226,9 +229,27 @@ impl Node {
         // A node that owned ranges in a cluster (saved tokens and peers) but whose engine
         // holds nothing lost its data (a replaced disk): until a repair restores its
         // ranges it serves no reads (a QUORUM read must not pair it with one stale replica).
+        // The engine's own record that this node's data lives in it (Cassandra's
+        // `bootstrapped` flag): an engine that lost it was replaced, while one that simply
+        // holds nothing yet (a node whose writes all failed) is not.
         let marker = config.data_dir.join(repair::NEEDS_REPAIR_FILE);
+        let engine_marked = {
+            let key = hearsay_storage::CellKey::new(
+                Token(0),
+                bytes::Bytes::from_static(BOOTSTRAPPED_KEY),
+            );
+            let marked = engine.get(SYSTEM_KEYSPACE, &key).ok().flatten().is_some();
+            if !marked {
+                let cell = hearsay_storage::Cell::value(bytes::Bytes::from_static(b"1"), hlc.now());
+                if let Err(e) = engine.apply(SYSTEM_KEYSPACE, &[(key, cell)]) {
+                    tracing::warn!(error = %e, "cannot record that this engine holds the node's data");
+                }
+            }
+            marked
+        };
         let lost_data = saved_tokens.is_some()
             && saved_ring.has_peers(id)
+            && !engine_marked
             && engine
                 .stats()
                 .keyspaces
