@@ -11,12 +11,17 @@
 //! | `GET /v1/local/scan?keyspace=K&from=T&limit=N` | this node's own stored cells from token `T` (inclusive), in token order, tombstones included, at most [`MAX_LOCAL_SCAN_CELLS`] |
 //! | `GET /v1/local/get?keyspace=K&key=HEX` | this node's own stored cell of one key, or `null` |
 //! | `GET /metrics` | the same figures in the Prometheus/OpenMetrics text format |
+//! | `POST /v1/repair?keyspace=K&full=1&start=T&end=T` | starts a repair job over this node's ranges (all keyspaces when none is named; `full` compares every cell without trees; `start`/`end` limit it to the ranges within `(start, end]`): `202 {"job": id}` |
+//! | `GET /v1/repair` | repair counters, primary ranges' repair ages and recent jobs |
+//! | `GET /v1/repair/{id}` | one job's progress: ranges done and failed of all, cells and bytes moved, finished or not |
 //!
 //! The same JSON shapes are served in cluster mode (a [`hearsay_cluster::node::Node`] runs)
 //! and in single-node mode (a plain `LocalStore`: one member, itself, owning everything), so
 //! the CLI (`hearsay status`, `hearsay getendpoints`, see [`client`]) works against both.
 //!
-//! Bounds: only GET (and HEAD) requests, no request bodies, query strings of at most
+//! Bounds: only GET (and HEAD) requests, except the few that start work ([`MUTATING_PATHS`],
+//! POST from a loopback address only: the operator runs `hearsay repair` on the node's host,
+//! as `nodetool` talks to a local JMX port), no request bodies, query strings of at most
 //! [`MAX_QUERY_BYTES`], at most [`MAX_ADMIN_CONNECTIONS`] connections at once, and a
 //! connection must deliver each request within [`ADMIN_REQUEST_TIMEOUT`] of opening or of its
 //! previous response. Handlers only read snapshots (counters, the ring view); none blocks on
@@ -72,6 +77,24 @@ const SINGLE_NODE_ID: &str = "local";
 /// blocking task without holding up other requests.
 pub const MAX_LOCAL_SCAN_CELLS: usize = 10_000;
 
+/// Paths that start work; POST is accepted on them only, and only from a loopback peer
+/// (the admin port may listen on a LAN address for scrapers, which must not start repairs).
+pub const MUTATING_PATHS: &[&str] = &["/v1/repair"];
+
+/// The address a request came from (what the loopback check of [`MUTATING_PATHS`] reads).
+#[derive(Clone, Copy, Debug)]
+struct PeerAddr(SocketAddr);
+
+impl
+    axum::extract::connect_info::Connected<
+        axum::serve::IncomingStream<'_, listener::BoundedListener>,
+    > for PeerAddr
+{
+    fn connect_info(stream: axum::serve::IncomingStream<'_, listener::BoundedListener>) -> Self {
+        PeerAddr(*stream.remote_addr())
+    }
+}
+
 /// What the admin API reads. Cheap to clone.
 #[derive(Debug, Clone)]
 pub struct AdminState {
@@ -99,9 +122,12 @@ pub async fn serve(
     let app = router(Ctx { state, admin_addr });
     let listener =
         listener::BoundedListener::new(listener, MAX_ADMIN_CONNECTIONS, ADMIN_REQUEST_TIMEOUT);
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await
+    axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<PeerAddr>(),
+    )
+    .with_graceful_shutdown(shutdown)
+    .await
 }
 
 fn router(ctx: Ctx) -> Router {
@@ -113,6 +139,8 @@ fn router(ctx: Ctx) -> Router {
         .route("/v1/endpoints", get(endpoints))
         .route("/v1/local/scan", get(local_scan))
         .route("/v1/local/get", get(local_get))
+        .route("/v1/repair", get(repair_status).post(repair_start))
+        .route("/v1/repair/{id}", get(repair_job))
         .route("/metrics", get(prometheus))
         .fallback(not_found)
         .layer(axum::middleware::from_fn(guard))
@@ -131,7 +159,23 @@ fn json_ok(v: Value) -> Response {
 /// Refuses what the API never needs before any handler runs: other methods, bodies, long
 /// query strings.
 async fn guard(req: Request, next: Next) -> Response {
-    if req.method() != Method::GET && req.method() != Method::HEAD {
+    let mutating = req.method() == Method::POST && MUTATING_PATHS.contains(&req.uri().path());
+    if mutating {
+        let peer = req
+            .extensions()
+            .get::<axum::extract::ConnectInfo<PeerAddr>>()
+            .map(|c| c.0.0);
+        if !peer.is_some_and(|p| p.ip().is_loopback()) {
+            return error(
+                StatusCode::FORBIDDEN,
+                format!(
+                    "{} {} is accepted from a loopback address only (run the command on the node's host)",
+                    req.method(),
+                    req.uri().path()
+                ),
+            );
+        }
+    } else if req.method() != Method::GET && req.method() != Method::HEAD {
         let mut r = error(
             StatusCode::METHOD_NOT_ALLOWED,
             format!(
@@ -162,6 +206,98 @@ async fn guard(req: Request, next: Next) -> Response {
         );
     }
     next.run(req).await
+}
+
+/// The 404 a repair endpoint answers in single-node mode.
+fn not_a_cluster() -> Response {
+    error(
+        StatusCode::NOT_FOUND,
+        "repair needs cluster mode: a single node has no replicas to compare",
+    )
+}
+
+/// Starts a repair job: `202 {"job": id}`.
+async fn repair_start(State(ctx): State<Ctx>, req: Request) -> Response {
+    let Some(node) = ctx.state.cluster.as_ref() else {
+        return not_a_cluster();
+    };
+    let params = match parse_query(req.uri().query().unwrap_or("")) {
+        Ok(p) => p,
+        Err(e) => return error(StatusCode::BAD_REQUEST, e),
+    };
+    let text = |name: &str| {
+        params
+            .get(name)
+            .map(|v| String::from_utf8_lossy(v).into_owned())
+    };
+    let token = |name: &str| -> Result<Option<i64>, String> {
+        text(name)
+            .map(|v| {
+                v.parse::<i64>().map_err(|_| {
+                    format!("'{name}' must be a token (a signed 64-bit integer), not '{v}'")
+                })
+            })
+            .transpose()
+    };
+    let range = match (token("start"), token("end")) {
+        (Ok(Some(s)), Ok(Some(e))) => Some((s, e)),
+        (Ok(None), Ok(None)) => None,
+        (Err(e), _) | (_, Err(e)) => return error(StatusCode::BAD_REQUEST, e),
+        _ => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "'start' and 'end' go together: the range (start, end]",
+            );
+        }
+    };
+    let full = match text("full").as_deref() {
+        None | Some("0" | "false") => false,
+        Some("" | "1" | "true") => true,
+        Some(other) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                format!("'full' is true or false, not '{other}'"),
+            );
+        }
+    };
+    let request = hearsay_cluster::node::repair::RepairRequest {
+        keyspace: text("keyspace"),
+        range,
+        full,
+    };
+    match node.start_repair(request).await {
+        Ok(id) => (StatusCode::ACCEPTED, axum::Json(json!({ "job": id }))).into_response(),
+        Err(e) => {
+            let status = match &e {
+                hearsay_cluster::node::NodeError::NoSuchKeyspace(_) => StatusCode::NOT_FOUND,
+                _ => StatusCode::SERVICE_UNAVAILABLE,
+            };
+            error(status, e.to_string())
+        }
+    }
+}
+
+async fn repair_status(State(ctx): State<Ctx>) -> Response {
+    match ctx.state.cluster.as_ref() {
+        Some(node) => json_ok(serde_json::to_value(node.repair_stats()).unwrap_or(Value::Null)),
+        None => not_a_cluster(),
+    }
+}
+
+async fn repair_job(
+    State(ctx): State<Ctx>,
+    axum::extract::Path(id): axum::extract::Path<String>,
+) -> Response {
+    let Some(node) = ctx.state.cluster.as_ref() else {
+        return not_a_cluster();
+    };
+    let Ok(id) = id.parse::<u64>() else {
+        return error(StatusCode::BAD_REQUEST, format!("'{id}' is not a job id"));
+    };
+    match node.repair_stats().jobs.into_iter().find(|j| j.id == id) {
+        Some(job) => json_ok(serde_json::to_value(job).unwrap_or(Value::Null)),
+        None => error(StatusCode::NOT_FOUND, format!("no repair job {id}")),
+    }
 }
 
 async fn not_found(req: Request) -> Response {
@@ -249,6 +385,9 @@ async fn stats(State(ctx): State<Ctx>) -> Response {
         "store": store_info_json(&st.server),
         "storage": engine_stats_json(&st.engine.stats()),
         "cluster": cluster,
+        "repair": st.cluster.as_ref().map_or(Value::Null, |n| {
+            serde_json::to_value(n.repair_stats()).unwrap_or(Value::Null)
+        }),
     }))
 }
 

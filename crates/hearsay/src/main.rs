@@ -1,6 +1,7 @@
 //! The `hearsay` binary: thin; parses arguments and calls into the library crates.
 
 mod dev;
+mod repair;
 mod server;
 mod status;
 
@@ -28,6 +29,9 @@ enum Command {
     /// Show a key's token and the nodes holding its replicas.
     #[command(name = "getendpoints")]
     GetEndpoints(status::GetEndpointsArgs),
+    /// Repair the node's ranges with its replicas (Merkle-tree anti-entropy) and follow
+    /// the job's progress; `--status` shows the node's repair state.
+    Repair(repair::RepairArgs),
     /// YCSB-style load generator against Hearsay (or any Redis-protocol server).
     Bench(hearsay_bench::BenchArgs),
 }
@@ -46,6 +50,7 @@ fn main() -> std::process::ExitCode {
         Command::Dev(args) => dev::run(args),
         Command::Status(args) => status::status(args),
         Command::GetEndpoints(args) => status::getendpoints(args),
+        Command::Repair(args) => repair::run(args),
         Command::Bench(args) => hearsay_bench::run_blocking(args).map(|report| {
             println!("{}", report.render());
         }),

@@ -55,6 +55,11 @@ pub struct HttpResponse {
 
 /// `GET path_and_query` from `addr` (host:port; every resolved address is tried in turn).
 pub fn get(addr: &str, path_and_query: &str) -> Result<HttpResponse, ClientError> {
+    request(addr, "GET", path_and_query)
+}
+
+/// `method path_and_query` (no body) to `addr`.
+fn request(addr: &str, method: &str, path_and_query: &str) -> Result<HttpResponse, ClientError> {
     let addrs: Vec<_> = addr
         .to_socket_addrs()
         .map_err(|e| ClientError::Resolve {
@@ -84,7 +89,7 @@ pub fn get(addr: &str, path_and_query: &str) -> Result<HttpResponse, ClientError
     stream.set_read_timeout(Some(READ_TIMEOUT)).map_err(io)?;
     stream.set_write_timeout(Some(READ_TIMEOUT)).map_err(io)?;
     let request = format!(
-        "GET {path_and_query} HTTP/1.1\r\nHost: {addr}\r\nAccept: application/json\r\nConnection: close\r\nUser-Agent: hearsay-cli\r\n\r\n"
+        "{method} {path_and_query} HTTP/1.1\r\nHost: {addr}\r\nAccept: application/json\r\nContent-Length: 0\r\nConnection: close\r\nUser-Agent: hearsay-cli\r\n\r\n"
     );
     stream.write_all(request.as_bytes()).map_err(io)?;
     let mut raw = Vec::new();
@@ -176,7 +181,15 @@ fn decode_chunked(mut b: &[u8]) -> Result<Vec<u8>, String> {
 /// `GET` and parse JSON; a non-2xx answer becomes [`ClientError::Status`] with the server's
 /// `error` message.
 pub fn get_json(addr: &str, path_and_query: &str) -> Result<Value, ClientError> {
-    let r = get(addr, path_and_query)?;
+    json_of(addr, get(addr, path_and_query)?)
+}
+
+/// `POST` (no body) and parse JSON, as [`get_json`].
+pub fn post_json(addr: &str, path_and_query: &str) -> Result<Value, ClientError> {
+    json_of(addr, request(addr, "POST", path_and_query)?)
+}
+
+fn json_of(addr: &str, r: HttpResponse) -> Result<Value, ClientError> {
     let parsed: Result<Value, _> = serde_json::from_slice(&r.body);
     if !(200..300).contains(&r.status) {
         let message = parsed

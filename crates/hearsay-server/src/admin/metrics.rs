@@ -94,6 +94,7 @@ pub(super) fn render(state: &AdminState) -> Result<String, std::fmt::Error> {
     storage(&mut s, state);
     if let Some(node) = &state.cluster {
         cluster(&mut s, &node.stats(), &node.status());
+        repair(&mut s, &node.repair_stats());
         if let Some(text) = node.membership_json() {
             gossip(&mut s, &text);
         }
@@ -534,6 +535,69 @@ fn storage(s: &mut Scrape, state: &AdminState) {
         "SSTable bytes read from disk",
         r.bytes_read,
     );
+}
+
+/// Anti-entropy repair: the worker's counters, sessions running, and how stale the oldest
+/// primary range's last repair is (what `tombstone_gc = repair` waits on).
+fn repair(s: &mut Scrape, r: &hearsay_cluster::node::repair::RepairStats) {
+    s.gauge_u(
+        "hearsay_repair_enabled",
+        "1 when the always-on repair worker runs",
+        u64::from(r.enabled),
+    );
+    s.gauge_u(
+        "hearsay_repair_budget_bytes_per_second",
+        "The node-wide repair byte budget",
+        r.bytes_per_sec,
+    );
+    s.gauge_u(
+        "hearsay_repair_sessions_running",
+        "Repair sessions running now",
+        r.running,
+    );
+    s.counter("hearsay_repair_sessions", "Repair sessions run", r.sessions);
+    s.counter(
+        "hearsay_repair_sessions_failed",
+        "Repair sessions that failed (retried later)",
+        r.sessions_failed,
+    );
+    s.counter(
+        "hearsay_repair_ranges_in_sync",
+        "Ranges whose trees matched",
+        r.ranges_in_sync,
+    );
+    s.counter(
+        "hearsay_repair_ranges_out_of_sync",
+        "Ranges whose trees differed",
+        r.ranges_out_of_sync,
+    );
+    s.counter(
+        "hearsay_repair_cells_compared",
+        "Cells hashed into repair trees",
+        r.cells_compared,
+    );
+    s.counter(
+        "hearsay_repair_cells_moved",
+        "Cells sent between replicas by repair",
+        r.cells_moved,
+    );
+    s.counter(
+        "hearsay_repair_bytes_moved",
+        "Bytes of cells sent between replicas by repair",
+        r.bytes_moved,
+    );
+    s.counter(
+        "hearsay_repair_bytes_read",
+        "Bytes repair read from the storage engine",
+        r.bytes_read,
+    );
+    if let Some(age) = r.max_age_ms {
+        s.gauge_u(
+            "hearsay_repair_oldest_range_age_milliseconds",
+            "Time since the least recently repaired primary range was repaired",
+            age,
+        );
+    }
 }
 
 fn cluster(

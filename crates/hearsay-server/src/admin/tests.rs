@@ -541,6 +541,16 @@ async fn only_bodiless_gets_with_short_queries_are_served() {
         .raw(b"POST /v1/health HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".to_vec())
         .await;
     assert!(post.starts_with("HTTP/1.1 405"), "{post}");
+    // POST is accepted on the paths that start work (from this loopback client); a single
+    // node has nothing to repair and says so.
+    let repair = s
+        .admin
+        .raw(b"POST /v1/repair HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".to_vec())
+        .await;
+    assert!(repair.starts_with("HTTP/1.1 404"), "{repair}");
+    assert!(repair.contains("repair needs cluster mode"), "{repair}");
+    let (code, _) = s.admin.json("/v1/repair").await;
+    assert_eq!(code, 404);
     let body = s
         .admin
         .raw(b"GET /v1/health HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nConnection: close\r\n\r\nhello".to_vec())

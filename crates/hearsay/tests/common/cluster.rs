@@ -88,6 +88,7 @@ pub fn poll<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Result<T, S
 /// What a starting node prints on stdout.
 enum Announce {
     Member(String, SocketAddr),
+    Admin(SocketAddr),
     Listening(SocketAddr),
 }
 
@@ -97,6 +98,8 @@ pub struct Node {
     child: Option<Child>,
     /// RESP address of the running incarnation (port 0 picks a new one at every start).
     pub client: SocketAddr,
+    /// Admin HTTP address of the running incarnation.
+    pub admin: SocketAddr,
     /// Internode address; kept across restarts (peers and the restarted node agree on it).
     pub cluster_addr: SocketAddr,
     pub node_id: String,
@@ -180,7 +183,9 @@ fn spawn(
     std::thread::spawn(move || {
         for line in BufReader::new(stdout).lines() {
             let Ok(line) = line else { break };
-            let ann = if let Some(rest) = line.strip_prefix("hearsay cluster member ") {
+            let ann = if let Some(a) = line.strip_prefix("hearsay admin on ") {
+                Some(Announce::Admin(a.trim().parse().expect("admin addr")))
+            } else if let Some(rest) = line.strip_prefix("hearsay cluster member ") {
                 rest.split_once(" on ").map(|(id, addr)| {
                     Announce::Member(id.to_string(), addr.trim().parse().expect("cluster addr"))
                 })
@@ -202,17 +207,20 @@ fn spawn(
 }
 
 impl Starting {
-    /// Waits for `hearsay listening on`; returns (child, node id, cluster addr, client addr).
-    fn wait_ready(mut self) -> (Child, String, SocketAddr, SocketAddr) {
+    /// Waits for `hearsay listening on`; returns (child, node id, cluster addr, client addr,
+    /// admin addr).
+    fn wait_ready(mut self) -> (Child, String, SocketAddr, SocketAddr, SocketAddr) {
         let start = Instant::now();
-        let mut member = None;
+        let (mut member, mut admin) = (None, None);
         loop {
             match self.rx.recv_timeout(Duration::from_millis(100)) {
                 Ok(Announce::Member(id, addr)) => member = Some((id, addr)),
+                Ok(Announce::Admin(a)) => admin = Some(a),
                 Ok(Announce::Listening(client)) => {
                     let (id, addr) = member.expect("cluster member line before listening");
+                    let admin = admin.expect("admin line before listening");
                     let child = self.child.take().expect("child");
-                    return (child, id, addr, client);
+                    return (child, id, addr, client, admin);
                 }
                 Err(_) => {
                     let exited = self
@@ -324,6 +332,27 @@ impl Conn {
         self.cmd(&["GET", key])
     }
 
+    /// One pipeline of `SET key value` per pair, each checked for `OK`.
+    pub fn pipelined_sets(&mut self, pairs: &[(String, String)]) -> redis::RedisResult<()> {
+        let mut p = redis::pipe();
+        for (k, v) in pairs {
+            p.cmd("SET").arg(k).arg(v);
+        }
+        let answers: Vec<Value> = p.query(&mut self.con)?;
+        assert!(answers.iter().all(|a| *a == Value::Okay), "{answers:?}");
+        Ok(())
+    }
+
+    /// One pipeline of `DEL key` per key; returns how many existed.
+    pub fn pipelined_dels(&mut self, keys: &[String]) -> redis::RedisResult<i64> {
+        let mut p = redis::pipe();
+        for k in keys {
+            p.cmd("DEL").arg(k);
+        }
+        let answers: Vec<i64> = p.query(&mut self.con)?;
+        Ok(answers.iter().sum())
+    }
+
     /// One pipeline of `GET key` for every key (a run the server reads in one go).
     pub fn pipelined_gets(&mut self, keys: &[String]) -> redis::RedisResult<Vec<Option<String>>> {
         let mut p = redis::pipe();
@@ -428,11 +457,12 @@ impl Cluster {
 
     fn adopt(&mut self, name: &'static str, s: Starting, seed: Option<SocketAddr>, config: &Path) {
         let (data_dir, stderr_path) = self.paths(name);
-        let (child, node_id, cluster_addr, client) = s.wait_ready();
+        let (child, node_id, cluster_addr, client, admin) = s.wait_ready();
         self.nodes.push(Node {
             name,
             child: Some(child),
             client,
+            admin,
             cluster_addr,
             node_id,
             data_dir,
@@ -462,7 +492,7 @@ impl Cluster {
             &n.stderr_path,
             n.starts,
         );
-        let (child, node_id, cluster_addr, client) = s.wait_ready();
+        let (child, node_id, cluster_addr, client, admin) = s.wait_ready();
         assert_eq!(
             node_id, n.node_id,
             "node {} changed its id on restart",
@@ -471,6 +501,7 @@ impl Cluster {
         assert_eq!(cluster_addr, n.cluster_addr);
         n.child = Some(child);
         n.client = client;
+        n.admin = admin;
     }
 
     pub fn conn(&self, i: usize, level: &str) -> Conn {
