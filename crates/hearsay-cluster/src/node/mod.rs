@@ -420,6 +420,16 @@ impl Node {
         self.inner.tokens.lock().clone()
     }
 
+    /// Bytes this node's RPC client sent and received, over every peer: requests out,
+    /// responses in (what a repair or a write costs on the wire).
+    pub fn rpc_bytes(&self) -> (u64, u64) {
+        self.inner
+            .rpc
+            .stats()
+            .values()
+            .fold((0, 0), |(o, i), s| (o + s.bytes_out, i + s.bytes_in))
+    }
+
     /// The engine this node serves.
     pub fn engine(&self) -> &Arc<Engine> {
         &self.inner.engine

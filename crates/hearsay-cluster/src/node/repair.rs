@@ -33,10 +33,16 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
-/// Cells per leaf a differing range's tree aims at: small enough that a differing leaf
-/// costs little to re-read, large enough that the leaves of a session stay a small message
-/// (100,000 cells at 64 per leaf: 2^11 leaves, 32 KiB).
-const LEAF_TARGET_CELLS: u64 = 64;
+/// Cells per leaf a differing range's tree aims at: a differing leaf's cells are fetched
+/// from every replica, so this sets the wire cost of scattered differences (at 1% of keys
+/// differing, about 5% of a range's leaves differ at 8 cells per leaf, against a third at
+/// 64: `docs/benchmarks.md`, "Repair"), while the leaves of a session stay a small message
+/// (100,000 cells at 8 per leaf: 2^14 leaves, 256 KiB).
+const LEAF_TARGET_CELLS: u64 = 8;
+/// When the differing leaves cover at least 1/this of a range, its cells are fetched in one
+/// paged pass instead of slice by slice: at 10% of keys differing most leaves differ, and
+/// thousands of small fetches cost more round trips than the bytes they save.
+const WHOLE_RANGE_FETCH_DIVISOR: u128 = 4;
 /// Cells fetched per page when reading a differing slice (a `ScanRange` answer is capped at
 /// `MAX_SCAN_CELLS` anyway).
 const FETCH_PAGE_CELLS: usize = 2_000;
@@ -618,8 +624,7 @@ impl Inner {
         out: &mut RangeOutcome,
     ) -> Result<(), String> {
         let mut held = Vec::with_capacity(replicas.len());
-        for n in replicas {
-            let cells = self.replica_cells(*n, keyspace, slice).await?;
+        for cells in self.cells_of_all(keyspace, slice, replicas).await? {
             out.cells_compared += cells.len() as u64;
             out.bytes_compared += cells
                 .iter()
@@ -643,6 +648,59 @@ impl Inner {
         Ok(())
     }
 
+    /// Every replica's tree of `range`, built concurrently (each replica reads its own
+    /// engine under its own budget), in the order of `replicas`.
+    async fn trees_of_all(
+        self: &Arc<Self>,
+        keyspace: &str,
+        range: TokenRange,
+        replicas: &[NodeId],
+        depth: u8,
+        snap: Snapshot,
+        with_leaves: bool,
+    ) -> Result<Vec<(u128, Option<MerkleTree>, u64, u64)>, String> {
+        let mut set = tokio::task::JoinSet::new();
+        for (i, n) in replicas.iter().copied().enumerate() {
+            let (this, ks) = (self.clone(), keyspace.to_string());
+            set.spawn(async move {
+                let r = this
+                    .replica_tree(n, &ks, range, depth, snap, with_leaves)
+                    .await;
+                (i, r)
+            });
+        }
+        let mut out: Vec<Option<_>> = (0..replicas.len()).map(|_| None).collect();
+        while let Some(joined) = set.join_next().await {
+            let (i, r) = joined.map_err(|e| format!("tree task: {e}"))?;
+            out[i] = Some(r?);
+        }
+        out.into_iter()
+            .map(|t| t.ok_or_else(|| "tree task vanished".to_string()))
+            .collect()
+    }
+
+    /// Every replica's cells of `slice`, fetched concurrently, in the order of `replicas`.
+    async fn cells_of_all(
+        self: &Arc<Self>,
+        keyspace: &str,
+        slice: TokenRange,
+        replicas: &[NodeId],
+    ) -> Result<Vec<Vec<(CellKey, Cell)>>, String> {
+        let mut set = tokio::task::JoinSet::new();
+        for (i, n) in replicas.iter().copied().enumerate() {
+            let (this, ks) = (self.clone(), keyspace.to_string());
+            set.spawn(async move { (i, this.replica_cells(n, &ks, slice).await) });
+        }
+        let mut out: Vec<Option<_>> = (0..replicas.len()).map(|_| None).collect();
+        while let Some(joined) = set.join_next().await {
+            let (i, r) = joined.map_err(|e| format!("fetch task: {e}"))?;
+            out[i] = Some(r?);
+        }
+        out.into_iter()
+            .map(|t| t.ok_or_else(|| "fetch task vanished".to_string()))
+            .collect()
+    }
+
     async fn repair_range_inner(
         self: &Arc<Self>,
         keyspace: &str,
@@ -657,10 +715,10 @@ impl Inner {
         let mut roots = Vec::with_capacity(replicas.len());
         let mut out = RangeOutcome::default();
         let mut max_cells = 0;
-        for n in replicas {
-            let (root, _, cells, bytes) = self
-                .replica_tree(*n, keyspace, range, 0, snap, false)
-                .await?;
+        for (root, _, cells, bytes) in self
+            .trees_of_all(keyspace, range, replicas, 0, snap, false)
+            .await?
+        {
             roots.push(root);
             out.cells_compared += cells;
             out.bytes_compared += bytes;
@@ -687,18 +745,27 @@ impl Inner {
         // Round 2: leaves at a depth sized to the range.
         let depth = depth_for(max_cells);
         let mut trees = Vec::with_capacity(replicas.len());
-        for n in replicas {
-            let (_, tree, _, _) = self
-                .replica_tree(*n, keyspace, range, depth, snap, true)
-                .await?;
+        for (_, tree, _, _) in self
+            .trees_of_all(keyspace, range, replicas, depth, snap, true)
+            .await?
+        {
             trees.push(tree.ok_or("no tree")?);
         }
         let refs: Vec<&MerkleTree> = trees.iter().collect();
         // The trees already counted what was compared; the slices' figures are moves only.
         let mut moved = RangeOutcome::default();
-        for slice in differing_ranges(&refs) {
-            self.exchange_slice(keyspace, slice, replicas, &snap, &mut moved)
+        let slices = differing_ranges(&refs);
+        let differing: u128 = slices.iter().map(TokenRange::width).sum();
+        if differing.saturating_mul(WHOLE_RANGE_FETCH_DIVISOR) >= range.width() {
+            // Differences everywhere: one paged pass over the range costs fewer round
+            // trips than a fetch per scattered slice, for about the same bytes.
+            self.exchange_slice(keyspace, range, replicas, &snap, &mut moved)
                 .await?;
+        } else {
+            for slice in slices {
+                self.exchange_slice(keyspace, slice, replicas, &snap, &mut moved)
+                    .await?;
+            }
         }
         out.cells_moved += moved.cells_moved;
         out.bytes_moved += moved.bytes_moved;
