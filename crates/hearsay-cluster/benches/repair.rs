@@ -20,10 +20,11 @@ use hearsay_cluster::node::repair::RepairRequest;
 use hearsay_cluster::node::{Node, NodeConfig};
 use hearsay_ring::token_of;
 use hearsay_storage::{Cell, CellKey, Engine, EngineConfig, SyncMode};
-use hearsay_types::{SystemClock, Timestamp};
+use hearsay_types::{ConsistencyLevel, SystemClock, Timestamp};
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// Bound for the ring to form on a busy 2-core machine.
@@ -32,9 +33,17 @@ const CONVERGE: Duration = Duration::from_secs(20);
 const VALUE_BYTES: usize = 100;
 /// Cells per engine batch while loading.
 const LOAD_BATCH: usize = 1_000;
-/// The budget of the last row, bytes per second: low enough that it, not the CPU, paces a
-/// 10% repair of the default size.
-const BUDGET_BYTES_PER_SEC: u64 = 8 << 20;
+/// The budget of the last row, bytes per second: the default `[cluster.repair]
+/// bytes_per_sec`, which paces a 10% repair of the default size (the row that also measures
+/// a foreground workload's latency before and during the repair).
+const BUDGET_BYTES_PER_SEC: u64 = 16 << 20;
+/// Concurrent callers of the foreground workload.
+const FG_CALLERS: usize = 4;
+/// Pause between a caller's pairs: a steady moderate load, not a saturating one (a
+/// saturated 2-core machine measures the queue, not the repair's impact).
+const FG_PAUSE: Duration = Duration::from_millis(2);
+/// How long the foreground load runs alone before the repair, for its baseline.
+const FG_BASELINE: Duration = Duration::from_secs(10);
 /// "Unlimited" for the measured rows: the CPU is the bottleneck.
 const UNLIMITED: u64 = 1 << 40;
 
@@ -198,6 +207,54 @@ async fn repair(nodes: &[Arc<Node>], full: bool) -> Row {
     }
 }
 
+/// Foreground QUORUM load: `FG_CALLERS` callers, each alternating a write and a read of its
+/// own keys through nodes B and C, until `stop`; returns every call's latency in µs.
+async fn foreground(nodes: &[Arc<Node>], stop: Arc<AtomicBool>) -> Vec<u64> {
+    let mut tasks = Vec::new();
+    for c in 0..FG_CALLERS {
+        let node = nodes[1 + c % 2].clone();
+        let stop = stop.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut lat = Vec::new();
+            let mut i = 0u64;
+            while !stop.load(Relaxed) {
+                let k = format!("fg-{c}-{}", i % 1_000);
+                let t = Instant::now();
+                let (ck, cell) = (
+                    CellKey::new(token_of(k.as_bytes()), Bytes::from(k.clone())),
+                    Cell::value(value(i as usize, 0), node.hlc().now()),
+                );
+                node.write("default", vec![(ck, cell)], ConsistencyLevel::Quorum)
+                    .await
+                    .expect("foreground write");
+                lat.push(t.elapsed().as_micros() as u64);
+                let t = Instant::now();
+                node.read("default", k.as_bytes(), ConsistencyLevel::Quorum)
+                    .await
+                    .expect("foreground read");
+                lat.push(t.elapsed().as_micros() as u64);
+                i += 1;
+                tokio::time::sleep(FG_PAUSE).await;
+            }
+            lat
+        }));
+    }
+    let mut all = Vec::new();
+    for t in tasks {
+        all.extend(t.await.expect("caller"));
+    }
+    all.sort_unstable();
+    all
+}
+
+fn pct(sorted: &[u64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let i = ((sorted.len() as f64 * p).ceil() as usize).clamp(1, sorted.len()) - 1;
+    sorted[i] as f64 / 1_000.0
+}
+
 fn mib(b: u64) -> f64 {
     b as f64 / (1 << 20) as f64
 }
@@ -263,7 +320,35 @@ async fn bench() {
                     Timestamp(base + version * 1_000),
                     |i| every > 0 && i % every == 0,
                 );
+                let measure_fg = budget != UNLIMITED;
+                let mut baseline = Vec::new();
+                let mut fg = None;
+                if measure_fg {
+                    let stop = Arc::new(AtomicBool::new(false));
+                    let (n2, s2) = (nodes.clone(), stop.clone());
+                    let before = tokio::spawn(async move { foreground(&n2, s2).await });
+                    tokio::time::sleep(FG_BASELINE).await;
+                    stop.store(true, Relaxed);
+                    baseline = before.await.expect("baseline");
+                    let stop = Arc::new(AtomicBool::new(false));
+                    let (n2, s2) = (nodes.clone(), stop.clone());
+                    fg = Some((stop, tokio::spawn(async move { foreground(&n2, s2).await })));
+                }
                 let r = repair(&nodes, full).await;
+                if let Some((stop, during)) = fg {
+                    stop.store(true, Relaxed);
+                    let during = during.await.expect("during");
+                    println!(
+                        "foreground QUORUM ({FG_CALLERS} callers, write+read pairs): before the repair p50 {:.2} ms p99 {:.2} ms ({} calls); during it p50 {:.2} ms p99 {:.2} ms ({} calls); p99 ratio {:.2}",
+                        pct(&baseline, 0.5),
+                        pct(&baseline, 0.99),
+                        baseline.len(),
+                        pct(&during, 0.5),
+                        pct(&during, 0.99),
+                        during.len(),
+                        pct(&during, 0.99) / pct(&baseline, 0.99).max(0.001)
+                    );
+                }
                 let differing = if every > 0 {
                     n.div_ceil(every) as u64 * (VALUE_BYTES + 13) as u64
                 } else {
