@@ -233,7 +233,7 @@ fn healthy_nodes_serve(
         }
     }
     c.summary = format!(
-        "while n{victim} is sick: {w_ok} of {HEALTHY_OPS} QUORUM writes (keys it is a replica          of) and {r_ok} of {HEALTHY_OPS} QUORUM reads of them through the other nodes          succeeded, in {:.1} s",
+        "while n{victim} is sick: {w_ok} of {HEALTHY_OPS} QUORUM writes (keys it is a replica of) and {r_ok} of {HEALTHY_OPS} QUORUM reads of them through the other nodes succeeded, in {:.1} s",
         start.elapsed().as_secs_f64()
     );
     c
@@ -700,7 +700,7 @@ fn full_start_serves(
     }
     if refused.is_empty() {
         check.violation(format!(
-            "{acked_before} QUORUM writes through n{victim} on its full disk acknowledged over              {} s, none refused",
+            "{acked_before} QUORUM writes through n{victim} on its full disk acknowledged over {} s, none refused",
             FULL_ERROR_WITHIN.as_secs()
         ));
     } else {
@@ -709,7 +709,7 @@ fn full_start_serves(
             let value = make_value(&key, 1, &payload(&mut ctx.rng));
             match workload::recorded_set_err(&h, &mut q, "fullstart", victim, &key, &value) {
                 (Outcome::Ok, _) => check.violation(format!(
-                    "{key}: a QUORUM write through n{victim} acknowledged after it had refused                      one for its full disk"
+                    "{key}: a QUORUM write through n{victim} acknowledged after it had refused one for its full disk"
                 )),
                 (_, e) => refused.push(e.unwrap_or_default()),
             }
@@ -721,7 +721,7 @@ fn full_start_serves(
         }
     }
     let writes = format!(
-        "QUORUM writes through it: {acked_before} acknowledged before the first refusal, then          {} refused, e.g. {:?}",
+        "QUORUM writes through it: {acked_before} acknowledged before the first refusal, then {} refused, e.g. {:?}",
         refused.len(),
         refused.first().cloned().unwrap_or_default()
     );
