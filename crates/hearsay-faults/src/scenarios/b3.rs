@@ -78,6 +78,11 @@ const FULL_START_READY_WITHIN: Duration = Duration::from_secs(10);
 /// be refused too, each naming the full disk (it stays out of the way).
 const FULL_REFUSALS: usize = 10;
 
+/// After writes through the node are accepted again, the workload runs this long before the
+/// node's last restart: the recovered node takes writes under load, and the restart is not a
+/// crash loop (two starts in one second share a generation when the first could not save it:
+/// see docs/testing.md).
+const RECOVERED_HOLD: Duration = Duration::from_secs(3);
 /// Acknowledged writes each B3 case needs.
 const MIN_ACKED: usize = 1_000;
 /// Quiet successes each B3 case needs.
@@ -476,6 +481,7 @@ pub fn disk_full(ctx: &mut Ctx) -> anyhow::Result<()> {
     // A clean stop on the full disk, then a start on it (issue 17): it serves reads and
     // refuses writes, saying why.
     let mut clean_stop = Check::new("disk-full-clean-stop");
+    let mut generations = vec![generation_of(&cluster, victim)];
     let stop = h.fault_start(
         "stop",
         &format!("SIGTERM n{victim} on its full disk, start it again on it"),
@@ -492,6 +498,7 @@ pub fn disk_full(ctx: &mut Ctx) -> anyhow::Result<()> {
     let mut start = Check::new("disk-full-start");
     match cluster.restart(victim) {
         Ok(()) => {
+            generations.push(generation_of(&cluster, victim));
             let (reads, writes) = full_start_serves(ctx, &cluster, &placement, victim, &mut start);
             start.summary = format!("started on the full disk; {reads}; {writes}");
         }
@@ -551,6 +558,9 @@ pub fn disk_full(ctx: &mut Ctx) -> anyhow::Result<()> {
         ));
     }
     ctx.report.checks.push(recovers);
+    // It takes its share of the workload again for a while (every worker writes through it)
+    // before the last restart.
+    ctx.hold(&mut cluster, RECOVERED_HOLD)?;
     // Every acknowledged write must survive a restart (checked replica by replica by the
     // audit): a clean one, which must exit 0 again.
     let restart = h.fault_start(
@@ -565,7 +575,28 @@ pub fn disk_full(ctx: &mut Ctx) -> anyhow::Result<()> {
         "after space returned",
     )?;
     cluster.restart(victim)?;
+    generations.push(generation_of(&cluster, victim));
     h.fault_end(restart);
+    // Each start must gossip a newer generation than the last, or peers keep the old
+    // incarnation's state (its `disk_full` health among it). The start on the full disk
+    // cannot save its generation.
+    let mut gens = Check::new("generation-increases");
+    let known: Vec<u64> = generations.iter().flatten().copied().collect();
+    if known.len() != generations.len() {
+        gens.violation(format!(
+            "n{victim}'s /v1/status had no generation: {generations:?}"
+        ));
+    }
+    for w in known.windows(2) {
+        if w[1] <= w[0] {
+            gens.violation(format!(
+                "n{victim} restarted with generation {} after {} (generations of its starts: {known:?})",
+                w[1], w[0]
+            ));
+        }
+    }
+    gens.summary = format!("n{victim}'s generations over its starts: {known:?}");
+    ctx.report.checks.push(gens);
     clean_stop.summary = format!(
         "SIGTERM of n{victim}: exit 0 within {} s, on the full disk and after",
         CLEAN_STOP_WITHIN.as_secs()
@@ -589,6 +620,14 @@ pub fn disk_full(ctx: &mut Ctx) -> anyhow::Result<()> {
             },
         },
     )
+}
+
+/// Node `i`'s generation, from its `/v1/status`.
+fn generation_of(cluster: &Cluster, i: usize) -> Option<u64> {
+    cluster.nodes[i]
+        .status()
+        .ok()
+        .and_then(|v| v["generation"].as_u64())
 }
 
 /// SIGTERMs node `i` and counts a violation in `check` unless it exits 0 within
