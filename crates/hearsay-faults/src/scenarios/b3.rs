@@ -336,6 +336,28 @@ pub fn eio(ctx: &mut Ctx) -> anyhow::Result<()> {
     ctx.report.checks.push(says_why);
     let serve = healthy_nodes_serve(ctx, &placement, victim, &addrs);
     ctx.report.checks.push(serve);
+    // Those writes are hinted for the poisoned replica: the audit's hints-drained check
+    // must have something to drain.
+    let mut hinted = Check::new("eio-hinted");
+    let pending: Vec<(usize, u64)> = (0..cluster.len())
+        .filter(|i| *i != victim)
+        .map(|i| (i, cluster.nodes[i].hints_pending().unwrap_or(0)))
+        .collect();
+    let total: u64 = pending.iter().map(|p| p.1).sum();
+    if total == 0 {
+        hinted.violation(format!(
+            "no healthy node holds a hint for n{victim} after {HEALTHY_OPS} QUORUM writes of its keys"
+        ));
+    }
+    hinted.summary = format!(
+        "hints pending on the healthy nodes while n{victim} is poisoned: {total} ({})",
+        pending
+            .iter()
+            .map(|(i, p)| format!("n{i} {p}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    ctx.report.checks.push(hinted);
 
     if let Some(rest) = (on + EIO_HOLD).checked_duration_since(Instant::now()) {
         ctx.hold(&mut cluster, rest)?;
