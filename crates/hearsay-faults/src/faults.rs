@@ -311,7 +311,13 @@ pub fn eio_off(flag: &Path) -> anyhow::Result<()> {
 /// Fills the file system holding `dir` with a filler file until it answers ENOSPC;
 /// returns the filler's path and size.
 pub fn fill_disk(dir: &Path) -> anyhow::Result<(PathBuf, u64)> {
-    let path = dir.join("hsf-filler");
+    fill_disk_with(dir, "hsf-filler")
+}
+
+/// [`fill_disk`] with a filler file named `name` (a second filler tops a disk up again
+/// after the node freed some of it).
+pub fn fill_disk_with(dir: &Path, name: &str) -> anyhow::Result<(PathBuf, u64)> {
+    let path = dir.join(name);
     let mut f = std::fs::File::create(&path)?;
     let chunk = vec![0xA5u8; FILL_CHUNK_BYTES];
     let mut written = 0u64;

@@ -34,6 +34,7 @@
 
 pub mod checkers;
 pub mod faults;
+pub mod health;
 pub mod history;
 pub mod http;
 pub mod node;

@@ -10,6 +10,7 @@
 
 use anyhow::bail;
 use clap::{Parser, Subcommand};
+use hearsay_faults::node::ConfigOverride;
 use hearsay_faults::report::{Report, suite_summary};
 use hearsay_faults::scenarios::{self, CI_SUITE, RunOptions, SCENARIOS};
 use std::path::PathBuf;
@@ -78,6 +79,10 @@ struct Common {
     /// operations (hundreds of MB of history).
     #[arg(long)]
     think_ms: Option<u64>,
+    /// Set a key of the nodes' configuration, `TABLE.KEY=VALUE` (repeatable), e.g.
+    /// `--set cluster.max_clock_offset_ms=1000`; applied after the scenario's own settings.
+    #[arg(long = "set", value_name = "TABLE.KEY=VALUE")]
+    set: Vec<ConfigOverride>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -144,6 +149,7 @@ fn options(c: &Common) -> RunOptions {
         keep_data: c.keep_data,
         ci: c.ci,
         think: Duration::from_millis(c.think_ms.unwrap_or(0)),
+        config_overrides: c.set.clone(),
     }
 }
 

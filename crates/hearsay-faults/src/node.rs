@@ -38,47 +38,142 @@ pub const TAIL_LINES: usize = 30;
 /// - `[server] io_threads = 1`, `busy_poll_us = 0`: five nodes and the harness share two
 ///   cores; busy polling would burn them.
 /// - `[limits] request_timeout_ms = 5000`: slowloris connections are cut within a test.
+///
+/// `opts.overrides` (`--set TABLE.KEY=VALUE`, and scenarios' own) replace a key of these
+/// tables or add keys and tables; `opts.extra_toml` is appended last, verbatim.
 pub fn config_toml(opts: &ClusterOptions) -> String {
-    format!(
-        r#"[server]
-io_threads = 1
-busy_poll_us = 0
-shutdown_timeout_ms = 5000
+    let mut tables: Vec<(String, Vec<(String, String)>)> = Vec::new();
+    let base: &[(&str, &[(&str, String)])] = &[
+        (
+            "server",
+            &[
+                ("io_threads", "1".into()),
+                ("busy_poll_us", "0".into()),
+                ("shutdown_timeout_ms", "5000".into()),
+            ],
+        ),
+        (
+            "storage",
+            &[
+                ("sync_mode", format!("{:?}", opts.sync_mode)),
+                ("sync_interval_ms", "1000".into()),
+                ("block_cache_bytes", "33554432".into()),
+            ],
+        ),
+        ("limits", &[("request_timeout_ms", "5000".into())]),
+        (
+            "cluster",
+            &[
+                ("enabled", "true".into()),
+                ("name", "\"hearsay-faults\"".into()),
+                ("secret", "\"hearsay-faults-secret\"".into()),
+                ("replication_factor", opts.rf.to_string()),
+                ("write_timeout_ms", "2000".into()),
+                ("read_timeout_ms", "2000".into()),
+                ("join_wait_ms", "10000".into()),
+            ],
+        ),
+        ("cluster.gossip", &[("interval_ms", "200".into())]),
+        (
+            "cluster.hints",
+            &[
+                ("enabled", "true".into()),
+                ("sync_interval_ms", "100".into()),
+                ("retry_initial_ms", "200".into()),
+                ("retry_max_ms", "1000".into()),
+            ],
+        ),
+        (
+            "cluster.rpc",
+            &[
+                ("connect_timeout_ms", "500".into()),
+                ("backoff_max_ms", "300".into()),
+            ],
+        ),
+    ];
+    for (t, kvs) in base {
+        tables.push((
+            t.to_string(),
+            kvs.iter()
+                .map(|(k, v)| (k.to_string(), v.clone()))
+                .collect(),
+        ));
+    }
+    for o in &opts.overrides {
+        match tables.iter_mut().find(|(t, _)| *t == o.table) {
+            Some((_, kvs)) => match kvs.iter_mut().find(|(k, _)| *k == o.key) {
+                Some(kv) => kv.1 = o.value.clone(),
+                None => kvs.push((o.key.clone(), o.value.clone())),
+            },
+            None => tables.push((o.table.clone(), vec![(o.key.clone(), o.value.clone())])),
+        }
+    }
+    let mut out = String::new();
+    for (i, (t, kvs)) in tables.iter().enumerate() {
+        if i > 0 {
+            out.push('\n');
+        }
+        out.push_str(&format!("[{t}]\n"));
+        for (k, v) in kvs {
+            out.push_str(&format!("{k} = {v}\n"));
+        }
+    }
+    out.push_str(&opts.extra_toml);
+    out
+}
 
-[storage]
-sync_mode = "{sync_mode}"
-sync_interval_ms = 1000
-block_cache_bytes = 33554432
+/// One `TABLE.KEY=VALUE` override of the node configuration (`--set`): the key `KEY` of
+/// the table `[TABLE]` (dotted for nested tables: `cluster.hints.enabled=false`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConfigOverride {
+    pub table: String,
+    pub key: String,
+    /// A TOML value, as written into the file.
+    pub value: String,
+}
 
-[limits]
-request_timeout_ms = 5000
+impl std::str::FromStr for ConfigOverride {
+    type Err = String;
 
-[cluster]
-enabled = true
-name = "hearsay-faults"
-secret = "hearsay-faults-secret"
-replication_factor = {rf}
-write_timeout_ms = 2000
-read_timeout_ms = 2000
-join_wait_ms = 10000
-
-[cluster.gossip]
-interval_ms = 200
-
-[cluster.hints]
-enabled = true
-sync_interval_ms = 100
-retry_initial_ms = 200
-retry_max_ms = 1000
-
-[cluster.rpc]
-connect_timeout_ms = 500
-backoff_max_ms = 300
-{extra}"#,
-        sync_mode = opts.sync_mode,
-        rf = opts.rf,
-        extra = opts.extra_toml,
-    )
+    /// `TABLE.KEY=VALUE`. VALUE is taken as TOML when it is an integer, a float, a boolean,
+    /// a quoted string or an array; anything else becomes a string (`sync_mode=batch`).
+    fn from_str(s: &str) -> Result<ConfigOverride, String> {
+        let (path, value) = s
+            .split_once('=')
+            .ok_or_else(|| format!("{s:?}: expected TABLE.KEY=VALUE"))?;
+        let (table, key) = path
+            .trim()
+            .rsplit_once('.')
+            .ok_or_else(|| format!("{s:?}: expected TABLE.KEY=VALUE (no table in {path:?})"))?;
+        let ok_name = |n: &str| {
+            !n.is_empty()
+                && n.split('.').all(|p| {
+                    !p.is_empty()
+                        && p.chars()
+                            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+                })
+        };
+        if !ok_name(table) || !ok_name(key) || key.contains('.') {
+            return Err(format!("{s:?}: bad table or key name"));
+        }
+        let v = value.trim();
+        let literal = v.parse::<i64>().is_ok()
+            || v.parse::<f64>().is_ok_and(f64::is_finite)
+            || v == "true"
+            || v == "false"
+            || (v.len() >= 2 && v.starts_with('"') && v.ends_with('"'))
+            || (v.starts_with('[') && v.ends_with(']'));
+        let value = if literal {
+            v.to_string()
+        } else {
+            format!("{v:?}")
+        };
+        Ok(ConfigOverride {
+            table: table.to_string(),
+            key: key.to_string(),
+            value,
+        })
+    }
 }
 
 /// How a run's cluster is built.
@@ -90,6 +185,9 @@ pub struct ClusterOptions {
     pub sync_mode: String,
     /// Appended to every node's TOML.
     pub extra_toml: String,
+    /// Keys set in the TOML's tables, in order (a later one wins): the scenario's, then
+    /// `--set`'s.
+    pub overrides: Vec<ConfigOverride>,
     /// The `hearsay` binary.
     pub bin: PathBuf,
     /// Use loopback addresses even as root.
@@ -304,8 +402,17 @@ impl Node {
     /// SIGTERM (a graceful stop: clients drained, engine flushed), then wait; SIGKILL after
     /// [`STOP_TIMEOUT`]. Returns whether it stopped on its own.
     pub fn stop(&mut self) -> anyhow::Result<bool> {
+        Ok(self.terminate(STOP_TIMEOUT)?.is_some())
+    }
+
+    /// SIGTERM, then wait up to `timeout`; SIGKILL after it. Returns the exit status when
+    /// the process ended on its own (`None`: it had to be killed, or was not running).
+    pub fn terminate(
+        &mut self,
+        timeout: Duration,
+    ) -> anyhow::Result<Option<std::process::ExitStatus>> {
         let Some(mut c) = self.child.take() else {
-            return Ok(true);
+            return Ok(None);
         };
         if self.paused {
             signal(c.id(), nix::sys::signal::Signal::SIGCONT)?;
@@ -313,15 +420,15 @@ impl Node {
         }
         signal(c.id(), nix::sys::signal::Signal::SIGTERM)?;
         let start = Instant::now();
-        while start.elapsed() < STOP_TIMEOUT {
-            if c.try_wait()?.is_some() {
-                return Ok(true);
+        while start.elapsed() < timeout {
+            if let Some(st) = c.try_wait()? {
+                return Ok(Some(st));
             }
             std::thread::sleep(crate::util::POLL_EVERY);
         }
         let _ = c.kill();
         let _ = c.wait();
-        Ok(false)
+        Ok(None)
     }
 
     /// SIGSTOP: the process freezes (its sockets stay open, nothing answers).
@@ -565,5 +672,82 @@ impl Cluster {
             .map(Node::log_tail)
             .collect::<Vec<_>>()
             .join("\n")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn opts(overrides: &[&str]) -> ClusterOptions {
+        ClusterOptions {
+            nodes: 3,
+            rf: 3,
+            sync_mode: "periodic".into(),
+            extra_toml: String::new(),
+            overrides: overrides.iter().map(|o| o.parse().unwrap()).collect(),
+            bin: PathBuf::new(),
+            loopback: true,
+            env: BTreeMap::new(),
+            tmpfs_bytes: BTreeMap::new(),
+        }
+    }
+
+    /// The lines of `[table]` in a rendered config.
+    fn table<'a>(toml: &'a str, name: &str) -> Vec<&'a str> {
+        let head = format!("[{name}]");
+        toml.lines()
+            .skip_while(|l| *l != head)
+            .skip(1)
+            .take_while(|l| !l.starts_with('['))
+            .filter(|l| !l.is_empty())
+            .collect()
+    }
+
+    #[test]
+    fn overrides_replace_keys_add_keys_and_add_tables() {
+        let t = config_toml(&opts(&[]));
+        assert!(
+            table(&t, "cluster").contains(&"replication_factor = 3"),
+            "{t}"
+        );
+        assert!(!t.contains("max_clock_offset_ms"));
+        let t = config_toml(&opts(&[
+            "cluster.max_clock_offset_ms=5000",
+            "cluster.gossip.interval_ms=100",
+            "storage.sync_mode=batch",
+            "cluster.testing.plant=\"drop-hints\"",
+            "cluster.max_clock_offset_ms=4000",
+        ]));
+        let cluster = table(&t, "cluster");
+        // The later override wins, in the [cluster] table itself (a second [cluster] header
+        // would be a TOML error).
+        assert!(cluster.contains(&"max_clock_offset_ms = 4000"), "{t}");
+        assert_eq!(t.matches("[cluster]\n").count(), 1, "{t}");
+        assert_eq!(table(&t, "cluster.gossip"), vec!["interval_ms = 100"]);
+        assert!(
+            table(&t, "storage").contains(&"sync_mode = \"batch\""),
+            "{t}"
+        );
+        assert_eq!(table(&t, "cluster.testing"), vec!["plant = \"drop-hints\""]);
+    }
+
+    #[test]
+    fn overrides_must_name_a_table_and_a_key() {
+        for bad in [
+            "x=1",
+            "cluster.=1",
+            ".x=1",
+            "cluster.max",
+            "clu ster.x=1",
+            "a..b=1",
+        ] {
+            assert!(bad.parse::<ConfigOverride>().is_err(), "{bad}");
+        }
+        let o: ConfigOverride = "cluster.hints.enabled=false".parse().unwrap();
+        assert_eq!(
+            (o.table.as_str(), o.key.as_str(), o.value.as_str()),
+            ("cluster.hints", "enabled", "false")
+        );
     }
 }

@@ -115,7 +115,8 @@ pub fn classify_write_error(e: &OpError) -> Outcome {
                 || (code == "ERR"
                     && (text.contains("wrong number of arguments")
                         || text.contains("syntax error")
-                        || text.contains("Improper CONSISTENCY")));
+                        || text.contains("Improper CONSISTENCY")
+                        || is_coordinator_refusal(text)));
             if pre_send {
                 Outcome::Fail
             } else {
@@ -124,6 +125,15 @@ pub fn classify_write_error(e: &OpError) -> Outcome {
         }
         OpError::Io(_) => Outcome::Unknown,
     }
+}
+
+/// Whether a write error is a node refusing to coordinate writes at all, checked before it
+/// sends anything to a replica (issue 17's `check_write_coordinator`): its clock is off
+/// (`clock skew: ...; refusing to coordinate writes until it is back`) or its storage cannot
+/// take writes (`storage poisoned: ...` / `disk full: ...; this node does not coordinate
+/// writes ... (write through another node)`). Such a write is known not to have happened.
+pub fn is_coordinator_refusal(text: &str) -> bool {
+    text.contains("refusing to coordinate writes") || text.contains("does not coordinate writes")
 }
 
 /// What a failed read means: an error answer is a failure; an I/O error or timeout is
@@ -779,6 +789,21 @@ mod tests {
             assert_eq!(
                 classify_write_error(&server(code, text)),
                 Outcome::Unknown,
+                "{text}"
+            );
+        }
+        // Issue 17: a node that refuses to coordinate writes says so before sending any.
+        for text in [
+            "ERR clock skew: this node's clock is 120.000 s ahead of 2 of 2 peers measured \
+             (max offset 500 ms); refusing to coordinate writes until it is back",
+            "ERR storage poisoned: fsync failed; this node does not coordinate writes until it \
+             is restarted (write through another node)",
+            "ERR disk full: No space left on device; this node does not coordinate writes \
+             until space is freed (write through another node)",
+        ] {
+            assert_eq!(
+                classify_write_error(&server("ERR", text)),
+                Outcome::Fail,
                 "{text}"
             );
         }

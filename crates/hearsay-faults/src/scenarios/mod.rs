@@ -12,6 +12,7 @@ mod b3;
 mod b4;
 mod b6;
 mod restart;
+mod skew;
 
 pub use b6::forge_gossip;
 
@@ -70,6 +71,9 @@ pub struct RunOptions {
     pub ci: bool,
     /// Pause between each worker's operations (`ZERO`: as fast as the cluster answers).
     pub think: Duration,
+    /// `--set TABLE.KEY=VALUE`: node configuration keys set in every cluster of the run,
+    /// after the scenario's own (so they win).
+    pub config_overrides: Vec<crate::node::ConfigOverride>,
 }
 
 /// What a scenario runs with.
@@ -102,6 +106,7 @@ impl Ctx {
             rf: 3.min(self.opts.nodes),
             sync_mode: "periodic".into(),
             extra_toml: String::new(),
+            overrides: self.opts.config_overrides.clone(),
             bin: self.opts.bin.clone(),
             loopback: self.opts.loopback,
             env: BTreeMap::new(),
@@ -111,8 +116,19 @@ impl Ctx {
 
     /// Starts a cluster in this scenario's directory.
     pub fn start_cluster(&mut self, opts: ClusterOptions) -> anyhow::Result<Cluster> {
+        let dir = self.dir.clone();
+        self.start_cluster_in(opts, &dir)
+    }
+
+    /// Starts a cluster in `dir` (a scenario that runs several clusters, one after the
+    /// other, gives each its own directory: node data, logs, `node.toml`).
+    pub fn start_cluster_in(
+        &mut self,
+        opts: ClusterOptions,
+        dir: &Path,
+    ) -> anyhow::Result<Cluster> {
         let t = Instant::now();
-        let c = Cluster::start(opts, &self.dir).context("starting the cluster")?;
+        let c = Cluster::start(opts, dir).context("starting the cluster")?;
         self.history.note("cluster formed");
         self.report.lines.push(format!(
             "cluster: {} nodes ({}), formed in {:.1} s",
@@ -435,6 +451,11 @@ pub const SCENARIOS: &[Scenario] = &[
         name: "b2-pause-skew",
         about: "B2: SIGSTOP 1-8 s of random nodes; wall clocks skewed ±2 s on some nodes",
         run: b2::pause_skew,
+    },
+    Scenario {
+        name: "skew-writes",
+        about: "issue 17: one node's wall clock ±120 s / ±2 s / ±100 ms while writes alternate through it and a healthy node: it refuses beyond max_clock_offset_ms, is named sick, no acknowledged write lost",
+        run: skew::skew_writes,
     },
     Scenario {
         name: "b3-eio",
