@@ -947,7 +947,7 @@ async fn skewed_cluster(
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_node_with_a_clock_far_ahead_refuses_writes_and_is_named() {
     let dir = tempfile::tempdir().unwrap();
-    let (nodes, _shift) = skewed_cluster(dir.path(), 120_000_000, 500).await;
+    let (nodes, shift) = skewed_cluster(dir.path(), 120_000_000, 500).await;
     let (a, b, c) = (&nodes[0].node, &nodes[1].node, &nodes[2].node);
     wait_for("C to judge its clock off", CONVERGE, || {
         c.stats().clock.skewed
@@ -1023,6 +1023,32 @@ async fn a_node_with_a_clock_far_ahead_refuses_writes_and_is_named() {
     );
     assert_eq!(stored(&nodes[0].engine, "planted"), None);
     assert!(a.stats().coordinator.future_mutations_refused > 0);
+    // C's wall clock comes back. Its hybrid clock followed the wall clock ahead and never
+    // goes back: until the cluster's time catches up, C still refuses writes (its
+    // timestamps would be refused by every replica) and says why in its health.
+    c.hlc().now();
+    shift
+        .offset_us
+        .store(0, std::sync::atomic::Ordering::Relaxed);
+    wait_for("C to judge its clock back", CONVERGE, || {
+        !c.stats().clock.skewed
+    })
+    .await;
+    let err = c
+        .write("default", vec![cell("after-return", "v")], QUORUM)
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("timestamps run") && err.to_string().contains("ahead"),
+        "{err}"
+    );
+    let h = c.health();
+    assert!(
+        h.clock_skew
+            .as_deref()
+            .is_some_and(|s| s.contains("timestamps run")),
+        "{h:?}"
+    );
     for n in &nodes {
         n.node.shutdown().await;
     }

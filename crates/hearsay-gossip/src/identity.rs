@@ -60,6 +60,17 @@ pub fn load_or_create_node_id(dir: &Path) -> Result<NodeId, GossipError> {
     Ok(id)
 }
 
+/// Longest a start on a full disk waits for the clock to pass its unsaved generation, in
+/// seconds: one second in the usual case; a clock far behind the saved value is not waited
+/// for (the next start then reuses the value, as before).
+const UNSAVED_GENERATION_MAX_WAIT_SECS: u64 = 2;
+
+fn wall_secs() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
 /// Returns and persists this start's generation: `max(previous + 1, unix seconds)`, so it
 /// grows even if the clock went backwards or two starts fall in one second.
 pub fn next_generation(dir: &Path, unix_secs: u64) -> Result<u64, GossipError> {
@@ -85,6 +96,14 @@ pub fn next_generation(dir: &Path, unix_secs: u64) -> Result<u64, GossipError> {
         {
             let _ = fs::remove_file(dir.join(format!("{GENERATION_FILE}.tmp")));
             tracing::warn!(path = %path.display(), generation = next, error = %e, "cannot save the generation (disk full); using it unsaved");
+            // Unsaved, the next start would compute the same value within this second:
+            // peers would take the restarted node for the old one. Start only once the
+            // clock has passed it, so any later start's clock reading is above it.
+            if next <= unix_secs.saturating_add(UNSAVED_GENERATION_MAX_WAIT_SECS) {
+                while wall_secs() <= next {
+                    std::thread::sleep(std::time::Duration::from_millis(50));
+                }
+            }
             Ok(next)
         }
         Err(e) => Err(e),

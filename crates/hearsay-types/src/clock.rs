@@ -93,6 +93,11 @@ impl Hlc {
         }
     }
 
+    /// The last timestamp minted or observed, without minting one.
+    pub fn peek(&self) -> Timestamp {
+        Timestamp(self.last.load(Ordering::Acquire))
+    }
+
     /// Mints a new timestamp.
     pub fn now(&self) -> Timestamp {
         let wall = self.clock.wall_micros();

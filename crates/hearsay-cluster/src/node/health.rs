@@ -131,7 +131,10 @@ impl Inner {
         let storage = self.engine.health();
         NodeHealth {
             ready: self.ready.load(Relaxed),
-            clock_skew: verdict.skewed.then(|| verdict.describe(max_us)),
+            clock_skew: verdict
+                .skewed
+                .then(|| verdict.describe(max_us))
+                .or_else(|| self.hlc_lead_text()),
             storage_poisoned: storage.poisoned,
             // Only a disk that refuses writes makes the replica unfit: flushes failing alone
             // still leave every write acknowledged (it is in the commit log).
@@ -342,6 +345,26 @@ impl Inner {
 
     /// Fails a write (or schema change) this node must not coordinate: not ready, or its
     /// clock is off (it would mint timestamps that reorder writes).
+    /// Why this node's timestamps cannot be used, when its hybrid clock runs ahead of the
+    /// cluster's time by more than twice the maximum offset: its wall clock was ahead (and
+    /// the clock followed it) and has come back. Replicas refuse cells stamped that far
+    /// ahead, so it refuses writes itself, with the reason, until the cluster's time
+    /// catches up. (Twice, as the replicas' bound: two healthy clocks may each be the offset
+    /// away from the majority's, on opposite sides, and the HLC follows the one ahead.)
+    pub(crate) fn hlc_lead_text(&self) -> Option<String> {
+        let max_us = 2 * self.config.max_clock_offset_ms * 1_000;
+        let cluster_now =
+            self.clock.wall_micros() as i64 + self.rpc.context().clock_correction_us.load(Relaxed);
+        let lead_us = self.hlc.peek().0 as i64 - cluster_now;
+        (lead_us > max_us as i64).then(|| {
+            format!(
+                "this node's timestamps run {:.3} s ahead of the cluster's time (its wall clock was ahead and has come back; max offset {} ms); writes through it resume when the cluster's time catches up",
+                lead_us as f64 / 1e6,
+                self.config.max_clock_offset_ms
+            )
+        })
+    }
+
     pub(crate) fn check_write_coordinator(&self) -> Result<(), NodeError> {
         self.check_coordinator()?;
         if self.clock_skewed.load(Relaxed) {
@@ -361,6 +384,9 @@ impl Inner {
                 jump_us as f64 / 1e6,
                 self.config.max_clock_offset_ms
             )));
+        }
+        if let Some(lead) = self.hlc_lead_text() {
+            return Err(NodeError::ClockSkew(lead));
         }
         let storage = self.engine.health();
         if let Some(reason) = storage.poisoned {

@@ -29,7 +29,7 @@ const SCHEMA_RECORD_V1: u8 = 1;
 /// `SchemaPull` answer, and the engine has its own cap on keyspaces.
 pub const MAX_KEYSPACE_DEFS: usize = 1_024;
 /// Prefix of definition keys in the system keyspace.
-const DEF_KEY_PREFIX: &str = "keyspace/";
+pub(crate) const DEF_KEY_PREFIX: &str = "keyspace/";
 
 /// One keyspace's definition.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

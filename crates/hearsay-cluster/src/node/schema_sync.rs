@@ -37,7 +37,12 @@ pub(super) fn load_schema(engine: &Engine, default_rf: usize) -> Result<Schema, 
         )
         .map_err(storage_err)?;
     for item in iter {
-        let (_, cell) = item.map_err(storage_err)?;
+        let (key, cell) = item.map_err(storage_err)?;
+        // The system keyspace also holds repair records, the disk probe and the
+        // bootstrapped marker: only definitions are read as definitions.
+        if !key.key.starts_with(schema::DEF_KEY_PREFIX.as_bytes()) {
+            continue;
+        }
         if let Some(def) = schema::def_from_cell(&cell) {
             schema.merge(def);
         }
