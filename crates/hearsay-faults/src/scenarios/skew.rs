@@ -547,10 +547,15 @@ fn run_phase(ctx: &mut Ctx, phase: &Phase, checks: &mut SkewChecks) -> anyhow::R
         // Back to 0, held until every node measures it and the node coordinates again.
         faults::set_skew(&file, 0.0)?;
         let back = Instant::now();
+        // A node whose clock ran ahead stamped its own clock's readings into its hybrid
+        // clock, which never goes back: it stays `clock_skew` (refusing writes, saying its
+        // timestamps run ahead) until the cluster's time catches up with them, so its
+        // recovery takes the offset itself; one that ran behind recovers at once.
+        let catch_up = Duration::from_secs_f64(case.offset_s.max(0.0));
         let cleared = wait_measured(&cluster, &nodes, 0.0).and_then(|()| {
             poll(
                 "the skewed node to be healthy again",
-                SKEW_SEEN_WITHIN,
+                SKEW_SEEN_WITHIN + catch_up,
                 || {
                     let hh =
                         health::health(&cluster.nodes[skewed]).map_err(|e| format!("{e:#}"))?;
