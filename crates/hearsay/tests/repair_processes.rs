@@ -154,3 +154,105 @@ fn hearsay_repair_restores_missed_writes_and_deletes_and_a_second_repair_moves_n
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("404") && err.contains("nope"), "{err}");
 }
+
+/// Repair budget for the interrupted job, bytes per second: slow enough that a job over 48
+/// ranges of ~20,000 keys runs for seconds (so the kill lands mid-job), fast enough that the
+/// rest finishes well within the test's deadlines.
+const SLOW_REPAIR: &str = "[cluster.repair]\nbytes_per_sec = 1048576\n";
+/// How long the resumed job may take to finish.
+const RESUME_WITHIN: Duration = Duration::from_secs(120);
+
+fn repair_json(admin: &std::net::SocketAddr, path: &str) -> serde_json::Value {
+    hearsay_server::admin::client::get_json(&admin.to_string(), path).expect("admin answers")
+}
+
+/// Issue 20, item 5: `kill -9` of the node running a repair job mid-job; after its restart
+/// the job resumes after its last completed range (the restarted node's session counter
+/// shows the completed ranges are not compared again) and completes; nothing is missing.
+#[test]
+fn a_repair_job_killed_mid_way_resumes_after_the_restart_without_redoing_finished_ranges() {
+    let mut cluster = Cluster::start_with(false, SLOW_REPAIR);
+    let new = keys("new-", MISSED_WRITES * 2);
+    cluster.kill9(C);
+    let c_id = cluster.nodes[C].node_id.clone();
+    let mut a_one = cluster.conn(A, "ONE");
+    poll("A to see C down", CONVERGE_TIMEOUT, || {
+        match a_one.members().get(&c_id).map(|r| r["code"].clone()) {
+            Some(code) if code == "DN" => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    });
+    let pairs: Vec<(String, String)> = new
+        .iter()
+        .enumerate()
+        .map(|(i, k)| (k.clone(), value(i)))
+        .collect();
+    for chunk in pairs.chunks(BATCH) {
+        a_one.pipelined_sets(chunk).unwrap();
+    }
+    let last_write = Instant::now();
+    cluster.restart(C);
+    cluster.wait_converged();
+    std::thread::sleep((last_write + SNAPSHOT_LAG).saturating_duration_since(Instant::now()));
+
+    let admin = cluster.nodes[A].admin;
+    let started = hearsay_repair(&admin, &["--no-wait"]);
+    let id: u64 = started
+        .split_whitespace()
+        .nth(2)
+        .and_then(|w| w.parse().ok())
+        .unwrap_or_else(|| panic!("no job id in {started:?}"));
+    let path = format!("/v1/repair/{id}");
+    let done_before = poll(
+        "a few ranges of the job to finish",
+        CONVERGE_TIMEOUT,
+        || {
+            let j = repair_json(&admin, &path);
+            match j["done"].as_u64() {
+                Some(d) if d >= 3 && j["finished_ms"].is_null() => Ok(d),
+                _ if !j["finished_ms"].is_null() => {
+                    Err("the job finished before the kill: budget too high".into())
+                }
+                other => Err(format!("done {other:?}")),
+            }
+        },
+    );
+    cluster.kill9(A);
+    cluster.restart(A);
+    let admin = cluster.nodes[A].admin;
+    let job = poll("the resumed job to finish", RESUME_WITHIN, || {
+        let j = repair_json(&admin, &path);
+        if j["finished_ms"].is_null() {
+            Err(format!(
+                "done {} of {}",
+                j["done"],
+                j["ranges"].as_array().map_or(0, Vec::len)
+            ))
+        } else {
+            Ok(j)
+        }
+    });
+    let ranges = job["ranges"].as_array().map_or(0, Vec::len) as u64;
+    assert_eq!(job["done"].as_u64(), Some(ranges), "{job}");
+    assert_eq!(job["failed"].as_u64(), Some(0), "{job}");
+    // The restarted node's counters start at zero: every session it ran since is one of
+    // the ranges left (the range in progress at the kill is compared again).
+    let sessions_after = repair_json(&admin, "/v1/repair")["sessions"]
+        .as_u64()
+        .unwrap();
+    eprintln!(
+        "job {id}: {done_before} of {ranges} ranges done at the kill; {sessions_after} sessions after the restart"
+    );
+    assert!(
+        sessions_after <= ranges - done_before + 1,
+        "{sessions_after} sessions after the restart for {} ranges left",
+        ranges - done_before
+    );
+    assert!(
+        sessions_after >= ranges - done_before - 1,
+        "{sessions_after}"
+    );
+    let mut c_one = cluster.conn(C, "ONE");
+    let (present, _) = tally(&mut c_one, &new, &[]);
+    assert_eq!(present, new.len());
+}

@@ -1306,8 +1306,10 @@ mod tests {
     #[test]
     fn depth_puts_about_the_target_in_a_leaf() {
         assert_eq!(depth_for(0), 1);
-        assert_eq!(depth_for(64), 1);
-        assert_eq!(depth_for(100_000), 11);
+        assert_eq!(depth_for(LEAF_TARGET_CELLS), 1);
+        // 100,000 cells: 12,500 leaves' worth, 2^14 leaves of about 6 cells.
+        assert_eq!(depth_for(100_000), 14);
+        assert!(100_000 >> depth_for(100_000) <= LEAF_TARGET_CELLS);
         assert_eq!(depth_for(u64::MAX), MAX_TREE_DEPTH);
     }
 

@@ -416,9 +416,15 @@ impl Cluster {
     /// Starts A, then B and C concurrently (as `hearsay dev` does), and waits until every node
     /// sees all three as UN.
     pub fn start(hints: bool) -> Cluster {
+        Cluster::start_with(hints, "")
+    }
+
+    /// As [`Cluster::start`], with `extra` (TOML tables absent from the common
+    /// configuration) appended to every node's configuration file.
+    pub fn start_with(hints: bool, extra: &str) -> Cluster {
         let dir = tempfile::tempdir().expect("tempdir");
         let config = dir.path().join("cluster.toml");
-        std::fs::write(&config, config_toml(hints)).unwrap();
+        std::fs::write(&config, format!("{}\n{extra}", config_toml(hints))).unwrap();
         let mut cluster = Cluster {
             nodes: Vec::new(),
             dir,
