@@ -10,6 +10,7 @@ mod b1;
 mod b2;
 mod b3;
 mod b4;
+mod b5;
 mod b6;
 mod restart;
 mod skew;
@@ -476,6 +477,11 @@ pub const SCENARIOS: &[Scenario] = &[
         name: "b4-hints",
         about: "B4: a node partitioned away while writing at ONE and ANY; hints drain ≤ 30 s; hints never count toward QUORUM",
         run: b4::hints,
+    },
+    Scenario {
+        name: "b5-wiped",
+        about: "B5: a node's data wiped (disk replaced) under QUORUM load: it says needs_repair and serves no stale reads, anti-entropy restores it within 60 s moving ≤ 2× the missing bytes",
+        run: b5::wiped,
     },
     Scenario {
         name: "b6-hostile",
