@@ -558,25 +558,29 @@ pub fn wiped(ctx: &mut Ctx) -> anyhow::Result<()> {
     h.fault_end(fault);
     let ready_after = restarted.elapsed();
 
-    // How the others see it while it repairs.
+    // How every node's MEMBERS shows it while it repairs (sampled with each scan below).
     let mut one = Client::new(addrs.clone(), "ONE");
-    let seen: Vec<String> = (0..n)
-        .map(|i| match health::members(&mut one, i) {
-            Ok(m) => format!(
-                "n{i}: {}",
-                m.get(&cluster.nodes[victim].node_id)
-                    .cloned()
-                    .unwrap_or_else(|| "absent".into())
-            ),
-            Err(e) => format!("n{i}: {e}"),
-        })
-        .collect();
+    let mut seen: BTreeMap<usize, Vec<String>> = BTreeMap::new();
+    let victim_id = cluster.nodes[victim].node_id.clone();
+    let mut sample_members = |one: &mut Client| {
+        for i in 0..n {
+            let code = match health::members(one, i) {
+                Ok(m) => m.get(&victim_id).cloned().unwrap_or_else(|| "absent".into()),
+                Err(_) => "?".into(),
+            };
+            let codes = seen.entry(i).or_default();
+            if codes.last() != Some(&code) {
+                codes.push(code);
+            }
+        }
+    };
 
     // Restored: every acknowledged write of its ranges back in its own data.
     let deadline = restarted + REPAIR_WITHIN;
     let mut restored = Check::new("wiped-restored");
     let mut scans_done = 0;
     let (restored_after, lacking) = loop {
+        sample_members(&mut one);
         let held: BTreeMap<String, CellInfo> =
             match replicas::scan_node(&cluster, victim, KEYSPACE) {
                 Ok(cells) => cells.into_iter().collect(),
@@ -714,14 +718,17 @@ pub fn wiped(ctx: &mut Ctx) -> anyhow::Result<()> {
     );
     ctx.report.lines.push(format!(
         "n{victim} restarted: listening {:.1} s after start; needs_repair for {} (health \
-         samples naming it: {}); MEMBERS codes for it just after: {}",
+         samples naming it: {}); its code in each node's MEMBERS while it repaired (sampled every second): {}",
         ready_after.as_secs_f64(),
         match (hv.needs_repair_from, hv.healthy_at) {
             (Some(f), Some(t)) => format!("{:.2} s", (t - f) as f64 / 1e9),
             _ => "?".into(),
         },
         hv.needs_repair_samples,
-        seen.join(", ")
+        seen.iter()
+            .map(|(i, c)| format!("n{i}: {}", c.join("→")))
+            .collect::<Vec<_>>()
+            .join(", ")
     ));
     ctx.report.lines.push(format!(
         "time to repair: health 200 {:.1} s after the restart; every acknowledged write back \

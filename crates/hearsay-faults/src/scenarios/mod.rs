@@ -495,6 +495,7 @@ pub const CI_SUITE: &[&str] = &[
     "b1-mixed",
     "b3-eio",
     "b3-disk-full",
+    "b5-wiped",
     "b6-hostile",
     "restart-under-load",
 ];
