@@ -382,7 +382,10 @@ struct RepairView {
 
 fn repair_view(admin: SocketAddr) -> anyhow::Result<RepairView> {
     let v = http::get_json(admin, "/v1/repair")?;
-    let n = |k: &str| v[k].as_u64().with_context(|| format!("/v1/repair without {k}"));
+    let n = |k: &str| {
+        v[k].as_u64()
+            .with_context(|| format!("/v1/repair without {k}"))
+    };
     Ok(RepairView {
         cells_moved: n("cells_moved")?,
         bytes_moved: n("bytes_moved")?,
@@ -435,7 +438,7 @@ fn probe_reads(
     let mut i = 0usize;
     while !stop.load(Ordering::Acquire) {
         let key = &keys[rng.random_range(0..keys.len())].0;
-        let node = if i % 2 == 0 && !client.backing_off(victim) {
+        let node = if i.is_multiple_of(2) && !client.backing_off(victim) {
             victim
         } else {
             others[(i / 2) % others.len()]
@@ -565,7 +568,10 @@ pub fn wiped(ctx: &mut Ctx) -> anyhow::Result<()> {
     let mut sample_members = |one: &mut Client| {
         for i in 0..n {
             let code = match health::members(one, i) {
-                Ok(m) => m.get(&victim_id).cloned().unwrap_or_else(|| "absent".into()),
+                Ok(m) => m
+                    .get(&victim_id)
+                    .cloned()
+                    .unwrap_or_else(|| "absent".into()),
                 Err(_) => "?".into(),
             };
             let codes = seen.entry(i).or_default();
@@ -586,14 +592,14 @@ pub fn wiped(ctx: &mut Ctx) -> anyhow::Result<()> {
         sample_members(&mut one);
         let was_healthy = lacking_at_200.is_none()
             && health::health(&cluster.nodes[victim]).is_ok_and(|hh| hh.status == 200);
-        let held: BTreeMap<String, CellInfo> =
-            match replicas::scan_node(&cluster, victim, KEYSPACE) {
-                Ok(cells) => cells.into_iter().collect(),
-                Err(e) => {
-                    h.note(&format!("scan of n{victim}: {e:#}"));
-                    BTreeMap::new()
-                }
-            };
+        let held: BTreeMap<String, CellInfo> = match replicas::scan_node(&cluster, victim, KEYSPACE)
+        {
+            Ok(cells) => cells.into_iter().collect(),
+            Err(e) => {
+                h.note(&format!("scan of n{victim}: {e:#}"));
+                BTreeMap::new()
+            }
+        };
         scans_done += 1;
         let lacking = not_restored(&expected, &held);
         if was_healthy {
@@ -701,8 +707,14 @@ pub fn wiped(ctx: &mut Ctx) -> anyhow::Result<()> {
                     if i == victim { " (the wiped node)" } else { "" }
                 ));
                 let old: BTreeSet<String> = b.jobs.iter().map(|j| j["id"].to_string()).collect();
-                for j in a.jobs.iter().filter(|j| !old.contains(&j["id"].to_string())) {
-                    ctx.report.lines.push(format!("    n{i} {}", describe_job(j)));
+                for j in a
+                    .jobs
+                    .iter()
+                    .filter(|j| !old.contains(&j["id"].to_string()))
+                {
+                    ctx.report
+                        .lines
+                        .push(format!("    n{i} {}", describe_job(j)));
                 }
             }
             Err(e) => ctx
@@ -924,8 +936,14 @@ mod tests {
         };
         let (on, off) = (key_with(true), key_with(false));
         let scans = vec![
-            (0, vec![(on.clone(), cell(1, "xx")), (off.clone(), cell(1, "y"))]),
-            (1, vec![(on.clone(), cell(2, "xxxx")), (off.clone(), cell(1, "y"))]),
+            (
+                0,
+                vec![(on.clone(), cell(1, "xx")), (off.clone(), cell(1, "y"))],
+            ),
+            (
+                1,
+                vec![(on.clone(), cell(2, "xxxx")), (off.clone(), cell(1, "y"))],
+            ),
             // The victim's own scan is not what it should hold.
             (2, vec![(on.clone(), cell(9, "zzzzzzzz"))]),
         ];
@@ -955,7 +973,10 @@ mod tests {
     #[test]
     fn bytes_moved_are_bounded_by_twice_the_missing_data() {
         assert!(judge_bytes(&[(2, 1000), (0, 500)], 2000, 1000).passed());
-        assert_eq!(judge_bytes(&[(2, 1500), (0, 501)], 2000, 1000).violations, 1);
+        assert_eq!(
+            judge_bytes(&[(2, 1500), (0, 501)], 2000, 1000).violations,
+            1
+        );
         // Nothing moved, or too little missing to mean anything.
         assert_eq!(judge_bytes(&[(2, 0)], 2000, 1000).violations, 1);
         assert_eq!(judge_bytes(&[(2, 10)], 3, 10).violations, 1);
@@ -970,7 +991,12 @@ mod tests {
         std::fs::create_dir_all(d.join("cluster/hints")).unwrap();
         std::fs::create_dir_all(d.join("commitlog")).unwrap();
         std::fs::create_dir_all(d.join("ks-1")).unwrap();
-        for f in ["cluster/node_id", "cluster/generation", "cluster/tokens", "cluster/peers"] {
+        for f in [
+            "cluster/node_id",
+            "cluster/generation",
+            "cluster/tokens",
+            "cluster/peers",
+        ] {
             std::fs::write(d.join(f), "x").unwrap();
         }
         std::fs::write(d.join("MANIFEST"), "m").unwrap();
@@ -983,7 +1009,12 @@ mod tests {
         let d = base.join("nested");
         std::fs::create_dir_all(d.join("engine/ks-1")).unwrap();
         std::fs::create_dir_all(d.join("cluster")).unwrap();
-        for f in ["node_id", "cluster/generation", "cluster/tokens", "cluster/peers"] {
+        for f in [
+            "node_id",
+            "cluster/generation",
+            "cluster/tokens",
+            "cluster/peers",
+        ] {
             std::fs::write(d.join(f), "x").unwrap();
         }
         std::fs::write(d.join("other"), "x").unwrap();
