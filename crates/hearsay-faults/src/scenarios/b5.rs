@@ -124,8 +124,9 @@ pub fn judge_health(samples: &[HealthSample]) -> HealthVerdict {
                     "{t:.3} s: 200 before it ever said needs_repair (it serves with an empty \
                      engine)"
                 ));
+            } else {
+                healthy = Some(s.at_ns);
             }
-            healthy = Some(s.at_ns);
         }
     }
     if from.is_none() {
@@ -135,7 +136,9 @@ pub fn judge_health(samples: &[HealthSample]) -> HealthVerdict {
         "{} samples, {count} non-200 naming needs_repair (first: {example:?}), then {}",
         samples.len(),
         match (from, healthy) {
-            (Some(f), Some(h)) => format!("200 after {:.2} s", (h - f) as f64 / 1e9),
+            (Some(f), Some(h)) => {
+                format!("200 after {:.2} s", h.saturating_sub(f) as f64 / 1e9)
+            }
             (_, Some(_)) => "200".to_string(),
             (_, None) => "never 200".to_string(),
         }
