@@ -9,6 +9,10 @@ use anyhow::Context;
 use serde_json::Value;
 use std::collections::BTreeMap;
 
+/// The health code of a node that lost its data and has not been repaired yet (it serves
+/// no reads: docs/repair.md).
+pub const NEEDS_REPAIR: &str = "needs_repair";
+
 /// A node's `/v1/health` answer.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Health {
@@ -42,9 +46,15 @@ impl Health {
 
 /// `GET /v1/health` of `node`.
 pub fn health(node: &Node) -> anyhow::Result<Health> {
-    let (status, body) = http::get(node.admin, "/v1/health")?;
-    let v: Value = serde_json::from_slice(&body)
-        .with_context(|| format!("{}/v1/health: not JSON", node.name))?;
+    health_at(node.admin)
+}
+
+/// `GET /v1/health` of the node whose admin API is at `admin` (for threads that hold an
+/// address, not the node).
+pub fn health_at(admin: std::net::SocketAddr) -> anyhow::Result<Health> {
+    let (status, body) = http::get(admin, "/v1/health")?;
+    let v: Value =
+        serde_json::from_slice(&body).with_context(|| format!("{admin}/v1/health: not JSON"))?;
     let strings = |k: &str| -> Vec<String> {
         v[k].as_array()
             .map(|a| {

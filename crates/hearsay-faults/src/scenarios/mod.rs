@@ -10,6 +10,7 @@ mod b1;
 mod b2;
 mod b3;
 mod b4;
+mod b5;
 mod b6;
 mod restart;
 mod skew;
@@ -478,6 +479,11 @@ pub const SCENARIOS: &[Scenario] = &[
         run: b4::hints,
     },
     Scenario {
+        name: "b5-wiped",
+        about: "B5: a node's data wiped (disk replaced) under QUORUM load: it says needs_repair and serves no stale reads, anti-entropy restores it within 60 s moving ≤ 2× the missing bytes",
+        run: b5::wiped,
+    },
+    Scenario {
         name: "b6-hostile",
         about: "B6: malformed RESP, huge lengths, floods, slowloris, forged gossip: no crash, errors ≤ 1 s, RSS +≤ 32 MiB, membership unchanged",
         run: b6::hostile,
@@ -489,6 +495,7 @@ pub const CI_SUITE: &[&str] = &[
     "b1-mixed",
     "b3-eio",
     "b3-disk-full",
+    "b5-wiped",
     "b6-hostile",
     "restart-under-load",
 ];
