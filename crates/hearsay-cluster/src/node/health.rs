@@ -229,7 +229,10 @@ impl Inner {
                 verdict.describe(max_us)
             );
         } else if !verdict.skewed && was {
-            tracing::info!(node = %self.id, "clock back within the maximum offset; coordinating writes again");
+            match self.hlc_lead_text() {
+                Some(lead) => tracing::warn!(node = %self.id, "clock back within the maximum offset, but {lead}"),
+                None => tracing::info!(node = %self.id, "clock back within the maximum offset; coordinating writes again"),
+            }
         }
         *self.clock_verdict.lock() = verdict;
     }
