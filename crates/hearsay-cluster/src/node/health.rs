@@ -230,8 +230,12 @@ impl Inner {
             );
         } else if !verdict.skewed && was {
             match self.hlc_lead_text() {
-                Some(lead) => tracing::warn!(node = %self.id, "clock back within the maximum offset, but {lead}"),
-                None => tracing::info!(node = %self.id, "clock back within the maximum offset; coordinating writes again"),
+                Some(lead) => {
+                    tracing::warn!(node = %self.id, "clock back within the maximum offset, but {lead}")
+                }
+                None => {
+                    tracing::info!(node = %self.id, "clock back within the maximum offset; coordinating writes again")
+                }
             }
         }
         *self.clock_verdict.lock() = verdict;
