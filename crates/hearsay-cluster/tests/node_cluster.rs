@@ -1684,3 +1684,92 @@ async fn an_interrupted_repair_resumes_where_it_stopped() {
         n.node.shutdown().await;
     }
 }
+
+/// Issue 20, item 6: hints that expire before their replica comes back are dropped, their
+/// tokens go dirty, and the always-on repair repairs those ranges first — well before its
+/// regular schedule (one range per `interval / ranges`, here hours) would reach them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn dropped_hints_make_their_ranges_dirty_and_the_always_on_repair_takes_them_first() {
+    /// Hints older than this are dropped at replay.
+    const HINT_AGE_MS: u64 = 300;
+    const KEYS: usize = 20;
+    let dir = tempfile::tempdir().unwrap();
+    let any = SocketAddr::from(([127, 0, 0, 1], 0));
+    let cfg = |name: &str, seeds: Vec<SocketAddr>| {
+        let mut c = config(&dir.path().join(name), any, seeds);
+        c.hints.max_hint_age_ms = HINT_AGE_MS;
+        c.repair.enabled = true;
+        c.repair.initial_delay_ms = 100;
+        c.repair.interval_ms = 86_400_000;
+        c
+    };
+    let a = start_with(cfg("a", vec![])).await;
+    let seed = a.node.cluster_addr();
+    let b = start_with(cfg("b", vec![seed])).await;
+    let c = start_with(cfg("c", vec![seed])).await;
+    let mut nodes = vec![a, b, c];
+    wait_for_ring(&nodes, 3).await;
+    // C goes away; A coordinates writes it misses (hinted for it).
+    let old_c = nodes.pop().unwrap();
+    let c_id = old_c.node.id();
+    old_c.node.shutdown().await;
+    let _ = old_c.engine.close();
+    let (c_data, mut c_config) = (old_c.data.clone(), old_c.config.clone());
+    c_config.cluster_addr = old_c.node.cluster_addr();
+    drop(old_c);
+    wait_for("A to see C down", CONVERGE, || {
+        !nodes[0].node.view().alive.contains(&c_id)
+    })
+    .await;
+    for i in 0..KEYS {
+        nodes[0]
+            .node
+            .write("default", vec![cell(&format!("d{i}"), "v")], QUORUM)
+            .await
+            .unwrap();
+    }
+    assert!(
+        nodes[0].node.hints_pending() > 0,
+        "the writes were hinted for C"
+    );
+    // The hints age past their limit (an age, not an event), then C comes back.
+    tokio::time::sleep(Duration::from_millis(HINT_AGE_MS * 2)).await;
+    let mut opened = None;
+    wait_for("C's engine to reopen", CONVERGE, || {
+        let mut ec = EngineConfig::new(c_data.join("engine"));
+        ec.sync_mode = SyncMode::None;
+        opened = Engine::open(ec).ok();
+        opened.is_some()
+    })
+    .await;
+    let c_engine = Arc::new(opened.unwrap());
+    let c_node = Arc::new(
+        Node::start(c_config.clone(), c_engine.clone(), Arc::new(SystemClock))
+            .await
+            .unwrap(),
+    );
+    wait_for(
+        "A's hints for C to be dropped, not delivered",
+        CONVERGE,
+        || nodes[0].node.hints_pending() == 0,
+    )
+    .await;
+    let dropped: u64 = nodes[0].node.stats().hints.dropped_total.values().sum();
+    assert!(dropped > 0, "the hints expired and were dropped");
+    wait_for("the dirty ranges to be repaired onto C", CONVERGE, || {
+        (0..KEYS).all(|i| live(stored(&c_engine, &format!("d{i}"))).is_some())
+    })
+    .await;
+    // Only the dirty tokens' ranges (at most one per key) and at most one scheduled range
+    // per node were repaired: the schedule alone would take hours.
+    let sessions: u64 = nodes
+        .iter()
+        .map(|n| n.node.repair_stats().sessions)
+        .sum::<u64>()
+        + c_node.repair_stats().sessions;
+    assert!(sessions <= KEYS as u64 + 3, "{sessions} sessions");
+    c_node.shutdown().await;
+    for n in &nodes {
+        n.node.shutdown().await;
+    }
+}

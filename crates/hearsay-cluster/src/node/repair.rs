@@ -1142,7 +1142,12 @@ pub(crate) async fn run(inner: Arc<Inner>) {
     }
     // Tokens of hints that were dropped (their replicas missed writes no hint will bring):
     // repaired before anything else. Lost on a restart; the regular schedule covers them.
-    let mut dirty: std::collections::BTreeSet<Token> = std::collections::BTreeSet::new();
+    // Each with when it went dirty: a repair leaves out writes younger than a write's
+    // deadline (`snapshot_for`), so a token is taken only once its dropped writes are older.
+    let mut dirty: BTreeMap<Token, Instant> = BTreeMap::new();
+    // When the regular schedule takes its next range (one per `interval / ranges`).
+    let mut next_regular = Instant::now();
+    let settle = Duration::from_micros(inner.config.write_timeout_ms * 1_000 + SNAPSHOT_MARGIN_US);
     let mut last_purge = Instant::now();
     loop {
         if let Some(h) = inner.hints.clone()
@@ -1153,7 +1158,10 @@ pub(crate) async fn run(inner: Arc<Inner>) {
             // that never comes back must not hold the disk, and its ranges go dirty.
             let _ = tokio::task::spawn_blocking(move || h.purge_expired()).await;
         }
-        dirty.extend(inner.take_dirty_tokens());
+        let now = Instant::now();
+        for t in inner.take_dirty_tokens() {
+            dirty.entry(t).or_insert(now);
+        }
         let ranges = inner.repair_ranges(&RepairRequest::default(), true);
         let pause =
             Duration::from_millis(inner.config.repair.interval_ms / (ranges.len().max(1) as u64));
@@ -1162,14 +1170,26 @@ pub(crate) async fn run(inner: Arc<Inner>) {
         let all_up = |replicas: &[NodeId]| replicas.iter().all(|n| view.alive.contains(n));
         // A dirty token's ranges first (whoever's primary they are), then the primary range
         // repaired longest ago, when it is due.
-        let dirty_next = dirty.iter().next().copied();
+        let dirty_next = dirty
+            .iter()
+            .find(|(_, since)| since.elapsed() >= settle)
+            .map(|(t, _)| *t);
+        let mut waiting_for_replicas = !dirty.is_empty() && dirty_next.is_none();
         let next = if let Some(t) = dirty_next {
-            dirty.remove(&t);
-            inner
+            let found = inner
                 .ranges_of_token(t)
                 .into_iter()
-                .find(|(_, _, replicas)| all_up(replicas))
-        } else {
+                .find(|(_, _, replicas)| all_up(replicas));
+            // A token whose replicas are not all up waits for them (the drop happened while
+            // the target was away); the others go ahead.
+            if found.is_some() {
+                dirty.remove(&t);
+            } else {
+                waiting_for_replicas = true;
+            }
+            found
+        } else if Instant::now() >= next_regular {
+            next_regular = Instant::now() + pause;
             ranges
                 .into_iter()
                 .min_by_key(|(ks, r, _)| {
@@ -1182,22 +1202,50 @@ pub(crate) async fn run(inner: Arc<Inner>) {
                     })
                 })
                 .filter(|(_, _, replicas)| all_up(replicas))
+        } else {
+            None
         };
         if let Some((ks, range, replicas)) = next
             && inner.ready.load(Relaxed)
         {
             let _ = inner.repair_and_record(&ks, range, &replicas, false).await;
         }
-        if !dirty.is_empty() {
+        if !dirty.is_empty() && !waiting_for_replicas {
             continue;
         }
-        tokio::select! {
-            _ = inner.shutdown.cancelled() => return,
-            _ = tokio::time::sleep(pause) => {}
+        // The pause between scheduled ranges can be long (interval / ranges); newly dirty
+        // tokens end it early.
+        let until = if waiting_for_replicas {
+            next_regular.min(Instant::now() + Duration::from_millis(DIRTY_CHECK_INTERVAL_MS))
+        } else {
+            next_regular
+        };
+        loop {
+            let step = until
+                .saturating_duration_since(Instant::now())
+                .min(Duration::from_millis(DIRTY_CHECK_INTERVAL_MS));
+            if step.is_zero() {
+                break;
+            }
+            tokio::select! {
+                _ = inner.shutdown.cancelled() => return,
+                _ = tokio::time::sleep(step) => {}
+            }
+            let fresh = inner.take_dirty_tokens();
+            if !fresh.is_empty() {
+                let now = Instant::now();
+                for t in fresh {
+                    dirty.entry(t).or_insert(now);
+                }
+                break;
+            }
         }
     }
 }
 
+/// How often the always-on worker looks for newly dirty tokens while it pauses between
+/// scheduled ranges, in ms: dropped hints are repaired within about this of the drop.
+const DIRTY_CHECK_INTERVAL_MS: u64 = 1_000;
 /// How often expired hints are purged, in ms.
 const HINT_PURGE_INTERVAL_MS: u64 = 60_000;
 /// File in the data directory that says this node lost its data and must be repaired
