@@ -497,7 +497,6 @@ pub const CI_SUITE: &[&str] = &[
     "b3-disk-full",
     "b5-wiped",
     "b6-hostile",
-    "restart-under-load",
 ];
 
 /// Aliases: names that run several scenarios.
