@@ -676,14 +676,7 @@ impl Inner {
                 (i, r)
             });
         }
-        let mut out: Vec<Option<_>> = (0..replicas.len()).map(|_| None).collect();
-        while let Some(joined) = set.join_next().await {
-            let (i, r) = joined.map_err(|e| format!("tree task: {e}"))?;
-            out[i] = Some(r?);
-        }
-        out.into_iter()
-            .map(|t| t.ok_or_else(|| "tree task vanished".to_string()))
-            .collect()
+        in_order(set, replicas.len(), "tree").await
     }
 
     /// Every replica's cells of `slice`, fetched concurrently, in the order of `replicas`.
@@ -698,14 +691,7 @@ impl Inner {
             let (this, ks) = (self.clone(), keyspace.to_string());
             set.spawn(async move { (i, this.replica_cells(n, &ks, slice).await) });
         }
-        let mut out: Vec<Option<_>> = (0..replicas.len()).map(|_| None).collect();
-        while let Some(joined) = set.join_next().await {
-            let (i, r) = joined.map_err(|e| format!("fetch task: {e}"))?;
-            out[i] = Some(r?);
-        }
-        out.into_iter()
-            .map(|t| t.ok_or_else(|| "fetch task vanished".to_string()))
-            .collect()
+        in_order(set, replicas.len(), "fetch").await
     }
 
     async fn repair_range_inner(
@@ -1241,6 +1227,23 @@ pub(crate) async fn run(inner: Arc<Inner>) {
             }
         }
     }
+}
+
+/// The results of `n` tasks that each return their index, in index order; the first error
+/// (or a task that panicked) fails the whole.
+async fn in_order<T: 'static>(
+    mut set: tokio::task::JoinSet<(usize, Result<T, String>)>,
+    n: usize,
+    what: &str,
+) -> Result<Vec<T>, String> {
+    let mut out: Vec<Option<T>> = (0..n).map(|_| None).collect();
+    while let Some(joined) = set.join_next().await {
+        let (i, r) = joined.map_err(|e| format!("{what} task: {e}"))?;
+        out[i] = Some(r?);
+    }
+    out.into_iter()
+        .map(|t| t.ok_or_else(|| format!("{what} task vanished")))
+        .collect()
 }
 
 /// How often the always-on worker looks for newly dirty tokens while it pauses between
